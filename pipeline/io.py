@@ -1,0 +1,92 @@
+"""Atomic file output and params access shared by every stage.
+
+Every stage writes through these helpers so that an interrupted run never
+leaves a half-written artifact behind (DESIGN.md, principle 8).
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+
+class ParamsError(ValueError):
+    """A params.yaml key is missing or invalid; the message names the key."""
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """Yield a temp path next to ``target``; rename it onto ``target`` on success.
+
+    On any exception the temp file is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_bytes(target: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: str | os.PathLike, text: str) -> None:
+    write_bytes(target, text.encode("utf-8"))
+
+
+def write_json(target: str | os.PathLike, obj: Any) -> None:
+    write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: file not found") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_params(section: str, path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
+    """Return one stage's group of ``params.yaml`` (each stage reads only its own keys)."""
+    path = Path(path)
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the workspace root)") from None
+    if section not in params or not isinstance(params[section], dict):
+        raise ParamsError(f"{path}: missing section '{section}'")
+    return params[section]
+
+
+def require(params: dict[str, Any], key: str, section: str, kind: type | tuple[type, ...] | None = None) -> Any:
+    """Fetch ``params[key]`` or raise a ParamsError naming ``section.key``."""
+    if key not in params:
+        raise ParamsError(f"params.yaml: missing key '{section}.{key}'")
+    value = params[key]
+    if kind is not None and not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ParamsError(f"params.yaml: '{section}.{key}' must be {getattr(kind, '__name__', kind)}, got {value!r}")
+    return value
