@@ -16,6 +16,10 @@ from typing import Any, Iterator
 import yaml
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class ParamsError(ValueError):
     """A params.yaml key is missing or invalid; the message names the key."""
 
@@ -33,6 +37,7 @@ def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual mode
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

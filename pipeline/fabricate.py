@@ -1,0 +1,143 @@
+"""Tiny random-init model folders with the Hub repos' exact layout, for offline runs.
+
+No weights can be downloaded here or in CI, so the smoke profile fabricates a
+folder that the *real* loading code (``from_pretrained(Path)``) accepts: same
+file names, same special-token ids, same config keys — only far smaller, and
+seeded so the same seed gives byte-identical files.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from pipeline.io import atomic_path, write_json
+from pipeline.mimi_config import MIMI_CONFIG_NAME, MIMI_WEIGHTS_NAME, SMALL_MIMI, mimi_settings
+
+# Special-token ids the liquid-audio code relies on (7, 128 and 130 are hard-coded in generation).
+SPECIAL_TOKENS: dict[int, str] = {
+    0: "<|pad|>",
+    1: "<|startoftext|>",
+    2: "<|endoftext|>",
+    6: "<|im_start|>",
+    7: "<|im_end|>",
+    128: "<|audio_start|>",
+    130: "<|text_end|>",
+}
+N_SPECIAL = 256  # ids 0-255 are special (unnamed ones reserved), 256-511 are the 256 bytes
+
+# Layout every loader checks (HF repo LiquidAI/LFM2.5-Audio-1.5B).
+LFM_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", MIMI_WEIGHTS_NAME)
+
+TINY_LFM_OVERRIDES = {
+    "encoder": {"n_layers": 1, "d_model": 32, "n_heads": 4, "subsampling_conv_channels": 32},
+    "lfm": {
+        "vocab_size": 512,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "layer_types": ["conv", "full_attention"],
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+    },
+    "depthformer": {"layers": 1, "dim": 64, "tie": True},
+}
+
+
+@dataclass(frozen=True)
+class FabricatedFolder:
+    path: Path
+    n_parameters: int
+    files: tuple[str, ...]
+
+
+def _tiny_lfm_config(reference_config: dict) -> dict:
+    config = json.loads(json.dumps(reference_config))  # deep copy
+    for section, values in TINY_LFM_OVERRIDES.items():
+        config[section].update(values)
+    return config
+
+
+def _build_tokenizer(out_dir: Path) -> None:
+    """Byte-level BPE with no merges: ids 0-255 special (real ids), 256-511 bytes."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    byte_alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=lambda ch: ord(ch))
+    names = [SPECIAL_TOKENS.get(i, f"<|reserved_{i}|>") for i in range(N_SPECIAL)]
+    vocab = {name: i for i, name in enumerate(names)}
+    vocab.update({ch: N_SPECIAL + i for i, ch in enumerate(byte_alphabet)})
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens(names)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|startoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+    )
+    fast.save_pretrained(out_dir)
+
+
+def _save_state_dict(module: torch.nn.Module, target: Path) -> None:
+    """safetensors refuses shared storage: keep one name per tied tensor (as HF does)."""
+    seen: set[int] = set()
+    tensors = {}
+    for name, tensor in module.state_dict().items():
+        key = tensor.data_ptr()
+        if key in seen:
+            continue
+        seen.add(key)
+        tensors[name] = tensor.detach().contiguous().clone()
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+
+
+def _fabricate_mimi(out_dir: Path, seed: int) -> int:
+    from liquid_audio.moshi.models.loaders import get_mimi
+
+    torch.manual_seed(seed)
+    with mimi_settings(SMALL_MIMI):
+        mimi = get_mimi(None, device="cpu")
+    # Random Mimi codebooks start at zero (every code would be 0): give them spread.
+    generator = torch.Generator().manual_seed(seed + 1)
+    for name, buffer in mimi.named_buffers():
+        if name.endswith("embedding_sum"):
+            buffer.copy_(torch.randn(buffer.shape, generator=generator))
+        elif name.endswith("_initialized"):
+            buffer.fill_(1.0)
+    write_json(out_dir / MIMI_CONFIG_NAME, SMALL_MIMI)
+    _save_state_dict(mimi, out_dir / MIMI_WEIGHTS_NAME)
+    return sum(p.numel() for p in mimi.parameters())
+
+
+def fabricate_lfm_folder(out_dir: Path, reference_config: dict, seed: int = 0) -> FabricatedFolder:
+    """Write a random-init LFM2.5-Audio folder loadable by liquid-audio's ``from_pretrained(Path)``."""
+    from liquid_audio.model.conformer.encoder import ConformerEncoderConfig
+    from liquid_audio.model.lfm2_audio import DepthformerConfig, LFM2AudioConfig, LFM2AudioModel
+    from transformers import Lfm2Config
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config = _tiny_lfm_config(reference_config)
+    write_json(out_dir / "config.json", config)
+    _build_tokenizer(out_dir)
+
+    torch.manual_seed(seed)
+    raw = json.loads(json.dumps(config))
+    conf = LFM2AudioConfig(
+        lfm=Lfm2Config(**raw.pop("lfm")),
+        encoder=ConformerEncoderConfig(**raw.pop("encoder")),
+        depthformer=DepthformerConfig(**raw.pop("depthformer")),
+        **raw,
+    )
+    model = LFM2AudioModel(conf).to(torch.bfloat16)
+    _save_state_dict(model, out_dir / "model.safetensors")
+    n_params = sum(p.numel() for p in model.parameters())
+    n_params += _fabricate_mimi(out_dir, seed)
+    return FabricatedFolder(out_dir, n_params, tuple(sorted(p.name for p in out_dir.iterdir())))

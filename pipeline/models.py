@@ -1,0 +1,120 @@
+"""The one place models are loaded (DESIGN.md, principle 4).
+
+Every stage loads LFM2.5-Audio, its processor and Mimi through these functions,
+which call liquid-audio's real ``from_pretrained(Path)``. They add the checks
+liquid-audio lacks: a folder missing a file, or weights that do not cover the
+model (liquid-audio loads with ``strict=False``, leaving such weights random
+without a word), fail here with a message naming the folder and the keys.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.fabricate import LFM_REQUIRED_FILES
+from pipeline.mimi_config import mimi_settings, read_overrides
+
+MIMI_SAMPLE_RATE = 24_000
+MIMI_FRAME_SAMPLES = 1920  # 12.5 Hz frames
+N_CODEBOOKS = 8
+END_OF_AUDIO = 2048
+
+
+class ModelFolderError(RuntimeError):
+    """A model folder is incomplete or its weights do not match the model."""
+
+
+@dataclass
+class LoadedLFM:
+    model: torch.nn.Module  # liquid_audio LFM2AudioModel
+    processor: object  # liquid_audio LFM2AudioProcessor (Mimi already loaded)
+    path: Path
+
+
+def check_lfm_folder(path: Path) -> None:
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFolderError(f"{path}: model folder not found (run the base_models stage first)")
+    missing = [name for name in LFM_REQUIRED_FILES if not (path / name).is_file()]
+    if missing:
+        raise ModelFolderError(f"{path}: incomplete LFM2.5-Audio folder, missing {', '.join(missing)}")
+
+
+def _tensor_names_in(weights_file: Path) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(weights_file), framework="pt") as handle:
+        return set(handle.keys())
+
+
+def uncovered_weight_keys(model: torch.nn.Module, weights_file: Path) -> list[str]:
+    """Model tensors that the file does not provide (tied aliases count as provided)."""
+    in_file = _tensor_names_in(weights_file)
+    provided_storage = {t.data_ptr() for name, t in model.state_dict().items() if name in in_file}
+    return sorted(
+        name
+        for name, tensor in model.state_dict().items()
+        if name not in in_file and tensor.data_ptr() not in provided_storage
+    )
+
+
+def load_processor(path: Path, device: str = "cpu"):
+    """LFM2AudioProcessor with its Mimi codec built (small Mimi settings applied if the folder has them)."""
+    from liquid_audio import LFM2AudioProcessor
+
+    path = Path(path)
+    check_lfm_folder(path)
+    processor = LFM2AudioProcessor.from_pretrained(path, device=device)
+    with mimi_settings(read_overrides(path)):
+        try:
+            processor.mimi  # lazy in liquid-audio: build it while the settings apply
+        except RuntimeError as err:  # strict load_state_dict mismatch
+            raise ModelFolderError(f"{path}: Mimi checkpoint does not match the Mimi model: {err}") from None
+    return processor
+
+
+def load_lfm(path: Path, device: str = "cpu", dtype: torch.dtype = torch.bfloat16) -> LoadedLFM:
+    """LFM2AudioModel + processor from a local folder, with weight coverage checked."""
+    from liquid_audio import LFM2AudioModel
+
+    path = Path(path)
+    processor = load_processor(path, device=device)
+    model = LFM2AudioModel.from_pretrained(path, device=device, dtype=dtype)
+    missing = uncovered_weight_keys(model, path / "model.safetensors")
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
+        raise ModelFolderError(f"{path}/model.safetensors: {len(missing)} model weights missing: {shown}")
+    return LoadedLFM(model=model, processor=processor, path=path)
+
+
+def load_mimi(path: Path, device: str = "cpu"):
+    """The Mimi codec exactly as liquid-audio trains with it (``processor.mimi``)."""
+    return load_processor(path, device=device).mimi
+
+
+@torch.no_grad()
+def encode_codes(mimi, wave: np.ndarray, sample_rate: int = MIMI_SAMPLE_RATE) -> np.ndarray:
+    """Mimi codes of a mono waveform: shape (1, 8, frames) int64 = (batch, codebook, frame).
+
+    Accepts int16 or float samples; resamples to 24 kHz the way liquid-audio's mapper does.
+    """
+    import torchaudio
+
+    wave = np.asarray(wave)
+    if wave.dtype == np.int16:
+        wave = wave.astype(np.float32) / 32768.0
+    tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).reshape(1, -1)
+    if sample_rate != MIMI_SAMPLE_RATE:
+        tensor = torchaudio.functional.resample(tensor, sample_rate, MIMI_SAMPLE_RATE)
+    codes = mimi.encode(tensor.unsqueeze(0))[:, :N_CODEBOOKS]
+    return codes.to(torch.int64).cpu().numpy()
+
+
+@torch.no_grad()
+def decode_codes(mimi, codes: np.ndarray) -> np.ndarray:
+    """Mimi's reconstruction of (1, 8, frames) codes: float32 mono at 24 kHz."""
+    wave = mimi.decode(torch.as_tensor(np.asarray(codes), dtype=torch.long))
+    return wave.reshape(-1).float().cpu().numpy()
