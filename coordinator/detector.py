@@ -1,0 +1,169 @@
+"""Streaming blip detector: one Mimi frame in, a decision out, as early as possible.
+
+Why streaming instead of the card's "buffer 2 frames, then compare": a non-tool
+turn opens with a different codebook-0 code at frame 0 (card: ``1049`` vs the
+blip's ``430``), so the miss is known one frame (80 ms) earlier; and a turn
+whose audio ends, or whose text ends, before the blip's frames arrived must be
+a miss rather than "still waiting" (the card's loop would wait forever).
+
+Decisions are sticky: once MATCH or NO_MATCH, every later ``feed`` returns the
+same :class:`Decision` object, so the blip pattern reappearing later in the ack
+can never produce a second match.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from .matchers import CHECK_ALL, CHECK_ONE, Matcher, matcher_from_signature
+from .signature import END_OF_AUDIO_CODE, BlipSignature
+
+
+class DecisionState(str, Enum):
+    PENDING = "pending"
+    MATCH = "match"
+    NO_MATCH = "no_match"
+
+
+class DecisionReason(str, Enum):
+    MATCHED = "matched"  # every detection frame matched
+    MISMATCH = "mismatch"  # a compared code differed (all alternatives ruled out)
+    END_OF_AUDIO = "end_of_audio"  # codebook 0 == 2048 before the blip's frames were all seen
+    END_OF_TURN = "end_of_turn"  # text-only end / stream exhausted before the blip's frames
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Outcome so far. ``frame_index`` is the 0-based audio frame at which it was decided.
+
+    For ``END_OF_TURN`` no frame triggered the decision; ``frame_index`` is then
+    the number of audio frames seen (the index the missing frame would have had).
+    ``matched_codebooks`` lists the codebook groups that matched (useful for
+    ``AnyOfCodebooks``: was it cb0 or cb3?).
+    """
+
+    state: DecisionState
+    frame_index: int | None = None
+    reason: DecisionReason | None = None
+    matched_codebooks: tuple[tuple[int, ...], ...] = ()
+
+    @property
+    def decided(self) -> bool:
+        return self.state is not DecisionState.PENDING
+
+    @property
+    def is_match(self) -> bool:
+        return self.state is DecisionState.MATCH
+
+
+PENDING = Decision(DecisionState.PENDING)
+
+
+class StreamingBlipDetector:
+    """Feed audio frames one at a time (shape ``(n_codebooks,)`` integer codes).
+
+    Cost per frame is a few hundred nanoseconds: the matcher is compiled to
+    plain Python ints once, each frame is read with ``ndarray.item`` (no
+    temporary arrays), and after the decision ``feed`` only counts frames.
+    """
+
+    __slots__ = (
+        "signature", "matcher", "_plan", "_checks", "_last", "_n_alts", "_n_cb", "_shape",
+        "_alive", "_n_alive", "_decision", "_n_fed",
+    )
+
+    def __init__(self, signature: BlipSignature, matcher: Matcher | None = None) -> None:
+        if not isinstance(signature, BlipSignature):
+            raise TypeError(
+                f"StreamingBlipDetector needs a BlipSignature, got {type(signature).__name__} "
+                "(a raw array is exactly how the card's wrong-index pitfall happens)"
+            )
+        self.signature = signature
+        self.matcher = matcher if matcher is not None else matcher_from_signature(signature)
+        self._plan = self.matcher.plan(signature)
+        self._checks = self._plan.checks
+        self._last = self._plan.last_frame
+        self._n_alts = len(self._plan.alternatives)
+        self._n_cb = signature.n_codebooks
+        self._shape = (self._n_cb,)
+        self._alive = [True] * self._n_alts
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new turn (reuses the compiled plan)."""
+        alive = self._alive
+        for a in range(self._n_alts):
+            alive[a] = True
+        self._n_alive = self._n_alts
+        self._decision = PENDING
+        self._n_fed = 0
+
+    @property
+    def decision(self) -> Decision:
+        return self._decision
+
+    @property
+    def frames_fed(self) -> int:
+        return self._n_fed
+
+    def feed(self, frame: np.ndarray) -> Decision:
+        """Consume the next audio frame; return the (possibly still PENDING) decision."""
+        i = self._n_fed
+        self._n_fed = i + 1
+        if self._decision is not PENDING:
+            return self._decision
+        if type(frame) is not np.ndarray or frame.shape != self._shape:
+            frame = self._coerce(frame)
+        if frame.item(0) == END_OF_AUDIO_CODE:
+            return self._decide(DecisionState.NO_MATCH, i, DecisionReason.END_OF_AUDIO)
+        checks = self._checks[i]
+        if checks is not None:
+            alive = self._alive
+            for a in range(self._n_alts):
+                if not alive[a]:
+                    continue
+                kind, where, expected = checks[a]
+                if kind == CHECK_ONE:
+                    ok = frame.item(where) == expected
+                elif kind == CHECK_ALL:
+                    ok = frame.tolist() == expected
+                else:
+                    ok = True
+                    for k, v in zip(where, expected):
+                        if frame.item(k) != v:
+                            ok = False
+                            break
+                if not ok:
+                    alive[a] = False
+                    self._n_alive -= 1
+            if self._n_alive == 0:
+                return self._decide(DecisionState.NO_MATCH, i, DecisionReason.MISMATCH)
+        if i == self._last:
+            return self._decide(DecisionState.MATCH, i, DecisionReason.MATCHED)
+        return PENDING
+
+    def end_of_turn(self) -> Decision:
+        """The turn ended without more audio (text-only end, ``<|im_end|>``, stream exhausted)."""
+        if self._decision is PENDING:
+            return self._decide(DecisionState.NO_MATCH, self._n_fed, DecisionReason.END_OF_TURN)
+        return self._decision
+
+    # ------------------------------------------------------------------ helpers
+    def _decide(self, state: DecisionState, index: int, reason: DecisionReason) -> Decision:
+        matched: tuple[tuple[int, ...], ...] = ()
+        if state is DecisionState.MATCH:
+            matched = tuple(alt for alt, ok in zip(self._plan.alternatives, self._alive) if ok)
+        self._decision = Decision(state, index, reason, matched)
+        return self._decision
+
+    def _coerce(self, frame: object) -> np.ndarray:
+        arr = np.asarray(frame).reshape(-1)
+        if arr.shape != self._shape:
+            raise ValueError(
+                f"audio frame {self._n_fed - 1}: expected {self._n_cb} codes, got shape {np.shape(frame)}"
+            )
+        if arr.dtype.kind not in "iu":
+            raise ValueError(f"audio frame {self._n_fed - 1}: codes must be integers, got dtype {arr.dtype}")
+        return arr
