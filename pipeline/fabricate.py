@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -98,19 +99,45 @@ def _save_state_dict(module: torch.nn.Module, target: Path) -> None:
         save_file(tensors, str(tmp), metadata={"format": "pt"})
 
 
+def _calibration_clips(seed: int, n_clips: int = 512, n_samples: int = 7680) -> torch.Tensor:
+    """Short varied clips (harmonic 'voices', tone pairs, noise) to fit Mimi's codebooks on.
+
+    Short clips keep the first frames of an utterance well represented, which is
+    where the blip is detected.
+    """
+    rng = np.random.default_rng(seed)
+    t = np.arange(n_samples) / 24_000
+    clips = []
+    for _ in range(n_clips):
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            f0 = rng.uniform(80, 400)
+            wave = sum(np.sin(2 * np.pi * f0 * h * t + rng.uniform(0, 6)) / h for h in range(1, rng.integers(2, 9)))
+        elif kind == 1:
+            wave = sum(np.sin(2 * np.pi * rng.uniform(200, 4000) * t) for _ in range(rng.integers(1, 3)))
+        else:
+            wave = rng.normal(0, 1, n_samples)
+        clips.append(wave / np.abs(wave).max() * rng.uniform(0.05, 0.8))
+    return torch.from_numpy(np.stack(clips).astype(np.float32)).unsqueeze(1)
+
+
+@torch.no_grad()
 def _fabricate_mimi(out_dir: Path, seed: int) -> int:
+    """Small random Mimi whose codebooks are fitted by Mimi's own k-means initialisation.
+
+    Random codebooks start at zero (every code would be 0); fitting them on
+    calibration audio makes codes depend on the input, as with real weights.
+    """
     from liquid_audio.moshi.models.loaders import get_mimi
 
     torch.manual_seed(seed)
     with mimi_settings(SMALL_MIMI):
         mimi = get_mimi(None, device="cpu")
-    # Random Mimi codebooks start at zero (every code would be 0): give them spread.
-    generator = torch.Generator().manual_seed(seed + 1)
-    for name, buffer in mimi.named_buffers():
-        if name.endswith("embedding_sum"):
-            buffer.copy_(torch.randn(buffer.shape, generator=generator))
-        elif name.endswith("_initialized"):
-            buffer.fill_(1.0)
+    latents = mimi._encode_to_unquantized_latent(_calibration_clips(seed))
+    mimi.quantizer.train()
+    for _ in range(SMALL_MIMI["quantizer"]["n_q"]):  # each pass initialises one more residual level
+        mimi.quantizer(latents, mimi.frame_rate)
+    mimi.quantizer.eval()
     write_json(out_dir / MIMI_CONFIG_NAME, SMALL_MIMI)
     _save_state_dict(mimi, out_dir / MIMI_WEIGHTS_NAME)
     return sum(p.numel() for p in mimi.parameters())

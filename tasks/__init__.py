@@ -1,0 +1,1 @@
+"""DVC stages: one module per stage, run as `python -m tasks.<stage>`."""
