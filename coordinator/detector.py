@@ -59,6 +59,7 @@ class Decision:
 
 
 PENDING = Decision(DecisionState.PENDING)
+_INT64 = np.dtype(np.int64)
 
 
 class StreamingBlipDetector:
@@ -114,8 +115,8 @@ class StreamingBlipDetector:
         self._n_fed = i + 1
         if self._decision is not PENDING:
             return self._decision
-        if type(frame) is not np.ndarray or frame.shape != self._shape:
-            frame = self._coerce(frame)
+        if type(frame) is not np.ndarray or frame.dtype is not _INT64 or frame.shape != self._shape:
+            frame = self._coerce(frame)  # slow path: lists, other int dtypes, (1, 8), bad input
         if frame.item(0) == END_OF_AUDIO_CODE:
             return self._decide(DecisionState.NO_MATCH, i, DecisionReason.END_OF_AUDIO)
         checks = self._checks[i]
