@@ -147,24 +147,21 @@ def dvc(args: list[str], workdir: str | os.PathLike, on_line: Callable[[str], No
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1, errors="replace",
     )
     lines: list[str] = []
-    assert proc.stdout is not None
-    for raw in proc.stdout:
-        line = raw.rstrip("\n")
-        on_line(line)
-        lines.append(line)
-        del lines[:-tail_lines]
+    try:
+        for raw in proc.stdout:
+            line = raw.rstrip("\n")
+            on_line(line)
+            lines.append(line)
+            del lines[:-tail_lines]
+    except BaseException:
+        proc.kill()
+        raise
     return proc.wait(), lines
 
 
 def run_stage(workdir: str | os.PathLike, name: str, force: bool = False,
-              on_line: Callable[[str], None] = print, inproc_check: bool = True) -> str:
-    """Bring one stage up to date; return RAN, SKIPPED or RESTORED, or raise StageFailed.
-
-    With `inproc_check`, an unchanged stage is skipped without starting the dvc CLI.
-    """
-    if inproc_check and not force and not stage_changed(workdir, name):
-        on_line(f"Stage '{name}' didn't change, skipping")
-        return SKIPPED
+              on_line: Callable[[str], None] = print) -> str:
+    """`dvc repro --single-item [--force] <name>`: return RAN, SKIPPED or RESTORED, or raise StageFailed."""
     outcome = None
 
     def watch(line: str) -> None:

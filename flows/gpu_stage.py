@@ -1,0 +1,34 @@
+"""`gpu-stage`: one GPU stage of dvc.yaml, run by a worker of the `gpu-2x4090` pool.
+
+The worker sets CUDA_VISIBLE_DEVICES; the stage runs the same command as
+anywhere else (`dvc repro --single-item <stage>`, DESIGN.md principle 6).
+"""
+from __future__ import annotations
+
+import contextlib
+import socket
+
+from prefect import flow, get_run_logger
+
+from flows.dvc_graph import run_stage
+
+# Global concurrency limit holding one slot per GPU (`python -m flows.pool setup` creates it).
+# GPU stages and sweep experiments take slots from it, wherever they run.
+GPU_LIMIT = "gpu"
+
+
+def gpu_slots(gpus: int) -> contextlib.AbstractContextManager:
+    """Hold `gpus` slots of the `gpu` concurrency limit (no-op where no such limit exists)."""
+    from prefect.concurrency.sync import concurrency
+
+    return concurrency(GPU_LIMIT, occupy=gpus, strict=False)
+
+
+@flow(name="gpu-stage", persist_result=True, log_prints=False)
+def gpu_stage(stage: str, workdir: str, force: bool = False, gpus: int = 1) -> dict:
+    """Bring one stage of the DVC workspace `workdir` (a path on this worker's host) up to date."""
+    logger = get_run_logger()
+    logger.info("stage '%s' on %s in %s", stage, socket.gethostname(), workdir)
+    with gpu_slots(gpus):
+        status = run_stage(workdir, stage, force=force, on_line=logger.info)
+    return {"stage": stage, "status": status, "host": socket.gethostname()}

@@ -1,0 +1,191 @@
+"""`retrain`: the whole DVC pipeline as one Prefect flow, one task per stage.
+
+    python -m flows.retrain --workdir runs/smoke          # what `make run` calls
+
+The stage graph comes from dvc.yaml; DVC decides what is unchanged. Stages with
+`meta: {pool: gpu}` go to the `gpu-stage` deployment on the GPU work pool when
+one exists (`--gpu-pool` or TOOLAWARE_GPU_POOL), and run in this process otherwise.
+See docs/orchestration.md.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.dvc_graph import (FAILED, NOT_RUN, SKIPPED, StageFailed, StageResult, StageSpec, downstream,
+                             load_stages, run_stage, stage_changed)
+from flows.gpu_stage import gpu_slots
+from flows.publish import flatten, markdown_table, publish_table, publish_unavailable, read_metrics
+
+GPU_DEPLOYMENT = "gpu-stage/gpu-stage"
+LAST_RUN = Path("reports/last_run.json")
+CLASS_METRICS = Path("reports/metrics/eval_classes.json")
+BLIP_METRICS = Path("reports/metrics/eval_blip.json")
+MODEL_CARD = Path("reports/model_card.md")
+COLUMNS = ["stage", "status", "seconds", "pool", "queue"]
+
+
+def find_gpu_pool(name: str | None) -> str | None:
+    """The GPU work pool to use: `name` or $TOOLAWARE_GPU_POOL, if it exists on the Prefect server."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import WorkPoolStatus
+    from prefect.exceptions import ObjectNotFound
+
+    name = name or os.environ.get("TOOLAWARE_GPU_POOL")
+    if not name:
+        return None
+    logger = get_run_logger()
+    with get_client(sync_client=True) as client:
+        try:
+            pool = client.read_work_pool(name)
+        except ObjectNotFound:
+            logger.warning("work pool '%s' does not exist: GPU stages run in this process", name)
+            return None
+    if pool.status == WorkPoolStatus.NOT_READY:
+        logger.warning("work pool '%s' has no online worker yet: GPU stage runs wait in its queues", name)
+    return name
+
+
+def run_on_pool(spec: StageSpec, workdir: str, force: bool, deployment: str) -> str:
+    """Run one stage through the `gpu-stage` deployment; return its status or raise StageFailed."""
+    from prefect.deployments import run_deployment
+
+    logger = get_run_logger()
+    child = run_deployment(
+        deployment, parameters={"stage": spec.name, "workdir": workdir, "force": force, "gpus": spec.gpus},
+        work_queue_name=spec.queue, poll_interval=2,
+    )
+    logger.info("stage '%s' ran as flow run '%s' (%s)", spec.name, child.name, child.state.type.value)
+    if not child.state.is_completed():
+        raise StageFailed(spec.name, 1, [f"{deployment} run '{child.name}': {child.state.message}"])
+    return child.state.result()["status"]
+
+
+@task(task_run_name="{spec.name}", cache_policy=NO_CACHE, persist_result=False)
+def dvc_stage(spec: StageSpec, workdir: str, force: bool, gpu_pool: str | None,
+              gpu_deployment: str, inproc_check: bool) -> StageResult:
+    """Bring one stage up to date, here or on the GPU pool."""
+    logger = get_run_logger()
+    start = time.perf_counter()
+    if inproc_check and not force and not stage_changed(workdir, spec.name):
+        logger.info("Stage '%s' didn't change, skipping", spec.name)
+        return StageResult(spec.name, SKIPPED, time.perf_counter() - start)
+    if spec.pool == "gpu" and gpu_pool:
+        status = run_on_pool(spec, workdir, force, gpu_deployment)
+        return StageResult(spec.name, status, time.perf_counter() - start, pool=gpu_pool, queue=spec.queue)
+    with gpu_slots(spec.gpus) if spec.pool == "gpu" else contextlib.nullcontext():
+        status = run_stage(workdir, spec.name, force=force, on_line=logger.info)
+    return StageResult(spec.name, status, time.perf_counter() - start)
+
+
+@flow(name="retrain", log_prints=False)
+def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[str] | None = None,
+            gpu_pool: str | None = None, gpu_deployment: str = GPU_DEPLOYMENT,
+            inproc_check: bool = True) -> list[dict]:
+    """Run `targets` (default: every stage) and their upstream stages in DVC's order.
+
+    A failed stage fails the flow; the stages downstream of it are `not_run`, the
+    others still run. `force` lists stages to rerun even if unchanged.
+    `inproc_check=False` starts `dvc repro --single-item` for every stage, even unchanged ones.
+    """
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    from pipeline.io import write_json
+
+    logger = get_run_logger()
+    workdir = str(Path(workdir).resolve())
+    stages = load_stages(workdir, targets)
+    forced = set(force or ())
+    if unknown := forced - {s.name for s in stages}:
+        raise ValueError(f"force: unknown or untargeted stage(s) {sorted(unknown)}")
+    pool = find_gpu_pool(gpu_pool)
+    progress = create_progress_artifact(0.0, key="retrain-progress", description="stages done")
+    results: list[StageResult] = []
+    blocked: dict[str, str] = {}  # stage -> the failed upstream stage
+    errors: list[Exception] = []
+    for done, spec in enumerate(stages, start=1):
+        if spec.name in blocked:
+            results.append(StageResult(spec.name, NOT_RUN, error=f"upstream stage '{blocked[spec.name]}' failed"))
+        else:
+            try:
+                results.append(dvc_stage(spec, workdir, spec.name in forced, pool, gpu_deployment, inproc_check))
+            except Exception as err:  # noqa: BLE001 - recorded, and re-raised after the report
+                results.append(StageResult(spec.name, FAILED, error=str(err)))
+                errors.append(err)
+                for name in downstream(stages, spec.name):
+                    blocked.setdefault(name, spec.name)
+        update_progress_artifact(progress, 100.0 * done / len(stages), description=f"{spec.name}: {results[-1].status}")
+
+    rows = [r.row() for r in results]
+    write_json(Path(workdir) / LAST_RUN, rows)
+    logger.info("stages:\n%s", markdown_table(rows, COLUMNS, missing="-"))
+    publish_run(workdir, rows)
+    if errors:
+        raise errors[0]
+    return rows
+
+
+def publish_run(workdir: str, rows: list[dict]) -> None:
+    """Artifacts of one run: stage statuses, class accuracy, blip emission, model card."""
+    from prefect.artifacts import create_markdown_artifact
+
+    publish_table("retrain-stages", rows, "Stage status of this retrain run")
+    root = Path(workdir)
+    classes, why = read_metrics(root / CLASS_METRICS)
+    if classes is None:
+        publish_unavailable("eval-classes", "Class accuracy", why)
+    else:
+        publish_table("eval-classes", class_rows(classes), f"Held-out accuracy per class ({CLASS_METRICS})")
+    blip, why = read_metrics(root / BLIP_METRICS)
+    if blip is None:
+        publish_unavailable("eval-blip", "Blip emission", why)
+    else:
+        rows = [{"metric": k, "value": v} for k, v in flatten(blip).items()]
+        publish_table("eval-blip", rows, f"Blip emission ({BLIP_METRICS})")
+    card = root / MODEL_CARD
+    if card.is_file():
+        create_markdown_artifact(card.read_text(), key="model-card", description=str(MODEL_CARD))
+    else:
+        publish_unavailable("model-card", "Model card", f"{card}: not written")
+
+
+def class_rows(metrics: dict) -> list[dict]:
+    """One row per class from `per_class` ({class: {accuracy, n}} or {class: accuracy}), then overall."""
+    rows = []
+    for name, value in (metrics.get("per_class") or {}).items():
+        value = value if isinstance(value, dict) else {"accuracy": value}
+        rows.append({"class": name, "accuracy": value.get("accuracy"), "n": value.get("n")})
+    rows.append({"class": "overall", "accuracy": metrics.get("overall_accuracy"), "n": metrics.get("n")})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flows.embedded import embedded_prefect
+
+    parser = argparse.ArgumentParser(prog="python -m flows.retrain", description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", default=".", help="DVC workspace (default: .)")
+    parser.add_argument("--targets", nargs="*", help="only these stages and their upstream")
+    parser.add_argument("--force", nargs="*", default=[], help="stages to rerun even if unchanged")
+    parser.add_argument("--gpu-pool", help="work pool for GPU stages (default: $TOOLAWARE_GPU_POOL)")
+    parser.add_argument("--cli-check", action="store_true",
+                        help="start `dvc repro` for unchanged stages too (slower; same result)")
+    args = parser.parse_args(argv)
+    with embedded_prefect(args.workdir):
+        try:
+            retrain(workdir=args.workdir, targets=args.targets, force=args.force,
+                    gpu_pool=args.gpu_pool, inproc_check=not args.cli_check)
+        except Exception as err:  # noqa: BLE001 - Prefect has logged it; the report names the stage
+            print(f"retrain failed: {err}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
