@@ -1,0 +1,36 @@
+# Two entry points (README): `make run` runs the pipeline, `make test` runs the tests.
+# Both create or refresh .venv (Python 3.12) and the system packages they need, idempotently.
+PROFILE ?= smoke
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.installed
+# Offline by default: production runs (PROFILE=v4.1) download weights by Hub id.
+export HF_HUB_OFFLINE ?= 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup run test clean-runs
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt constraints.txt
+	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
+	@test -x $(PY) || { PY312=$$(command -v python3.12 || PYENV_VERSION=3.12.1 pyenv which python3.12); $$PY312 -m venv $(VENV); }
+	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' || { echo "$(VENV) is not Python 3.12: remove it"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
+	@touch $(STAMP)
+
+run: setup
+ifeq ($(PROFILE),v4.1)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH HF_HUB_OFFLINE=0 $(VENV)/bin/dvc repro
+else
+	@WS=$$($(PY) -m pipeline.workspace --profile $(PROFILE)) && cd $$WS && \
+	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro
+endif
+
+test: setup
+	$(PY) -m pytest
+
+clean-runs:
+	rm -rf runs/

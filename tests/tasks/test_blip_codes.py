@@ -1,0 +1,72 @@
+"""The blip_codes stage: Mimi round trip, codes layout, determinism, prefix property."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile
+import yaml
+
+from pipeline.models import encode_codes
+from tasks import blip_codes
+from tasks.blip import BlipParams, synthesize_blip
+
+BLIP = synthesize_blip(BlipParams())
+
+
+def test_default_blip_encodes_to_one_batch_eight_codebooks_two_frames(tiny_mimi):
+    codes = encode_codes(tiny_mimi, BLIP, 24000)
+    assert codes.shape == (1, 8, 2) and codes.dtype == np.int64
+    assert ((0 <= codes) & (codes < 2048)).all()
+
+
+def test_encoding_is_deterministic(tiny_mimi):
+    np.testing.assert_array_equal(encode_codes(tiny_mimi, BLIP, 24000), encode_codes(tiny_mimi, BLIP, 24000))
+
+
+def test_blip_then_speech_starts_with_the_blips_frames(tiny_mimi):
+    """Mimi is causal: what follows the blip cannot change the blip's own frames."""
+    rng = np.random.default_rng(0)
+    speech = (rng.normal(0, 3000, 24000)).astype(np.int16)
+    alone = encode_codes(tiny_mimi, BLIP, 24000)
+    joined = encode_codes(tiny_mimi, np.concatenate([BLIP, speech]), 24000)
+    np.testing.assert_array_equal(joined[:, :, :2], alone)
+
+
+def test_preview_prefix_reproduces_the_signature_codes(tiny_mimi):
+    """Training prepends the preview, so the signature must be the preview's codes."""
+    trip = blip_codes.round_trip(tiny_mimi, BLIP, 24000)
+    assert trip.preview.shape == (3840,)
+    rng = np.random.default_rng(1)
+    ack = np.concatenate([trip.preview, rng.normal(0, 0.1, 12000).astype(np.float32)])
+    np.testing.assert_array_equal(encode_codes(tiny_mimi, ack, 24000)[:, :, :2], trip.codes)
+
+
+def test_stage_writes_codes_preview_and_signature(tiny_lfm_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/blips").mkdir(parents=True)
+    soundfile.write(tmp_path / blip_codes.BLIP_WAV, BLIP, 24000, subtype="PCM_16")
+    document = blip_codes.run(blip_codes.BLIP_WAV, tiny_lfm_dir, [0])
+
+    codes = np.load(blip_codes.CODES_NPY)
+    assert codes.shape == (1, 8, 2) and codes.dtype == np.int64
+    signature = json.loads(blip_codes.SIGNATURE_JSON.read_text())
+    assert signature == document
+    assert signature["axes"] == ["batch", "codebook", "frame"]
+    assert signature["detection"] == {"codebooks": [0], "frames": [0, 1]}
+    assert signature["cb0_across_frames"] == codes[0, 0, :].tolist()
+    preview, rate = soundfile.read(blip_codes.PREVIEW_WAV, dtype="int16")
+    assert rate == 24000 and preview.shape == (3840,)
+
+    first = {p: p.read_bytes() for p in (blip_codes.CODES_NPY, blip_codes.PREVIEW_WAV, blip_codes.SIGNATURE_JSON)}
+    blip_codes.run(blip_codes.BLIP_WAV, tiny_lfm_dir, [0])
+    assert all(p.read_bytes() == content for p, content in first.items())
+
+
+def test_stage_rejects_bad_detection_codebooks(tiny_lfm_dir, tmp_path, monkeypatch):
+    from pipeline.io import ParamsError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ParamsError, match="blip_codes.detect_codebooks"):
+        blip_codes.run(blip_codes.BLIP_WAV, tiny_lfm_dir, [9])
