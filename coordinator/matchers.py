@@ -149,13 +149,16 @@ class AnyOfCodebooks(Matcher):
 def matcher_from_detection(spec: DetectionSpec, n_codebooks: int) -> Matcher:
     """Factory: the signature's ``detection`` block -> a matcher.
 
-    ``mode: "all"`` (default) -> every listed codebook must match
-    (``FullMatch`` when that is all of them, else ``CodebookMatch``);
-    ``mode: "any"`` -> ``AnyOfCodebooks``.
+    One codebook -> ``CodebookMatch``. Several codebooks are alternatives by
+    default (``mode: "any"``, ``[0, 3]`` = cb0 OR cb3 -> ``AnyOfCodebooks``);
+    ``mode: "all"`` -> all must match (``FullMatch`` when that is every codebook,
+    else ``CodebookMatch``).
     """
     frames = spec.frames
     cbs = tuple(spec.codebooks)
-    if spec.mode == "any" and len(cbs) > 1:
+    if len(cbs) == 1:
+        return CodebookMatch(codebooks=cbs, frames=frames)
+    if spec.mode == "any":
         return AnyOfCodebooks(codebooks=cbs, frames=frames)
     if tuple(sorted(cbs)) == tuple(range(n_codebooks)):
         return FullMatch(frames=frames)

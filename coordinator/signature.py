@@ -19,8 +19,12 @@ On-disk contract (written by the ``blip_codes`` stage)::
                                              "blip_sha256": ..., "mimi_sha256": ...,
                                              "codes_sha256": sha256 of the .npy bytes}
 
-``detection`` may also carry ``"mode": "all" | "any"`` (how several listed
-codebooks combine, default ``"all"``); see ``coordinator.matchers``.
+Several codebooks in ``detection.codebooks`` are alternatives (``[0, 3]`` =
+cb0 OR cb3, as ``params.yaml``'s ``blip_codes.detect_codebooks`` documents);
+an optional ``"mode": "all"`` asks for all of them instead (``FullMatch`` when
+that is every codebook). See ``coordinator.matchers``. Extra top-level keys
+written by the stage (``roundtrip``, ``preview_sha256``...) are ignored, except
+``cb0_across_frames``, which is cross-checked against the .npy.
 """
 from __future__ import annotations
 
@@ -55,13 +59,13 @@ class DetectionSpec:
 
     codebooks: tuple[int, ...] = (0,)
     frames: tuple[int, ...] | None = None  # None = every frame of the blip
-    mode: DetectionMode = "all"
+    mode: DetectionMode = "any"  # how several codebooks combine: "any" = OR, "all" = AND
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"codebooks": list(self.codebooks)}
         if self.frames is not None:
             out["frames"] = list(self.frames)
-        if self.mode != "all":
+        if self.mode != "any":
             out["mode"] = self.mode
         return out
 
@@ -194,7 +198,7 @@ class BlipSignature:
                     f"{sig_path}: key 'n_frames' {meta['n_frames']} disagrees with {npy} shape {list(arr.shape)}"
                 )
         spec = _parse_detection(key("detection", dict), sig_path)
-        return cls.from_codes(
+        signature = cls.from_codes(
             arr,
             detection=spec,
             frame_rate_hz=float(key("frame_rate_hz", (int, float))),
@@ -204,6 +208,13 @@ class BlipSignature:
             mimi_sha256=meta.get("mimi_sha256"),
             codes_sha256=actual_sha,
         )
+        recorded_cb0 = meta.get("cb0_across_frames")
+        if recorded_cb0 is not None and list(recorded_cb0) != signature.cb0_across_frames.tolist():
+            raise SignatureError(
+                f"{sig_path}: key 'cb0_across_frames' {recorded_cb0} disagrees with {npy} "
+                f"codebook 0 across frames {signature.cb0_across_frames.tolist()}"
+            )
+        return signature
 
     # -------------------------------------------------------------- accessors
     @property
@@ -268,7 +279,7 @@ def _parse_detection(block: dict[str, Any], where: Path) -> DetectionSpec:
         or not all(isinstance(f, int) and not isinstance(f, bool) for f in frames)
     ):
         raise SignatureError(f"{where}: 'detection.frames' must be a non-empty list of ints, got {frames!r}")
-    mode = block.get("mode", "all")
+    mode = block.get("mode", "any")
     if mode not in ("all", "any"):
         raise SignatureError(f"{where}: 'detection.mode' must be 'all' or 'any', got {mode!r}")
     return DetectionSpec(

@@ -90,9 +90,12 @@ def test_detector_agrees_with_oracle_on_near_misses(sig):
     "detection, expected",
     [
         (DetectionSpec(codebooks=(0,), frames=(0, 1)), CodebookMatch(codebooks=(0,), frames=(0, 1))),
-        (DetectionSpec(codebooks=tuple(range(8))), FullMatch()),
+        # several codebooks are alternatives (params.yaml: "[0, 3] = cb0 OR cb3") ...
+        (DetectionSpec(codebooks=(0, 3)), AnyOfCodebooks(codebooks=(0, 3))),
         (DetectionSpec(codebooks=(0, 3), mode="any"), AnyOfCodebooks(codebooks=(0, 3))),
-        (DetectionSpec(codebooks=(0, 3)), CodebookMatch(codebooks=(0, 3))),  # default mode: all
+        # ... unless the block says "mode": "all"
+        (DetectionSpec(codebooks=(0, 3), mode="all"), CodebookMatch(codebooks=(0, 3))),
+        (DetectionSpec(codebooks=tuple(range(8)), mode="all"), FullMatch()),
     ],
 )
 def test_factory_builds_matcher_from_detection_block(detection, expected):
@@ -100,7 +103,7 @@ def test_factory_builds_matcher_from_detection_block(detection, expected):
 
 
 def test_signature_detection_block_picks_the_default_matcher():
-    sig = BlipSignature.from_codes(card_like_blip_codes(), detection=DetectionSpec(codebooks=(0, 3), mode="any"))
+    sig = BlipSignature.from_codes(card_like_blip_codes(), detection=DetectionSpec(codebooks=(0, 3)))
     assert matcher_from_signature(sig) == AnyOfCodebooks(codebooks=(0, 3))
     assert StreamingBlipDetector(sig).matcher == AnyOfCodebooks(codebooks=(0, 3))
 

@@ -34,6 +34,10 @@ def write_blip(tmp_path: Path, codes: np.ndarray, **overrides) -> tuple[Path, Pa
         "blip_sha256": "b" * 64,
         "mimi_sha256": "m" * 64,
         "codes_sha256": hashlib.sha256(npy.read_bytes()).hexdigest(),
+        # extra keys the blip_codes stage also writes: ignored, except cb0_across_frames (cross-checked)
+        "cb0_across_frames": codes[0, 0, :].tolist(),
+        "roundtrip": {"stable_codebooks": [0, 1], "raw_cb0_across_frames": codes[0, 0, :].tolist()},
+        "preview_sha256": "p" * 64,
     }
     meta.update(overrides)
     sig = tmp_path / "tool_invoke.signature.json"
@@ -157,6 +161,7 @@ def test_load_with_wrong_recorded_hash(tmp_path):
         ({"detection": {"codebooks": [0], "frames": [0, 2]}}, "outside [0, 2)"),
         ({"detection": {"codebooks": [0, 3], "mode": "xor"}}, "'detection.mode'"),
         ({"detection": {"codebook": [0]}}, "unknown key"),
+        ({"cb0_across_frames": [13, 127]}, "'cb0_across_frames' [13, 127] disagrees"),
     ],
 )
 def test_load_rejects_inconsistent_signature(tmp_path, overrides, fragment):
