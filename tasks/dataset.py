@@ -1,0 +1,345 @@
+"""Dataset stage: generate or ingest tool-aware rows, validate them, split them, check for leaks.
+
+    python -m tasks.dataset                  # run the stage with params.yaml's `dataset` group
+    python -m tasks.dataset validate PATH..  # check JSONL files, one `PATH:LINE: reason` per bad row
+
+What the stage does (format and rules: ``docs/data-format.md``):
+
+1. Rows come from ``dataset.source``:
+   - ``ingest``: the user's JSONL at ``dataset.ingest_path``;
+   - ``generate``: synthetic v4-style rows from ``pipeline/catalog.py``, seeded.
+2. Every row goes through the same parser (``pipeline.records``). Bad rows go to
+   ``data/dataset/quarantine.jsonl`` with path, line, reason and raw text; the
+   stage fails if their share exceeds ``dataset.max_bad_fraction``.
+3. Rows are split by class into train / eval / heldout / novel_facts. Held-out
+   and novel-facts rows may share no normalised user/assistant text and no fact
+   value with train or eval; :func:`find_leaks` checks that after splitting.
+   Generated held-out rows come from the reserved side of every pool, so they
+   pass; ingested held-out rows are picked among rows that share nothing with
+   any other row; novel facts are always generated.
+4. Splits are written atomically; per-class counts, bad counts and the bad
+   fraction go to ``reports/metrics/dataset.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from pipeline import templates
+from pipeline.catalog import TOOLS, RowMaker, is_hard_negative
+from pipeline.io import ParamsError, load_params, require, write_json
+from pipeline.records import (CLASSES, BadLine, DatasetRow, ReadResult, iter_leak_keys, normalize_text,
+                              parse_lines, read_rows, write_jsonl, write_rows)
+from pipeline.templates import Side
+
+SPLITS = ("train", "eval", "heldout", "novel_facts")
+TRAINING_SPLITS = ("train", "eval")
+PROTECTED_SPLITS = ("heldout", "novel_facts")
+OUT_DIR = Path("data/dataset")
+METRICS_PATH = Path("reports/metrics/dataset.json")
+
+Splits = dict[str, list[DatasetRow]]
+
+
+class DatasetError(RuntimeError):
+    """The stage cannot produce a sound dataset; the message says why."""
+
+
+# --------------------------------------------------------------------------- params
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """The ``dataset`` group of params.yaml, checked."""
+
+    source: str                       # "generate" | "ingest"
+    ingest_path: Path | None          # required for ingest
+    seed: int
+    train_size: int                   # generate only; ingest keeps every row not held out or in eval
+    eval_size: int
+    heldout_per_class: int
+    novel_facts: int
+    max_bad_fraction: float
+    class_shares: dict[str, float]    # generate only: share of each class in train and eval
+    hard_negative_share: float        # generate only: share of tool_miss rows that list a related tool
+    tools_per_row: tuple[int, int]    # generate only: inclusive range of listed tools
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> DatasetConfig:
+        def get(key: str, kind: type | tuple[type, ...]) -> Any:
+            return require(params, key, "dataset", kind)
+
+        def check(ok: bool, key: str, expectation: str) -> None:
+            if not ok:
+                raise ParamsError(f"params.yaml: 'dataset.{key}' must be {expectation}, got {params[key]!r}")
+
+        source = get("source", str)
+        check(source in ("generate", "ingest"), "source", "'generate' or 'ingest'")
+        ingest_path = Path(get("ingest_path", str)) if source == "ingest" else None
+        sizes = {key: get(key, int) for key in ("seed", "train_size", "eval_size", "heldout_per_class", "novel_facts")}
+        for key in ("train_size", "eval_size", "heldout_per_class", "novel_facts"):
+            check(sizes[key] >= 0, key, "a non-negative integer")
+        fractions = {key: float(get(key, (int, float))) for key in ("max_bad_fraction", "hard_negative_share")}
+        for key, value in fractions.items():
+            check(0.0 <= value <= 1.0, key, "between 0 and 1")
+        shares = get("class_shares", dict)
+        check(set(shares) == set(CLASSES) and all(isinstance(v, (int, float)) and v >= 0 for v in shares.values())
+              and abs(sum(shares.values()) - 1.0) < 1e-6,
+              "class_shares", f"a share >= 0 for each of {', '.join(CLASSES)}, summing to 1")
+        tools_per_row = get("tools_per_row", list)
+        check(len(tools_per_row) == 2 and all(isinstance(n, int) for n in tools_per_row)
+              and 1 <= tools_per_row[0] <= tools_per_row[1] <= 8, "tools_per_row", "[low, high] with 1 <= low <= high <= 8")
+        return cls(source=source, ingest_path=ingest_path, **sizes, **fractions,
+                   class_shares={name: float(shares[name]) for name in CLASSES},
+                   tools_per_row=(tools_per_row[0], tools_per_row[1]))
+
+
+# --------------------------------------------------------------------------- counting and stratifying
+
+def allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """Split ``total`` into integers proportional to ``weights`` (largest remainder; ties by key order)."""
+    weight_sum = sum(weights.values())
+    if total == 0 or weight_sum == 0:
+        return {key: 0 for key in weights}
+    exact = {key: total * weight / weight_sum for key, weight in weights.items()}
+    counts = {key: int(value) for key, value in exact.items()}
+    by_remainder = sorted(weights, key=lambda key: counts[key] - exact[key])  # stable: ties keep key order
+    for key in by_remainder[: total - sum(counts.values())]:
+        counts[key] += 1
+    return counts
+
+
+def class_counts(rows: list[DatasetRow]) -> dict[str, int]:
+    counted = Counter(row.row_class for row in rows)
+    return {name: counted[name] for name in CLASSES}
+
+
+def stratified_take(rows: list[DatasetRow], n: int, rng: random.Random) -> tuple[list[DatasetRow], list[DatasetRow]]:
+    """Draw ``n`` rows with the class proportions of ``rows``; return (drawn, rest), each in input order."""
+    if n > len(rows):
+        raise DatasetError(f"cannot draw {n} rows from {len(rows)}")
+    quota = allocate(n, {name: float(count) for name, count in class_counts(rows).items()})
+    chosen: set[int] = set()
+    for name in CLASSES:
+        members = [i for i, row in enumerate(rows) if row.row_class == name]
+        chosen.update(rng.sample(members, quota[name]))
+    return ([row for i, row in enumerate(rows) if i in chosen],
+            [row for i, row in enumerate(rows) if i not in chosen])
+
+
+# --------------------------------------------------------------------------- generation
+
+def generate_rows(maker: RowMaker, counts: dict[str, int], id_prefix: str,
+                  hard_negative_share: float, unique: bool = False) -> list[DatasetRow]:
+    """``counts[class]`` rows per class in shuffled order; exactly round(share * n) tool_miss rows are hard.
+
+    ``unique`` redraws a row (up to 50 times) whose user text and facts repeat an earlier row,
+    so that every held-out row is a distinct test.
+    """
+    n_hard = round(hard_negative_share * counts["tool_miss"])
+    plan = [(name, False) for name in CLASSES if name != "tool_miss" for _ in range(counts[name])]
+    plan += [("tool_miss", True)] * n_hard + [("tool_miss", False)] * (counts["tool_miss"] - n_hard)
+    maker.rng.shuffle(plan)
+    makers: dict[str, Callable[[str, bool], DatasetRow]] = {
+        "tool_match": lambda row_id, _: maker.tool_match(row_id),
+        "tool_result_speak": lambda row_id, _: maker.tool_result_speak(row_id),
+        "tool_miss": maker.tool_miss,
+        "non_tool": lambda row_id, _: maker.non_tool(row_id),
+    }
+    rows: list[DatasetRow] = []
+    seen: set[tuple[str, str]] = set()
+    for index, (name, hard) in enumerate(plan, start=1):
+        row_id = f"{id_prefix}-{index:05d}"
+        for _ in range(50 if unique else 1):
+            row = makers[name](row_id, hard)
+            key = (normalize_text(row.user), str(row.facts))
+            if key not in seen:
+                break
+        seen.add(key)
+        rows.append(row)
+    return rows
+
+
+def _maker(config: DatasetConfig, split: str, side: Side) -> RowMaker:
+    return RowMaker(random.Random(f"{config.seed}:{split}"), side, config.tools_per_row)
+
+
+def generate_novel_facts(config: DatasetConfig) -> list[DatasetRow]:
+    """tool_result_speak rows whose facts come from the held-out side of every pool."""
+    counts = {name: config.novel_facts if name == "tool_result_speak" else 0 for name in CLASSES}
+    return generate_rows(_maker(config, "novel_facts", "heldout"), counts, "novel", 0.0, unique=True)
+
+
+def generate_splits(config: DatasetConfig) -> Splits:
+    """All four splits, synthetic; train/eval from the train side, heldout/novel_facts from the held-out side."""
+    held_out_counts = {name: config.heldout_per_class for name in CLASSES}
+    return {
+        "train": generate_rows(_maker(config, "train", "train"), allocate(config.train_size, config.class_shares),
+                               "train", config.hard_negative_share),
+        "eval": generate_rows(_maker(config, "eval", "train"), allocate(config.eval_size, config.class_shares),
+                              "eval", config.hard_negative_share),
+        "heldout": generate_rows(_maker(config, "heldout", "heldout"), held_out_counts,
+                                 "heldout", config.hard_negative_share, unique=True),
+        "novel_facts": generate_novel_facts(config),
+    }
+
+
+def revalidate(splits: Splits) -> tuple[Splits, ReadResult]:
+    """Round-trip generated rows through the parser, so they meet exactly the rules ingested rows meet."""
+    checked: Splits = {}
+    bad: list[BadLine] = []
+    lines_read = 0
+    for name, rows in splits.items():
+        result = parse_lines((row.to_line() for row in rows), f"<generated {name}>")
+        checked[name] = result.rows
+        bad += result.bad
+        lines_read += result.lines_read
+    return checked, ReadResult([row for rows in checked.values() for row in rows], bad, lines_read)
+
+
+# --------------------------------------------------------------------------- ingest split
+
+def leak_free(rows: list[DatasetRow]) -> list[DatasetRow]:
+    """Rows that share no normalised text and no fact value with any other row (held-out candidates)."""
+    owners = Counter(key for row in rows for key in set(iter_leak_keys(row)))
+    return [row for row in rows if all(owners[key] == 1 for key in iter_leak_keys(row))]
+
+
+def split_ingested(rows: list[DatasetRow], config: DatasetConfig) -> Splits:
+    """heldout_per_class leak-free rows per class, then a stratified eval of eval_size; the rest is train."""
+    rng = random.Random(f"{config.seed}:ingest-split")
+    candidates = leak_free(rows)
+    held_out_ids: set[str] = set()
+    for name in CLASSES:
+        pool = [row.id for row in candidates if row.row_class == name]
+        if len(pool) < config.heldout_per_class:
+            total = sum(row.row_class == name for row in rows)
+            raise DatasetError(
+                f"{config.ingest_path}: only {len(pool)} of {total} {name} rows share no text or fact value with "
+                f"another row; dataset.heldout_per_class needs {config.heldout_per_class}")
+        held_out_ids.update(rng.sample(pool, config.heldout_per_class))
+    remaining = [row for row in rows if row.id not in held_out_ids]
+    eval_rows, train_rows = stratified_take(remaining, min(config.eval_size, len(remaining)), rng)
+    return {"train": train_rows, "eval": eval_rows,
+            "heldout": [row for row in rows if row.id in held_out_ids],
+            "novel_facts": generate_novel_facts(config)}
+
+
+# --------------------------------------------------------------------------- leakage
+
+def find_leaks(splits: Splits) -> list[str]:
+    """One message per (protected row, key) that also occurs in train or eval."""
+    seen: dict[tuple[str, str], str] = {}
+    for split in TRAINING_SPLITS:
+        for row in splits[split]:
+            for key in iter_leak_keys(row):
+                seen.setdefault(key, f"{split} row {row.id}")
+    return [f"{split} row {row.id} shares {kind} '{value}' with {seen[(kind, value)]}"
+            for split in PROTECTED_SPLITS for row in splits[split]
+            for kind, value in dict.fromkeys(iter_leak_keys(row)) if (kind, value) in seen]
+
+
+def check_no_leakage(splits: Splits) -> None:
+    leaks = find_leaks(splits)
+    if leaks:
+        shown = "\n  ".join(leaks[:10])
+        raise DatasetError(f"{len(leaks)} leak(s) from held-out/novel facts into train/eval:\n  {shown}")
+
+
+# --------------------------------------------------------------------------- the stage
+
+def dataset_metrics(config: DatasetConfig, read: ReadResult, splits: Splits | None) -> dict[str, Any]:
+    metrics: dict[str, Any] = {
+        "source": config.source,
+        "rows_read": read.lines_read,
+        "bad_rows": len(read.bad),
+        "bad_fraction": round(read.bad_fraction, 6),
+        "max_bad_fraction": config.max_bad_fraction,
+    }
+    if splits is not None:
+        metrics["counts"] = {name: {**class_counts(rows), "total": len(rows)} for name, rows in splits.items()}
+        metrics["hard_negative_fraction"] = {
+            name: round(sum(map(is_hard_negative, rows)) / misses, 4) if (misses := class_counts(rows)["tool_miss"]) else None
+            for name, rows in splits.items()}
+    if config.source == "generate":
+        metrics["catalog"] = {"tools": len(TOOLS),
+                              "ack_templates": len(templates.on_side(templates.ACK_TEMPLATES, "train")),
+                              "refusal_templates": len(templates.on_side(templates.REFUSAL_TEMPLATES, "train"))}
+    return metrics
+
+
+def run_stage(config: DatasetConfig, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS_PATH) -> dict[str, Any]:
+    """Produce the four splits, the quarantine file and the metrics; return the metrics.
+
+    Raises DatasetError (after writing quarantine and metrics) when too many rows are bad,
+    and when the splits cannot be made leak-free.
+    """
+    if config.source == "ingest":
+        assert config.ingest_path is not None
+        read = read_rows(config.ingest_path)
+        splits = None
+    else:
+        splits, read = revalidate(generate_splits(config))
+    write_jsonl(out_dir / "quarantine.jsonl", (bad.to_json() for bad in read.bad))
+    if read.bad_fraction > config.max_bad_fraction:
+        write_json(metrics_path, dataset_metrics(config, read, None))
+        raise DatasetError(
+            f"{len(read.bad)} of {read.lines_read} rows are bad ({read.bad_fraction:.1%}), more than "
+            f"dataset.max_bad_fraction = {config.max_bad_fraction:.1%}; see {out_dir / 'quarantine.jsonl'}")
+    if splits is None:
+        splits = split_ingested(read.rows, config)
+    check_no_leakage(splits)
+    for name in SPLITS:
+        write_rows(out_dir / f"{name}.jsonl", splits[name])
+    metrics = dataset_metrics(config, read, splits)
+    write_json(metrics_path, metrics)
+    return metrics
+
+
+def validate_files(paths: list[Path], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+    """Print every bad row as ``PATH:LINE: reason`` and a ``N rows, K bad`` summary.
+
+    Returns 0 if all rows are good, 1 if any is bad, 2 if a file cannot be read.
+    """
+    rows = bad = 0
+    unreadable = False
+    for path in paths:
+        try:
+            result = read_rows(path)
+        except OSError as error:
+            print(f"error: {error}" if isinstance(error, FileNotFoundError) else f"error: {path}: {error.strerror}",
+                  file=err)
+            unreadable = True
+            continue
+        for line in result.bad:
+            print(line, file=out)
+        rows += result.lines_read
+        bad += len(result.bad)
+    print(f"{rows} rows, {bad} bad", file=out)
+    return 2 if unreadable else 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tasks.dataset", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    validate = commands.add_parser("validate", help="check JSONL files against the data format")
+    validate.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    args = parser.parse_args(argv)
+    if args.command == "validate":
+        return validate_files(args.paths)
+    try:
+        metrics = run_stage(DatasetConfig.from_params(load_params("dataset")))
+    except (ParamsError, DatasetError, FileNotFoundError) as error:
+        print(f"dataset: {error}", file=sys.stderr)
+        return 1
+    sizes = ", ".join(f"{name} {counts['total']}" for name, counts in metrics["counts"].items())
+    print(f"dataset: {sizes}; {metrics['bad_rows']} bad of {metrics['rows_read']} rows")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
