@@ -42,13 +42,13 @@ class StageSpec:
     gpus: int = 1  # `meta: {gpus: 2}`: slots taken from the `gpu` concurrency limit
 
 
-class StageFailed(RuntimeError):
-    """`dvc repro` of one stage failed; the message carries the stage's last output lines."""
+class DvcFailed(RuntimeError):
+    """A `dvc` command failed; the message carries its last output lines."""
 
-    def __init__(self, stage: str, returncode: int, tail: Iterable[str]):
-        self.stage, self.returncode = stage, returncode
+    def __init__(self, what: str, returncode: int, tail: Iterable[str]):
+        self.what, self.returncode = what, returncode
         lines = "\n".join(tail)
-        super().__init__(f"stage '{stage}' failed (dvc exit code {returncode}):\n{lines}")
+        super().__init__(f"{what} failed (dvc exit code {returncode}):\n{lines}")
 
 
 @dataclass
@@ -161,7 +161,7 @@ def dvc(args: list[str], workdir: str | os.PathLike, on_line: Callable[[str], No
 
 def run_stage(workdir: str | os.PathLike, name: str, force: bool = False,
               on_line: Callable[[str], None] = print) -> str:
-    """`dvc repro --single-item [--force] <name>`: return RAN, SKIPPED or RESTORED, or raise StageFailed."""
+    """`dvc repro --single-item [--force] <name>`: return RAN, SKIPPED or RESTORED, or raise DvcFailed."""
     outcome = None
 
     def watch(line: str) -> None:
@@ -176,7 +176,7 @@ def run_stage(workdir: str | os.PathLike, name: str, force: bool = False,
     args = ["repro", "--single-item", *(["--force"] if force else []), name]
     returncode, tail = dvc(args, workdir, watch)
     if returncode != 0:
-        raise StageFailed(name, returncode, tail)
+        raise DvcFailed(f"stage '{name}'", returncode, tail)
     if outcome is None:  # DVC changed its wording: fall back to comparing the dvc.lock entry
         outcome = RAN if force or _lock_entry(workdir, name) != before else SKIPPED
         on_line(f"(no DVC outcome line for '{name}'; dvc.lock comparison says {outcome})")
@@ -188,3 +188,50 @@ def _lock_entry(workdir: str | os.PathLike, name: str) -> dict | None:
     if not lock.exists():
         return None
     return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(name)
+
+
+def experiment_rev(workdir: str | os.PathLike, name: str) -> str | None:
+    """Commit of the experiment `name` on the current baseline (HEAD), or None."""
+    with _repo(workdir) as repo:
+        for exps in repo.experiments.ls().values():
+            for exp_name, rev in exps:
+                if exp_name == name:
+                    return rev
+    return None
+
+
+def remove_experiment(workdir: str | os.PathLike, name: str) -> bool:
+    """Drop the experiment `name` of the current baseline so a rerun can reuse the name."""
+    if experiment_rev(workdir, name) is None:
+        return False
+    with _repo(workdir) as repo:
+        repo.experiments.remove(exp_names=[name])
+    return True
+
+
+def run_experiment(workdir: str | os.PathLike, name: str, overrides: Iterable[str],
+                   on_line: Callable[[str], None] = print) -> str:
+    """`dvc exp run --temp -n <name> -S <override>...` (the workspace stays untouched); return its commit."""
+    args = ["exp", "run", "--temp", "-n", name]
+    for override in overrides:
+        args += ["-S", override]
+    returncode, tail = dvc(args, workdir, on_line)
+    if returncode != 0:
+        raise DvcFailed(f"experiment '{name}'", returncode, tail)
+    rev = experiment_rev(workdir, name)
+    if rev is None:
+        raise RuntimeError(f"dvc exp run -n {name} succeeded but no experiment '{name}' exists on HEAD")
+    return rev
+
+
+def read_json_at(workdir: str | os.PathLike, path: str, rev: str) -> tuple[dict | None, str | None]:
+    """(JSON object at `path` in commit `rev`, None) or (None, why unavailable); DVC-tracked or git-tracked."""
+    import json
+
+    import dvc.api
+
+    try:
+        data = json.loads(dvc.api.read(path, repo=os.fspath(workdir), rev=rev))
+    except Exception as err:  # noqa: BLE001 - missing path, missing cache, bad JSON: all "unavailable"
+        return None, f"{path}@{rev[:7]}: {type(err).__name__}: {err}"
+    return (data, None) if isinstance(data, dict) else (None, f"{path}@{rev[:7]}: not a JSON object")

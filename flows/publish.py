@@ -53,10 +53,10 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def publish_table(key: str, rows: list[dict], description: str) -> None:
+def publish_table(key: str, rows: list[dict], description: str, missing: str = UNAVAILABLE) -> None:
     from prefect.artifacts import create_table_artifact
 
-    shown = [{k: cell(v) if v is None else v for k, v in row.items()} for row in rows]
+    shown = [{k: cell(v, missing) if v is None else v for k, v in row.items()} for row in rows]
     create_table_artifact(shown, key=key, description=description)
 
 

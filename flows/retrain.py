@@ -19,7 +19,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.dvc_graph import (FAILED, NOT_RUN, SKIPPED, StageFailed, StageResult, StageSpec, downstream,
+from flows.dvc_graph import (FAILED, NOT_RUN, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
                              load_stages, run_stage, stage_changed)
 from flows.gpu_stage import gpu_slots
 from flows.publish import flatten, markdown_table, publish_table, publish_unavailable, read_metrics
@@ -54,7 +54,7 @@ def find_gpu_pool(name: str | None) -> str | None:
 
 
 def run_on_pool(spec: StageSpec, workdir: str, force: bool, deployment: str) -> str:
-    """Run one stage through the `gpu-stage` deployment; return its status or raise StageFailed."""
+    """Run one stage through the `gpu-stage` deployment; return its status or raise DvcFailed."""
     from prefect.deployments import run_deployment
 
     logger = get_run_logger()
@@ -64,7 +64,7 @@ def run_on_pool(spec: StageSpec, workdir: str, force: bool, deployment: str) -> 
     )
     logger.info("stage '%s' ran as flow run '%s' (%s)", spec.name, child.name, child.state.type.value)
     if not child.state.is_completed():
-        raise StageFailed(spec.name, 1, [f"{deployment} run '{child.name}': {child.state.message}"])
+        raise DvcFailed(f"stage '{spec.name}'", 1, [f"{deployment} run '{child.name}': {child.state.message}"])
     return child.state.result()["status"]
 
 
@@ -136,7 +136,7 @@ def publish_run(workdir: str, rows: list[dict]) -> None:
     """Artifacts of one run: stage statuses, class accuracy, blip emission, model card."""
     from prefect.artifacts import create_markdown_artifact
 
-    publish_table("retrain-stages", rows, "Stage status of this retrain run")
+    publish_table("retrain-stages", rows, "Stage status of this retrain run", missing="-")
     root = Path(workdir)
     classes, why = read_metrics(root / CLASS_METRICS)
     if classes is None:

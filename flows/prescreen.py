@@ -1,0 +1,119 @@
+"""CPU pre-screen of a blip variant, before any GPU time is spent on it.
+
+Two questions, answered with the same Mimi the pipeline trains with:
+1. Does the variant's detection signature (codebook 0 across the blip's F frames,
+   taken from the preview round trip = what the model learns to emit) already
+   occur at the start of ordinary (non-blip) assistant audio? Each such opening
+   would fire the coordinator without a tool call: the false-trigger rate.
+2. Is the preview round trip stable: encode -> decode -> re-encode gives the same
+   codebook-0 codes? If not, the trained-on codes and the raw blip's codes differ.
+
+`screen_codes` is the numpy-only core; `prescreen_variant` synthesises the blip
+from params (+ sweep overrides) and encodes through `pipeline.models`.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+
+@dataclass(frozen=True)
+class PrescreenResult:
+    false_trigger_rate: float | None  # None = unavailable (no non-blip audio to screen against)
+    roundtrip_stable: bool
+    reason: str | None  # why the variant is rejected; None = it passed
+    signature: tuple[int, ...] = ()  # cb0 across the blip's frames (after the round trip)
+
+    @property
+    def passed(self) -> bool:
+        return self.reason is None
+
+
+def screen_codes(raw_codes: np.ndarray, roundtrip_codes: np.ndarray, speech_codes: Sequence[np.ndarray],
+                 max_false_trigger_rate: float) -> PrescreenResult:
+    """Decide from codes alone. All arrays are (1, 8, frames) = (batch, codebook, frame).
+
+    raw_codes: the synthesised blip's codes; roundtrip_codes: codes of its decoded
+    preview; speech_codes: codes of non-blip assistant audio, one array per utterance.
+    """
+    signature = np.asarray(roundtrip_codes)[0, 0, :]  # codebook 0 across frames, not [0, :, 0]
+    stable = bool(np.array_equal(np.asarray(raw_codes)[0, 0, :], signature))
+    frames = len(signature)
+    hits = sum(np.array_equal(np.asarray(codes)[0, 0, :frames], signature) for codes in speech_codes)
+    rate = hits / len(speech_codes) if len(speech_codes) else None
+    reasons = []
+    if not stable:
+        reasons.append(f"preview round trip changes cb0: {np.asarray(raw_codes)[0, 0].tolist()} -> {signature.tolist()}")
+    if rate is None:
+        reasons.append("false-trigger rate unavailable: no non-blip assistant audio to screen against")
+    elif rate > max_false_trigger_rate:
+        reasons.append(f"false-trigger rate {rate:.3f} > {max_false_trigger_rate} "
+                       f"({hits}/{len(speech_codes)} openings already start with cb0 {signature.tolist()})")
+    return PrescreenResult(rate, stable, "; ".join(reasons) or None, tuple(int(c) for c in signature))
+
+
+def apply_overrides(params: dict, overrides: Sequence[str]) -> dict:
+    """params.yaml with `dvc exp run -S` overrides applied (`a.b=value`, `+a.new=value`; YAML values)."""
+    result = copy.deepcopy(params)
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        if not sep or not key.lstrip("+"):
+            raise ValueError(f"override {override!r}: expected key=value")
+        adding = key.startswith("+")
+        *parents, leaf = key.lstrip("+").split(".")
+        node = result
+        for i, part in enumerate(parents):
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"override {override!r}: '{'.'.join(parents[:i + 1])}' is not a params group")
+            node = node[part]
+        if leaf not in node and not adding:
+            raise ValueError(f"override {override!r}: no key '{key}' in params.yaml (add one with '+{key}=...')")
+        node[leaf] = yaml.safe_load(text)
+    return result
+
+
+@functools.lru_cache(maxsize=2)
+def _mimi(model_dir: str):
+    from pipeline.models import load_mimi
+
+    return load_mimi(Path(model_dir))
+
+
+def prescreen_variant(workdir: str | os.PathLike, overrides: Sequence[str], speech: Sequence[np.ndarray] = (),
+                      speech_rate: int = 24_000, max_false_trigger_rate: float = 0.0, mimi=None) -> PrescreenResult:
+    """Screen one variant of `workdir`'s params.yaml against non-blip assistant audio `speech`.
+
+    The Mimi folder is `blip_codes.model_dir` of the params (loaded once per process) unless `mimi` is given.
+    """
+    from pipeline.models import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE, encode_codes
+    from tasks.blip import BlipParams, synthesize_blip
+    from tasks.blip_codes import round_trip
+
+    workdir = Path(workdir)
+    params = apply_overrides(yaml.safe_load((workdir / "params.yaml").read_text()) or {}, overrides)
+    blip = BlipParams.from_params(params.get("blip", {}))
+    if mimi is None:
+        mimi = _mimi(str(workdir / params.get("blip_codes", {}).get("model_dir", "models/base/lfm2.5-audio")))
+    trip = round_trip(mimi, synthesize_blip(blip), blip.sample_rate)
+    # Mimi is causal: the first F frames depend only on the first F frames of audio.
+    opening = -(-trip.n_frames * MIMI_FRAME_SAMPLES * speech_rate // MIMI_SAMPLE_RATE)
+    speech_codes = [encode_codes(mimi, np.asarray(wave)[:opening], speech_rate) for wave in speech]
+    return screen_codes(trip.raw_codes, trip.codes, speech_codes, max_false_trigger_rate)
+
+
+def load_reference_audio(workdir: str | os.PathLike, pattern: str) -> list[np.ndarray]:
+    """Non-blip assistant utterances: the wav files matching `pattern` under `workdir`, at 24 kHz."""
+    from pipeline.audio import SAMPLE_RATE, read_wav, resample
+
+    waves = []
+    for path in sorted(Path(workdir).glob(pattern)):
+        wave, rate = read_wav(path)
+        waves.append(resample(wave, rate, SAMPLE_RATE))
+    return waves

@@ -1,0 +1,219 @@
+"""`sweep`: blip variants for v4.2, screened on CPU, then run as isolated DVC experiments.
+
+    python -m flows.sweep --sweep flows/sweeps/v4.2-blip.yaml [--workdir .]
+
+1. Pre-screen each variant on CPU (flows/prescreen.py): reject it when its
+   detection signature already opens ordinary assistant audio too often, or when
+   the preview round trip changes its codebook-0 codes.
+2. Run the survivors as `dvc exp run --temp -n <name> -S ...` (the workspace is
+   untouched), each holding `gpus_per_experiment` slots of the Prefect global
+   concurrency limit `gpu` while it runs.
+3. Rank them with the v4 and v4.1 baselines of the model card: reports/sweep/
+   leaderboard.{csv,md} and the `sweep-leaderboard` table artifact.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.dvc_graph import read_json_at, remove_experiment, run_experiment
+from flows.gpu_stage import gpu_slots
+from flows.prescreen import PrescreenResult, load_reference_audio, prescreen_variant
+from flows.publish import markdown_table, publish_table
+
+CLASS_METRICS = "reports/metrics/eval_classes.json"
+BLIP_METRICS = "reports/metrics/eval_blip.json"
+LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv and .md
+REFERENCE_AUDIO = "data/prescreen/*.wav"
+COLUMNS = ["rank", "name", "kind", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
+           "false_positive_rate", "prescreen_false_trigger_rate", "overrides", "note"]
+
+# From seed/model-card-v4.1.txt (held-out eval, 119 rows; blip validation n=40). v4 has no blip.
+BASELINES = [
+    {"name": "v4", "kind": "baseline", "overall_accuracy": 0.933, "tool_match_accuracy": 0.867,
+     "cb0_match_rate": None, "false_positive_rate": None, "overrides": "", "note": "model card v4.1 (no blip)"},
+    {"name": "v4.1", "kind": "baseline", "overall_accuracy": 0.950, "tool_match_accuracy": 1.000,
+     "cb0_match_rate": 0.950, "false_positive_rate": None, "overrides": "",
+     "note": "model card v4.1 (38/40 cb0 matches)"},
+]
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    overrides: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    variants: tuple[Variant, ...]
+    max_false_trigger_rate: float = 0.0
+    gpus_per_experiment: int = 2  # an experiment trains on both GPUs
+
+
+def load_sweep(path: str | Path) -> SweepPlan:
+    """Read a sweep file; errors name the file and the variant."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: sweep file not found") from None
+    entries = doc.get("variants")
+    if not isinstance(entries, list) or not entries:
+        raise ValueError(f"{path}: 'variants' must be a non-empty list")
+    variants, seen = [], set()
+    for i, entry in enumerate(entries):
+        where = f"{path}: variants[{i}]"
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError(f"{where}: 'name' must be letters, digits, '.', '_' or '-', got {name!r}")
+        if name in seen:
+            raise ValueError(f"{where}: duplicate name '{name}'")
+        overrides = entry.get("overrides", [])
+        if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+            raise ValueError(f"{where} ({name}): 'overrides' must be a list of 'key=value' strings")
+        seen.add(name)
+        variants.append(Variant(name, tuple(overrides)))
+    return SweepPlan(tuple(variants), float(doc.get("max_false_trigger_rate", 0.0)),
+                     int(doc.get("gpus_per_experiment", 2)))
+
+
+@task(task_run_name="prescreen-{variant.name}", cache_policy=NO_CACHE, persist_result=False)
+def prescreen(workdir: str, variant: Variant, speech: list, max_rate: float) -> PrescreenResult:
+    result = prescreen_variant(workdir, variant.overrides, speech, max_false_trigger_rate=max_rate)
+    logger = get_run_logger()
+    if result.passed:
+        logger.info("%s passes: false-trigger rate %s, signature %s", variant.name, result.false_trigger_rate,
+                    list(result.signature))
+    else:
+        logger.warning("%s rejected: %s", variant.name, result.reason)
+    return result
+
+
+@task(task_run_name="exp-{variant.name}", cache_policy=NO_CACHE, persist_result=False)
+def experiment(workdir: str, variant: Variant, gpus: int) -> dict:
+    """Run one variant as a DVC experiment; return its leaderboard metrics."""
+    logger = get_run_logger()
+    with gpu_slots(gpus):
+        if remove_experiment(workdir, variant.name):
+            logger.info("replaced the earlier experiment '%s' of this commit", variant.name)
+        rev = run_experiment(workdir, variant.name, variant.overrides, on_line=logger.info)
+    return experiment_metrics(workdir, rev)
+
+
+def experiment_metrics(workdir: str, rev: str) -> dict:
+    classes, why_classes = read_json_at(workdir, CLASS_METRICS, rev)
+    blip, why_blip = read_json_at(workdir, BLIP_METRICS, rev)
+    classes, blip = classes or {}, blip or {}
+    tool_match = (classes.get("per_class") or {}).get("tool_match")
+    return {
+        "overall_accuracy": classes.get("overall_accuracy"),
+        "tool_match_accuracy": tool_match.get("accuracy") if isinstance(tool_match, dict) else tool_match,
+        "cb0_match_rate": blip.get("cb0_match_rate"),
+        "false_positive_rate": blip.get("false_positive_rate"),
+        "note": "; ".join(filter(None, [f"exp {rev[:7]}", why_classes, why_blip])),
+    }
+
+
+def rank(rows: list[dict]) -> list[dict]:
+    """Baselines and finished experiments by overall accuracy, then blip match rate (both higher
+    is better), then false-positive rate (lower is better); unavailable numbers sort last.
+    Rejected and failed variants follow, unranked."""
+    def key(row: dict):
+        def high(v):
+            return (v is None, -(v or 0.0))
+        fpr = row.get("false_positive_rate")
+        return (*high(row.get("overall_accuracy")), *high(row.get("cb0_match_rate")), fpr is None, fpr or 0.0)
+
+    ranked = sorted((r for r in rows if r["kind"] in ("baseline", "experiment")), key=key)
+    others = [r for r in rows if r["kind"] not in ("baseline", "experiment")]
+    for i, row in enumerate(ranked, start=1):
+        row["rank"] = i
+    for row in others:
+        row["rank"] = "-"
+    return ranked + others
+
+
+def write_leaderboard(workdir: str, rows: list[dict]) -> None:
+    from pipeline.io import write_text
+
+    base = Path(workdir) / LEADERBOARD
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)  # unavailable numbers are empty cells
+    write_text(base.with_suffix(".csv"), buffer.getvalue())
+    write_text(base.with_suffix(".md"), "# Blip sweep leaderboard\n\n" + markdown_table(rows, COLUMNS) + "\n")
+
+
+@flow(name="sweep", log_prints=False)
+def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", prescreen_variants: bool = True,
+          reference_audio: str = REFERENCE_AUDIO) -> list[dict]:
+    """Screen, run and rank the variants of `sweep_file` in the DVC workspace `workdir`.
+
+    `reference_audio`: glob (under `workdir`) of non-blip assistant wavs for the pre-screen.
+    `prescreen_variants=False` sends every variant to the GPU unscreened.
+    """
+    logger = get_run_logger()
+    workdir = str(Path(workdir).resolve())
+    plan = load_sweep(sweep_file)
+    rows: list[dict] = [dict(b) for b in BASELINES]
+    survivors = list(plan.variants)
+    if prescreen_variants:
+        speech = load_reference_audio(workdir, reference_audio)
+        logger.info("pre-screen against %d non-blip utterances (%s)", len(speech), reference_audio)
+        screened = {v: prescreen(workdir, v, speech, plan.max_false_trigger_rate) for v in plan.variants}
+        survivors = [v for v, result in screened.items() if result.passed]
+        rows += [{"name": v.name, "kind": "rejected", "overrides": " ".join(v.overrides), "note": r.reason,
+                  "prescreen_false_trigger_rate": r.false_trigger_rate} for v, r in screened.items() if not r.passed]
+    futures = {v: experiment.submit(workdir, v, plan.gpus_per_experiment) for v in survivors}
+    errors = []
+    for variant, future in futures.items():
+        row = {"name": variant.name, "kind": "experiment", "overrides": " ".join(variant.overrides)}
+        if prescreen_variants:
+            row["prescreen_false_trigger_rate"] = screened[variant].false_trigger_rate
+        try:
+            row.update(future.result())
+        except Exception as err:  # noqa: BLE001 - shown in the leaderboard, re-raised below
+            row.update(kind="failed", note=str(err).splitlines()[0])
+            errors.append(err)
+        rows.append(row)
+    rows = rank(rows)
+    write_leaderboard(workdir, rows)
+    publish_table("sweep-leaderboard", [{c: r.get(c) for c in COLUMNS} for r in rows], "Blip sweep leaderboard")
+    logger.info("leaderboard:\n%s", markdown_table(rows, COLUMNS))
+    if errors:
+        raise errors[0]
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    from flows.embedded import embedded_prefect
+
+    parser = argparse.ArgumentParser(prog="python -m flows.sweep", description=__doc__.split("\n")[0])
+    parser.add_argument("--sweep", default="flows/sweeps/v4.2-blip.yaml", help="sweep file")
+    parser.add_argument("--workdir", default=".", help="DVC workspace (default: .)")
+    parser.add_argument("--no-prescreen", action="store_true", help="run every variant unscreened")
+    parser.add_argument("--reference-audio", default=REFERENCE_AUDIO, help="glob of non-blip assistant wavs")
+    args = parser.parse_args(argv)
+    with embedded_prefect(args.workdir):
+        try:
+            sweep(sweep_file=args.sweep, workdir=args.workdir, prescreen_variants=not args.no_prescreen,
+                  reference_audio=args.reference_audio)
+        except Exception as err:  # noqa: BLE001 - Prefect has logged it
+            print(f"sweep failed: {err}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
