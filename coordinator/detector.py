@@ -72,7 +72,7 @@ class StreamingBlipDetector:
 
     __slots__ = (
         "signature", "matcher", "_plan", "_checks", "_last", "_n_alts", "_n_cb", "_shape",
-        "_alive", "_n_alive", "_decision", "_n_fed",
+        "_alive", "_all_alive", "_n_alive", "_decision", "_n_fed", "_memo",
     )
 
     def __init__(self, signature: BlipSignature, matcher: Matcher | None = None) -> None:
@@ -89,14 +89,16 @@ class StreamingBlipDetector:
         self._n_alts = len(self._plan.alternatives)
         self._n_cb = signature.n_codebooks
         self._shape = (self._n_cb,)
-        self._alive = [True] * self._n_alts
+        self._all_alive = [True] * self._n_alts
+        self._alive = list(self._all_alive)
+        # Decisions are immutable, so identical ones are built once and reused:
+        # a frozen dataclass costs ~1 µs to construct, more than a whole frame.
+        self._memo: dict[tuple, Decision] = {}
         self.reset()
 
     def reset(self) -> None:
         """Start a new turn (reuses the compiled plan)."""
-        alive = self._alive
-        for a in range(self._n_alts):
-            alive[a] = True
+        self._alive[:] = self._all_alive
         self._n_alive = self._n_alts
         self._decision = PENDING
         self._n_fed = 0
@@ -155,9 +157,16 @@ class StreamingBlipDetector:
     def _decide(self, state: DecisionState, index: int, reason: DecisionReason) -> Decision:
         matched: tuple[tuple[int, ...], ...] = ()
         if state is DecisionState.MATCH:
-            matched = tuple(alt for alt, ok in zip(self._plan.alternatives, self._alive) if ok)
-        self._decision = Decision(state, index, reason, matched)
-        return self._decision
+            if self._n_alive == self._n_alts:
+                matched = self._plan.alternatives
+            else:
+                matched = tuple(alt for alt, ok in zip(self._plan.alternatives, self._alive) if ok)
+        key = (state, index, reason, matched)
+        decision = self._memo.get(key)
+        if decision is None:
+            decision = self._memo[key] = Decision(state, index, reason, matched)
+        self._decision = decision
+        return decision
 
     def _coerce(self, frame: object) -> np.ndarray:
         arr = np.asarray(frame).reshape(-1)
