@@ -32,12 +32,17 @@ def to_float32(wave: np.ndarray) -> np.ndarray:
 
 
 def to_int16(wave: np.ndarray) -> np.ndarray:
-    """16-bit PCM from float samples (clipped to [-1, 1]); int16 input is returned as is."""
+    """16-bit PCM from float samples (clipped); int16 input is returned as is.
+
+    Scaled by 32768, the inverse of ``to_float32`` and of soundfile's reader, so
+    int16 → float → int16 is exact: the blip preview survives being mixed into
+    an ack bit for bit, which the signature check relies on.
+    """
     wave = np.asarray(wave)
     if wave.dtype == np.int16:
         return wave
-    clipped = np.clip(to_float32(wave), -1.0, 1.0)
-    return np.round(clipped * (INT16_SCALE - 1)).astype(np.int16)
+    scaled = np.round(to_float32(wave).astype(np.float64) * INT16_SCALE)
+    return np.clip(scaled, -INT16_SCALE, INT16_SCALE - 1).astype(np.int16)
 
 
 def resample(wave: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -6,15 +6,14 @@ the signature the coordinator watches for. Same params → byte-identical file.
 """
 from __future__ import annotations
 
-import io
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
-from pipeline.io import ParamsError, load_params, write_bytes
+from pipeline.audio import write_wav
+from pipeline.io import ParamsError, load_params
 
 OUTPUT = Path("data/blips/tool_invoke.wav")
 INT16_FULL_SCALE = 32767
@@ -112,13 +111,6 @@ def synthesize_blip(blip: BlipParams) -> np.ndarray:
     return np.round(np.concatenate(parts) * INT16_FULL_SCALE).astype(np.int16)
 
 
-def wav_bytes(samples: np.ndarray, sample_rate: int) -> bytes:
-    """Mono 16-bit PCM WAV bytes (deterministic: no timestamps in the header)."""
-    buffer = io.BytesIO()
-    soundfile.write(buffer, samples, sample_rate, subtype="PCM_16", format="WAV")
-    return buffer.getvalue()
-
-
 def main() -> int:
     try:
         blip = BlipParams.from_params(load_params("blip"))
@@ -126,7 +118,7 @@ def main() -> int:
         print(f"blip: {err}", file=sys.stderr)
         return 1
     samples = synthesize_blip(blip)
-    write_bytes(OUTPUT, wav_bytes(samples, blip.sample_rate))
+    write_wav(OUTPUT, samples, blip.sample_rate)
     print(f"blip: wrote {OUTPUT} ({len(samples)} samples, {len(samples) / blip.sample_rate * 1000:.0f} ms)")
     return 0
 

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import soundfile
 
-from pipeline.io import ParamsError, atomic_path, load_params, sha256_file, write_bytes, write_json
+from pipeline.audio import read_wav, to_int16, write_wav
+from pipeline.io import ParamsError, atomic_path, load_params, sha256_file, write_json
 from pipeline.models import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE, decode_codes, encode_codes, load_mimi
 from pipeline.mimi_config import MIMI_WEIGHTS_NAME
-from tasks.blip import wav_bytes
 
 BLIP_WAV = Path("data/blips/tool_invoke.wav")
 CODES_NPY = Path("data/blips/tool_invoke.codes.npy")
@@ -31,7 +30,7 @@ AXES = ("batch", "codebook", "frame")
 @dataclass(frozen=True)
 class BlipRoundTrip:
     raw_codes: np.ndarray  # (1, 8, F): codes of the synthesised blip
-    preview: np.ndarray  # float32 at 24 kHz: Mimi's reconstruction, F whole frames long
+    preview: np.ndarray  # int16 at 24 kHz: Mimi's reconstruction, F whole frames long
     codes: np.ndarray  # (1, 8, F): codes of the preview = what the model is trained to emit
 
     @property
@@ -47,11 +46,12 @@ class BlipRoundTrip:
 def round_trip(mimi, blip: np.ndarray, sample_rate: int) -> BlipRoundTrip:
     """Encode the blip, decode it (the preview), encode the preview again."""
     raw_codes = encode_codes(mimi, blip, sample_rate)
-    preview = decode_codes(mimi, raw_codes)[: raw_codes.shape[2] * MIMI_FRAME_SAMPLES]
+    # The preview is stored as 16-bit PCM: encode exactly those samples, as training will.
+    preview = to_int16(decode_codes(mimi, raw_codes)[: raw_codes.shape[2] * MIMI_FRAME_SAMPLES])
     codes = encode_codes(mimi, preview, MIMI_SAMPLE_RATE)
     if codes.shape != raw_codes.shape:
         raise RuntimeError(f"preview encodes to {codes.shape}, raw blip to {raw_codes.shape}: frame count changed")
-    return BlipRoundTrip(raw_codes=raw_codes, preview=preview.astype(np.float32), codes=codes)
+    return BlipRoundTrip(raw_codes=raw_codes, preview=preview, codes=codes)
 
 
 def signature_document(trip: BlipRoundTrip, detect_codebooks: list[int], hashes: dict[str, str]) -> dict:
@@ -76,15 +76,14 @@ def signature_document(trip: BlipRoundTrip, detect_codebooks: list[int], hashes:
 def run(blip_wav: Path, model_dir: Path, detect_codebooks: list[int]) -> dict:
     if not detect_codebooks or any(not isinstance(k, int) or not 0 <= k < 8 for k in detect_codebooks):
         raise ParamsError(f"params.yaml: 'blip_codes.detect_codebooks' must list codebooks in 0..7, got {detect_codebooks!r}")
-    blip, sample_rate = soundfile.read(blip_wav, dtype="int16")
+    blip, sample_rate = read_wav(blip_wav)
     mimi = load_mimi(model_dir)
     trip = round_trip(mimi, blip, sample_rate)
 
     with atomic_path(CODES_NPY) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, trip.codes)
-    preview_int16 = np.round(np.clip(trip.preview, -1, 1) * 32767).astype(np.int16)
-    write_bytes(PREVIEW_WAV, wav_bytes(preview_int16, MIMI_SAMPLE_RATE))
+    write_wav(PREVIEW_WAV, trip.preview, MIMI_SAMPLE_RATE)
     hashes = {
         "blip_sha256": sha256_file(blip_wav),
         "mimi_sha256": sha256_file(Path(model_dir) / MIMI_WEIGHTS_NAME),

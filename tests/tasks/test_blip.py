@@ -8,7 +8,7 @@ import yaml
 
 from pipeline.io import ParamsError
 from tasks import blip as blip_stage
-from tasks.blip import BlipParams, envelope, synthesize_blip, wav_bytes
+from tasks.blip import BlipParams, envelope, synthesize_blip
 
 DEFAULTS = dict(tones_hz=[1200, 1800], duration_ms=160, attack_ms=5, release_ms=20,
                 sample_rate=24000, amplitude=0.5, repeats=1, gap_ms=0)
@@ -82,8 +82,3 @@ def test_stage_is_byte_identical_and_writes_nothing_on_bad_params(tmp_path, monk
     assert blip_stage.main() == 1
     assert "blip.tones_hz" in capsys.readouterr().err
     assert not (tmp_path / blip_stage.OUTPUT).exists()
-
-
-def test_wav_bytes_are_mono_pcm16():
-    info = soundfile.info(__import__("io").BytesIO(wav_bytes(np.zeros(10, np.int16), 24000)))
-    assert info.channels == 1 and info.subtype == "PCM_16"
