@@ -16,7 +16,8 @@ What the stage does (format and rules: ``docs/data-format.md``):
    value with train or eval; :func:`find_leaks` checks that after splitting.
    Generated held-out rows come from the reserved side of every pool, so they
    pass; ingested held-out rows are picked among rows that share nothing with
-   any other row; novel facts are always generated.
+   any other row; novel facts are always generated (for ingested data, redrawn
+   when they would share text or a fact value with the ingested rows).
 4. Splits are written atomically; per-class counts, bad counts and the bad
    fraction go to ``reports/metrics/dataset.json``.
 """
@@ -133,12 +134,12 @@ def stratified_take(rows: list[DatasetRow], n: int, rng: random.Random) -> tuple
 
 # --------------------------------------------------------------------------- generation
 
-def generate_rows(maker: RowMaker, counts: dict[str, int], id_prefix: str,
-                  hard_negative_share: float, unique: bool = False) -> list[DatasetRow]:
+def generate_rows(maker: RowMaker, counts: dict[str, int], id_prefix: str, hard_negative_share: float,
+                  unique: bool = False, avoid: frozenset[tuple[str, str]] = frozenset()) -> list[DatasetRow]:
     """``counts[class]`` rows per class in shuffled order; exactly round(share * n) tool_miss rows are hard.
 
-    ``unique`` redraws a row (up to 50 times) whose user text and facts repeat an earlier row,
-    so that every held-out row is a distinct test.
+    A row is redrawn (up to 50 times) if ``unique`` and its user text and facts repeat an earlier
+    row (so every held-out row is a distinct test), or if it has a leak key in ``avoid``.
     """
     n_hard = round(hard_negative_share * counts["tool_miss"])
     plan = [(name, False) for name in CLASSES if name != "tool_miss" for _ in range(counts[name])]
@@ -150,14 +151,14 @@ def generate_rows(maker: RowMaker, counts: dict[str, int], id_prefix: str,
         "tool_miss": maker.tool_miss,
         "non_tool": lambda row_id, _: maker.non_tool(row_id),
     }
+    retries = 50 if unique or avoid else 1
     rows: list[DatasetRow] = []
     seen: set[tuple[str, str]] = set()
     for index, (name, hard) in enumerate(plan, start=1):
-        row_id = f"{id_prefix}-{index:05d}"
-        for _ in range(50 if unique else 1):
-            row = makers[name](row_id, hard)
+        for _ in range(retries):
+            row = makers[name](f"{id_prefix}-{index:05d}", hard)
             key = (normalize_text(row.user), str(row.facts))
-            if key not in seen:
+            if not (unique and key in seen) and avoid.isdisjoint(iter_leak_keys(row)):
                 break
         seen.add(key)
         rows.append(row)
@@ -168,10 +169,15 @@ def _maker(config: DatasetConfig, split: str, side: Side) -> RowMaker:
     return RowMaker(random.Random(f"{config.seed}:{split}"), side, config.tools_per_row)
 
 
-def generate_novel_facts(config: DatasetConfig) -> list[DatasetRow]:
-    """tool_result_speak rows whose facts come from the held-out side of every pool."""
+def generate_novel_facts(config: DatasetConfig, training_rows: list[DatasetRow] = ()) -> list[DatasetRow]:
+    """tool_result_speak rows whose facts come from the held-out side of every pool.
+
+    ``training_rows`` matter for ingested data only: a row sharing text or a fact value with
+    them is redrawn (generated training rows cannot share any, by construction).
+    """
     counts = {name: config.novel_facts if name == "tool_result_speak" else 0 for name in CLASSES}
-    return generate_rows(_maker(config, "novel_facts", "heldout"), counts, "novel", 0.0, unique=True)
+    avoid = frozenset(key for row in training_rows for key in iter_leak_keys(row))
+    return generate_rows(_maker(config, "novel_facts", "heldout"), counts, "novel", 0.0, unique=True, avoid=avoid)
 
 
 def generate_splits(config: DatasetConfig) -> Splits:
@@ -226,7 +232,7 @@ def split_ingested(rows: list[DatasetRow], config: DatasetConfig) -> Splits:
     eval_rows, train_rows = stratified_take(remaining, min(config.eval_size, len(remaining)), rng)
     return {"train": train_rows, "eval": eval_rows,
             "heldout": [row for row in rows if row.id in held_out_ids],
-            "novel_facts": generate_novel_facts(config)}
+            "novel_facts": generate_novel_facts(config, remaining)}
 
 
 # --------------------------------------------------------------------------- leakage
@@ -300,11 +306,12 @@ def run_stage(config: DatasetConfig, out_dir: Path = OUT_DIR, metrics_path: Path
     return metrics
 
 
-def validate_files(paths: list[Path], out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
-    """Print every bad row as ``PATH:LINE: reason`` and a ``N rows, K bad`` summary.
+def validate_files(paths: list[Path], out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Print every bad row as ``PATH:LINE: reason`` and a ``N rows, K bad`` summary (default: stdout/stderr).
 
     Returns 0 if all rows are good, 1 if any is bad, 2 if a file cannot be read.
     """
+    out, err = out or sys.stdout, err or sys.stderr
     rows = bad = 0
     unreadable = False
     for path in paths:

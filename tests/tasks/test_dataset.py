@@ -1,0 +1,312 @@
+"""The dataset stage: deterministic v4-style generation, stratified leak-free splits, validation that loses nothing."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import templates
+from pipeline.catalog import RELATED, TOOLS, is_hard_negative
+from pipeline.records import CLASSES, DatasetRow, Tool, read_rows
+from tasks import dataset as stage
+from tasks.dataset import (DatasetConfig, DatasetError, allocate, check_no_leakage, find_leaks, generate_splits,
+                           run_stage, stratified_take, validate_files)
+
+REPO = Path(__file__).resolve().parents[2]
+
+PARAMS = {  # the smoke profile's sizes
+    "source": "generate", "ingest_path": "data/raw/train_v4.distilled.jsonl", "seed": 41,
+    "train_size": 24, "eval_size": 8, "heldout_per_class": 2, "novel_facts": 4, "max_bad_fraction": 0.02,
+    "class_shares": {"tool_match": 0.30, "tool_result_speak": 0.20, "tool_miss": 0.28, "non_tool": 0.22},
+    "hard_negative_share": 0.6, "tools_per_row": [2, 5],
+}
+PRODUCTION = {**PARAMS, "train_size": 3000, "eval_size": 400, "heldout_per_class": 30, "novel_facts": 60}
+
+
+def config(**overrides) -> DatasetConfig:
+    return DatasetConfig.from_params({**PARAMS, **overrides})
+
+
+@pytest.fixture(scope="module")
+def production_splits():
+    return generate_splits(DatasetConfig.from_params(PRODUCTION))
+
+
+def run_in(tmp_path: Path, cfg: DatasetConfig) -> dict:
+    return run_stage(cfg, tmp_path / "data/dataset", tmp_path / "reports/metrics/dataset.json")
+
+
+# --------------------------------------------------------------------------- generation
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    run_in(tmp_path / "a", config())
+    run_in(tmp_path / "b", config())
+    run_in(tmp_path / "c", config(seed=42))
+    for name in stage.SPLITS:
+        first = (tmp_path / "a/data/dataset" / f"{name}.jsonl").read_bytes()
+        assert first and first == (tmp_path / "b/data/dataset" / f"{name}.jsonl").read_bytes()
+    assert (tmp_path / "a/data/dataset/train.jsonl").read_bytes() != (tmp_path / "c/data/dataset/train.jsonl").read_bytes()
+
+
+def test_production_sizes_and_class_proportions(production_splits):
+    counts = {name: Counter(row.row_class for row in rows) for name, rows in production_splits.items()}
+    assert {name: sum(c.values()) for name, c in counts.items()} == {
+        "train": 3000, "eval": 400, "heldout": 120, "novel_facts": 60}
+    assert counts["train"] == {"tool_match": 900, "tool_result_speak": 600, "tool_miss": 840, "non_tool": 660}
+    assert counts["eval"]["tool_miss"] == 112  # 28% in eval too
+    assert counts["heldout"] == {name: 30 for name in CLASSES}
+    assert counts["novel_facts"] == {"tool_result_speak": 60}
+
+
+def test_tool_miss_is_60_percent_hard_negatives(production_splits):
+    misses = [row for row in production_splits["train"] if row.row_class == "tool_miss"]
+    assert sum(map(is_hard_negative, misses)) == round(0.6 * len(misses))
+    for row in misses:
+        assert row.requested_tool not in row.tool_names
+        related_listed = RELATED[row.requested_tool] & set(row.tool_names)
+        assert bool(related_listed) == is_hard_negative(row)
+
+
+def test_every_row_lists_two_to_five_tools_and_matches_list_their_tool(production_splits):
+    for row in (row for rows in production_splits.values() for row in rows):
+        assert 2 <= len(row.tools) <= 5
+        call = row.tool_call or (row.turn1.tool_call if row.turn1 else None)
+        if call is not None:
+            assert call.name in row.tool_names
+
+
+def test_catalog_has_ten_plus_tools_with_varied_phrasings_and_related_tools():
+    names = {spec.name for spec in TOOLS}
+    assert len(TOOLS) >= 10
+    assert {"weather", "alarm", "email", "maps", "traffic", "iot_lights", "calendar", "timer", "music", "news"} <= names
+    assert RELATED["traffic"] >= {"maps"}
+    for spec in TOOLS:
+        assert spec.description and len(set(spec.requests)) >= 8
+        assert RELATED[spec.name], f"{spec.name} has no related tool for hard negatives"
+        assert all(spec.name in RELATED[other] for other in RELATED[spec.name])  # symmetric
+
+
+def test_at_least_19_ack_and_19_refusal_templates_are_used_in_training(production_splits):
+    train = production_splits["train"]
+    refusals = {row.assistant for row in train if row.row_class == "tool_miss"}
+    used_refusals = {t for t in templates.REFUSAL_TEMPLATES
+                     if any(re.fullmatch(re.escape(t).replace(r"\{capability\}", ".+"), text) for text in refusals)}
+    acks = {row.assistant for row in train if row.row_class == "tool_match"}
+    used_acks = {t for t in templates.ACK_TEMPLATES
+                 if any(re.fullmatch(re.escape(t).replace(r"\{action\}", ".+"), text) for text in acks)}
+    assert len(used_refusals) >= 19 and len(used_acks) >= 19
+
+
+def test_narrations_state_the_numbers_of_their_facts(production_splits):
+    rows = [row for name in ("train", "novel_facts") for row in production_splits[name]
+            if row.row_class == "tool_result_speak"]
+    for row in rows:
+        assert set(re.findall(r"\d+", str(row.facts))) <= set(re.findall(r"\d+", row.assistant)), row.id
+
+
+def test_non_tool_rows_are_chat_without_tool_fields(production_splits):
+    chats = [row for row in production_splits["train"] if row.row_class == "non_tool"]
+    assert len({row.user for row in chats}) > 100
+    assert all(row.tool_call is None and row.facts is None and row.requested_tool is None for row in chats)
+
+
+# --------------------------------------------------------------------------- splits and leakage
+
+def test_allocate_is_proportional_and_exact():
+    assert allocate(400, PARAMS["class_shares"]) == {
+        "tool_match": 120, "tool_result_speak": 80, "tool_miss": 112, "non_tool": 88}
+    assert sum(allocate(7, {"a": 1, "b": 1, "c": 1}).values()) == 7
+
+
+def test_stratified_take_keeps_class_proportions():
+    import random
+    tools = (Tool("weather", "w"),)
+    rows = [DatasetRow(f"r{i}", name, tools, f"u{i}", "a")
+            for i, name in enumerate(["tool_match"] * 40 + ["tool_miss"] * 20 + ["non_tool"] * 40)]
+    taken, rest = stratified_take(rows, 10, random.Random(0))
+    assert Counter(row.row_class for row in taken) == {"tool_match": 4, "tool_miss": 2, "non_tool": 4}
+    assert len(rest) == 90 and not {row.id for row in taken} & {row.id for row in rest}
+
+
+@pytest.mark.parametrize("seed", [41, 7, 2024])
+def test_generated_heldout_and_novel_facts_do_not_leak(seed):
+    assert find_leaks(generate_splits(DatasetConfig.from_params({**PRODUCTION, "seed": seed}))) == []
+
+
+def test_leak_check_catches_a_copied_row():
+    splits = generate_splits(config())
+    leaked = dataclasses.replace(splits["heldout"][0], id="sneaky")
+    splits["train"].append(leaked)
+    assert any("sneaky" in leak for leak in find_leaks(splits))
+    with pytest.raises(DatasetError, match="leak"):
+        check_no_leakage(splits)
+
+
+def test_leak_check_catches_same_text_up_to_case_and_punctuation():
+    splits = generate_splits(config())
+    held = splits["heldout"][0]
+    twin = dataclasses.replace(splits["train"][0], user=held.user.upper() + "?!")
+    if twin.turn1 is not None:
+        twin = dataclasses.replace(twin, turn1=dataclasses.replace(twin.turn1, user=twin.user))
+    splits["eval"].append(dataclasses.replace(twin, id="twin"))
+    assert find_leaks(splits)
+
+
+def test_leak_check_catches_a_shared_fact_value():
+    splits = generate_splits(config())
+    novel = splits["novel_facts"][0]
+    trained = next(row for row in splits["train"] if row.row_class == "tool_result_speak")
+    first_field = str(novel.facts).split(",")[0]
+    splits["train"].append(dataclasses.replace(trained, id="copied-fact", facts=f"{first_field}, something else"))
+    assert any("shares fact" in leak for leak in find_leaks(splits))
+
+
+# --------------------------------------------------------------------------- the stage
+
+def test_stage_writes_splits_quarantine_and_metrics(tmp_path):
+    metrics = run_in(tmp_path, config())
+    out = tmp_path / "data/dataset"
+    assert (out / "quarantine.jsonl").read_text() == ""
+    for name in stage.SPLITS:
+        result = read_rows(out / f"{name}.jsonl")
+        assert not result.bad and len(result.rows) == metrics["counts"][name]["total"]
+    written = json.loads((tmp_path / "reports/metrics/dataset.json").read_text())
+    assert written == metrics
+    assert written["counts"]["train"]["total"] == 24 and written["counts"]["heldout"] == {
+        **{name: 2 for name in CLASSES}, "total": 8}
+    assert written["bad_rows"] == 0 and written["bad_fraction"] == 0.0
+    assert written["catalog"]["ack_templates"] >= 19 and written["catalog"]["refusal_templates"] >= 19
+
+
+def ingest_file(tmp_path: Path, bad_lines: list[str]) -> Path:
+    """Generated rows of every split in one file, with ``bad_lines`` after the 3rd row."""
+    splits = generate_splits(config(heldout_per_class=3))
+    lines = [row.to_line() for name in ("train", "eval", "heldout") for row in splits[name]]
+    path = tmp_path / "raw.jsonl"
+    path.write_text("\n".join(lines[:3] + bad_lines + lines[3:]) + "\n")
+    return path
+
+
+def test_ingest_quarantines_bad_rows_and_splits_the_rest(tmp_path):
+    path = ingest_file(tmp_path, ['{"id": "broken"', '{"id": "x", "class": "tool_miss"}'])
+    metrics = run_in(tmp_path, config(source="ingest", ingest_path=str(path), max_bad_fraction=0.1))
+    quarantine = [json.loads(line) for line in (tmp_path / "data/dataset/quarantine.jsonl").read_text().splitlines()]
+    assert [(q["path"], q["line"], q["raw"]) for q in quarantine] == [
+        (str(path), 4, '{"id": "broken"'), (str(path), 5, '{"id": "x", "class": "tool_miss"}')]
+    assert quarantine[0]["reason"].startswith("invalid JSON") and quarantine[1]["reason"] == "missing field 'tools'"
+    assert metrics["bad_rows"] == 2 and metrics["rows_read"] == 46
+    assert metrics["bad_fraction"] == pytest.approx(2 / 46, abs=1e-6)
+    counts = metrics["counts"]
+    assert counts["heldout"] == {**{name: 2 for name in CLASSES}, "total": 8}
+    assert counts["eval"]["total"] == 8 and counts["train"]["total"] == 44 - 8 - 8  # nothing lost
+    assert counts["novel_facts"]["tool_result_speak"] == 4
+
+
+def test_ingest_fails_past_max_bad_fraction_but_keeps_quarantine_and_metrics(tmp_path):
+    path = ingest_file(tmp_path, ["not json"] * 5)
+    with pytest.raises(DatasetError, match=r"5 of 49 rows are bad \(10.2%\), more than dataset.max_bad_fraction"):
+        run_in(tmp_path, config(source="ingest", ingest_path=str(path), max_bad_fraction=0.1))
+    assert len((tmp_path / "data/dataset/quarantine.jsonl").read_text().splitlines()) == 5
+    assert json.loads((tmp_path / "reports/metrics/dataset.json").read_text())["bad_rows"] == 5
+    assert not (tmp_path / "data/dataset/train.jsonl").exists()
+
+
+def test_ingest_refuses_heldout_it_cannot_keep_leak_free(tmp_path):
+    splits = generate_splits(config())
+    path = tmp_path / "raw.jsonl"  # every row twice (new ids): nothing is leak-free
+    path.write_text("".join(json.dumps({**row.to_json(), "id": f"{row.id}-{copy}"}) + "\n"
+                            for row in splits["train"] for copy in (1, 2)))
+    with pytest.raises(DatasetError, match="share no text or fact value with another row"):
+        run_in(tmp_path, config(source="ingest", ingest_path=str(path)))
+
+
+def test_params_errors_name_the_key():
+    with pytest.raises(stage.ParamsError, match="dataset.source"):
+        config(source="scrape")
+    with pytest.raises(stage.ParamsError, match="dataset.class_shares"):
+        config(class_shares={"tool_match": 1.0})
+    with pytest.raises(stage.ParamsError, match="missing key 'dataset.seed'"):
+        DatasetConfig.from_params({key: value for key, value in PARAMS.items() if key != "seed"})
+
+
+def test_main_runs_the_stage_from_params_yaml(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"dataset": PARAMS}))
+    assert stage.main([]) == 0
+    assert "train 24, eval 8, heldout 8, novel_facts 4" in capsys.readouterr().out
+    assert (tmp_path / "data/dataset/train.jsonl").exists() and (tmp_path / "reports/metrics/dataset.json").exists()
+
+
+def test_main_reports_failures_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"dataset": {**PARAMS, "source": "ingest",
+                                                                      "ingest_path": "missing.jsonl"}}))
+    assert stage.main([]) == 1
+    assert capsys.readouterr().err == "dataset: missing.jsonl: file not found\n"
+
+
+# --------------------------------------------------------------------------- the validator
+
+GOOD = ('{"id": "a", "class": "non_tool", "tools": [{"name": "weather", "description": "forecasts"}], '
+        '"user": "Hi!", "assistant": "Hello!"}')
+TOOLS_JSON = '[{"name": "weather", "description": "forecasts"}, {"name": "maps", "description": "directions"}]'
+MALFORMED = [  # (line, expected message or None for good/blank lines)
+    (GOOD, None),
+    ('{"id": "b", "class": "non_tool"', "invalid JSON (Expecting ',' delimiter at column 32)"),
+    ('["not", "an", "object"]', "not a JSON object (got list)"),
+    ('{"id": "c", "class": "non_tool", "tools": ' + TOOLS_JSON + ', "assistant": "Hello!"}', "missing field 'user'"),
+    ('{"id": "d", "class": "non_tool", "tools": ' + TOOLS_JSON + ', "user": "Hi", "assistant": ""}',
+     "empty field 'assistant'"),
+    ('{"id": "e", "class": "smalltalk", "tools": ' + TOOLS_JSON + ', "user": "Hi", "assistant": "Yo"}',
+     "unknown class 'smalltalk' (expected one of tool_match, tool_result_speak, tool_miss, non_tool)"),
+    ('{"id": "f", "class": "tool_match", "tools": ' + TOOLS_JSON + ', "user": "play jazz", "assistant": "Sure.",'
+     ' "tool_call": {"name": "music", "arguments": {}}}',
+     "tool_match calls 'music', which is not among the listed tools (weather, maps)"),
+    ('{"id": "g", "class": "tool_miss", "tools": ' + TOOLS_JSON + ', "user": "route home", "assistant": "Sorry.",'
+     ' "requested_tool": "maps"}', "tool_miss requests 'maps', which IS listed (that would be a tool_match)"),
+    ('{"id": "h", "class": "tool_result_speak", "tools": ' + TOOLS_JSON + ', "user": "weather?", "assistant": "Sunny.",'
+     ' "turn1": {"user": "weather?", "assistant": "Sure.", "tool_call": {"name": "weather", "arguments": {}}}}',
+     "missing field 'facts'"),
+    ('{"id": "i", "class": "non_tool", "tools": ' + TOOLS_JSON + ', "user": ["Hi"], "assistant": "Hello!"}',
+     "field 'user' must be a string, got list"),
+    (GOOD, "duplicate id 'a' (first on line 1)"),
+    ("", None),
+    (GOOD.replace('"a"', '"z"'), None),
+]
+
+
+def test_validator_reports_every_bad_line_with_number_and_reason(tmp_path, capsys):
+    path = tmp_path / "bad.jsonl"
+    path.write_text("\n".join(line for line, _ in MALFORMED) + "\n")
+    assert validate_files([path]) == 1
+    expected = [f"{path}:{number}: {reason}" for number, (_, reason) in enumerate(MALFORMED, start=1) if reason]
+    assert capsys.readouterr().out.splitlines() == expected + ["12 rows, 10 bad"]
+
+
+def test_validator_exits_0_on_a_clean_file(tmp_path, capsys):
+    run_in(tmp_path, config())
+    assert validate_files([tmp_path / "data/dataset/train.jsonl"]) == 0
+    assert capsys.readouterr().out == "24 rows, 0 bad\n"
+
+
+def test_validator_cli_missing_file_is_one_clear_line_and_exit_2(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "tasks.dataset", "validate", str(tmp_path / "nope.jsonl")],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr == f"error: {tmp_path / 'nope.jsonl'}: file not found\n"
+
+
+def test_validator_cli_never_prints_a_traceback_for_bad_data(tmp_path):
+    path = tmp_path / "junk.jsonl"
+    path.write_bytes(b'\xff\xfe garbage\n{"id": 1}\n[[[[\nnull\n' + b"[" * 100_000 + b"\n")
+    result = subprocess.run([sys.executable, "-m", "tasks.dataset", "validate", str(path)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    assert result.stdout.splitlines()[-1] == "5 rows, 5 bad"
