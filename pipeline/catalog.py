@@ -79,11 +79,11 @@ TOOLS: tuple[ToolSpec, ...] = (
         ("wake me up at {time}", "set an alarm for {time}", "Can you set my alarm for {time}?",
          "I need an alarm at {time} {day}", "alarm for {time} please", "please get me up at {time}",
          "set a wake-up alarm at {time} {day}", "make sure I'm up by {time}"),
-        "alarm set for {time} {day}, label {task}",
-        ("Your alarm is set for {time} {day}, labeled {task}.",
-         "Done: you'll be woken at {time} {day}, and the alarm is labeled {task}.",
-         "I've set the alarm for {time} {day} with the label {task}.",
-         "All set, an alarm for {time} {day} called {task}."),
+        "alarm set for {time} {day}, snooze {minutes} minutes",
+        ("Your alarm is set for {time} {day}, with a {minutes} minute snooze.",
+         "Done: you'll be woken at {time} {day}, and snooze gives you {minutes} more minutes.",
+         "I've set the alarm for {time} {day}; snoozing adds {minutes} minutes.",
+         "All set, an alarm for {time} {day} with {minutes} minutes of snooze."),
     ),
     ToolSpec(
         "email", "read and send emails", "access your email", "checking your email from {contact}",
@@ -169,9 +169,9 @@ TOOLS: tuple[ToolSpec, ...] = (
          "tell me the {topic} headlines", "What's new in {topic}?"),
         "top {topic} story: {headline}",
         ("The top {topic} story right now: {headline}.",
-         "In {topic} news, {headline}.",
+         "In {topic} news today: {headline}.",
          "Here's the leading {topic} headline: {headline}.",
-         "Today's big {topic} story is that {headline}."),
+         "Today's big {topic} story: {headline}."),
     ),
     ToolSpec(
         "rideshare", "book rides and get fare estimates", "book a ride", "requesting a ride to {destination}",
@@ -275,10 +275,10 @@ class RowMaker:
     def pick(self, items: tuple) -> Any:
         return self.rng.choice(on_side(items, self.side))
 
-    def draw_values(self, spec: ToolSpec) -> dict[str, str]:
-        """One value for every slot the tool's templates use."""
+    def draw_values(self, spec: ToolSpec) -> dict[str, Any]:
+        """One value (a string or a number) for every slot the tool's templates use."""
         names = dict.fromkeys(placeholders(" ".join((spec.action, spec.facts, *spec.requests, *spec.narrations))))
-        return {name: str(self.pick(SLOT_POOLS[name])) for name in names}
+        return {name: self.pick(SLOT_POOLS[name]) for name in names}
 
     def listed_tools(self, must: ToolSpec | None = None, avoid: frozenset[str] = frozenset()) -> tuple[Tool, ...]:
         """A random subset of the catalog: ``must`` included, nothing in ``avoid``."""
@@ -289,14 +289,14 @@ class RowMaker:
             chosen.insert(self.rng.randrange(len(chosen) + 1), must)
         return tuple(spec.tool for spec in chosen)
 
-    def request(self, spec: ToolSpec) -> tuple[str, dict[str, str], dict[str, str]]:
+    def request(self, spec: ToolSpec) -> tuple[str, dict[str, Any], dict[str, Any]]:
         """(user text, every slot value, the tool-call arguments = slots the user named)."""
         values = self.draw_values(spec)
         phrasing = self.pick(spec.requests)
         arguments = {name: values[name] for name in placeholders(phrasing)}
         return phrasing.format(**values), values, arguments
 
-    def ack(self, spec: ToolSpec, values: dict[str, str]) -> str:
+    def ack(self, spec: ToolSpec, values: dict[str, Any]) -> str:
         return self.pick(T.ACK_TEMPLATES).format(action=spec.action.format(**values))
 
     # ---- one row per class
