@@ -135,10 +135,19 @@ from pipeline.fabricate_kokoro import (  # noqa: E402
 @dataclass
 class LoadedKokoro:
     model: torch.nn.Module  # kokoro KModel (eval mode)
-    pipeline: object  # kokoro KPipeline for American English around ``model``
+    pipelines: dict[str, object]  # lang code ('a' American, 'b' British) -> KPipeline around ``model``
     voices: dict[str, Path]  # voice name -> local .pt (pass str(path) as KPipeline's voice)
     path: Path
     g2p: str  # "offline" | "spacy" (pipeline.tts.g2p)
+
+    @property
+    def pipeline(self):
+        """The American English KPipeline."""
+        return self.pipelines["a"]
+
+    def pipeline_for(self, voice: str):
+        """Kokoro voices start with their language: bf_/bm_ speak British English, the rest American."""
+        return self.pipelines.get(voice[:1], self.pipeline)
 
 
 def kokoro_voices_in(path: Path) -> list[str]:
@@ -204,5 +213,7 @@ def load_kokoro(
         raise ModelFolderError(f"{path}: Kokoro config and weights do not fit together: {err}") from None
     _check_kokoro_weights(model, path / KOKORO_WEIGHTS_NAME)
     model = model.to(device).eval()
-    pipeline = english_pipeline(model, g2p=g2p, repo_id=KOKORO_REPO_ID)
-    return LoadedKokoro(model=model, pipeline=pipeline, voices={v: voice_path(path, v) for v in wanted}, path=path, g2p=g2p)
+    pipelines = {"a": english_pipeline(model, g2p=g2p, repo_id=KOKORO_REPO_ID)}
+    if any(v.startswith("b") for v in wanted):
+        pipelines["b"] = english_pipeline(model, g2p=g2p, repo_id=KOKORO_REPO_ID, british=True)
+    return LoadedKokoro(model=model, pipelines=pipelines, voices={v: voice_path(path, v) for v in wanted}, path=path, g2p=g2p)

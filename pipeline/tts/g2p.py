@@ -92,9 +92,11 @@ def offline_english_g2p(british: bool = False):
     return OfflineEnglishG2P()
 
 
-def english_pipeline(model: "KModel", g2p: str, repo_id: str) -> "KPipeline":
-    """A KPipeline for American English around ``model`` with the chosen G2P."""
+def english_pipeline(model: "KModel", g2p: str, repo_id: str, british: bool = False) -> "KPipeline":
+    """A KPipeline for American (lang 'a') or British (lang 'b') English around ``model``."""
     from kokoro import KPipeline
+
+    lang_code = "b" if british else "a"
 
     if g2p == "spacy":
         import spacy.util
@@ -104,18 +106,18 @@ def english_pipeline(model: "KModel", g2p: str, repo_id: str) -> "KPipeline":
                 f"g2p 'spacy' needs the spaCy model {SPACY_MODEL}, which is not installed; install it with "
                 f"`python -m spacy download {SPACY_MODEL}` (network needed) or use g2p 'offline'"
             )
-        return KPipeline(lang_code="a", repo_id=repo_id, model=model)
+        return KPipeline(lang_code=lang_code, repo_id=repo_id, model=model)
     if g2p != "offline":
         raise ValueError(f"unknown g2p {g2p!r} (choices: {', '.join(G2P_CHOICES)})")
 
     class OfflineKPipeline(KPipeline):
-        # KPipeline.__init__ for lang 'a' sets these five attributes, building
+        # KPipeline.__init__ for lang 'a'/'b' sets these five attributes, building
         # misaki's spaCy G2P for self.g2p; everything else is kokoro's code.
         def __init__(self) -> None:
             self.repo_id = repo_id
-            self.lang_code = "a"
+            self.lang_code = lang_code
             self.model = model
             self.voices = {}
-            self.g2p = offline_english_g2p(british=False)
+            self.g2p = offline_english_g2p(british=british)
 
     return OfflineKPipeline()
