@@ -1,0 +1,164 @@
+"""Stage `tts` on a tiny hand-written dataset, with the real espeak-ng engine."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.io import ParamsError, read_json
+from pipeline.tts.engines import EspeakEngine
+from pipeline.tts_cache import TTSCache, load_audio
+from tasks.tts import SPLITS, DatasetError, TTSParams, read_split, run_tts, user_voice_for
+
+TOOLS = [{"name": "weather", "description": "get current weather and forecasts for a location"}]
+TURN1 = {"user": "what's the weather in Paris", "assistant": "Sure, checking the weather in Paris.",
+         "tool_call": {"name": "weather", "arguments": {"city": "Paris"}}}  # fmt: skip
+ROWS = {
+    "train": [
+        {"id": "train-1", "class": "tool_match", "tools": TOOLS, "user": "what's the weather in Paris",
+         "assistant": "Sure, checking the weather in Paris.", "tool_call": TURN1["tool_call"]},
+        {"id": "train-2", "class": "tool_result_speak", "tools": TOOLS, "user": "what's the weather in Paris",
+         "assistant": "It's 14 degrees with light rain.", "turn1": TURN1, "facts": "Paris: 14°C, light rain"},
+    ],
+    "eval": [{"id": "eval-1", "class": "non_tool", "tools": TOOLS, "user": "Hi!", "assistant": "Hello there."}],
+    "heldout": [
+        {"id": "held-1", "class": "tool_miss", "tools": TOOLS, "user": "play some jazz",
+         "assistant": "Sorry, I can't play music.", "requested_tool": "music"},
+    ],
+    "novel_facts": [],
+}  # fmt: skip
+PARAMS = {
+    "engine": "espeak",
+    "kokoro_dir": "models/base/kokoro",
+    "g2p": "offline",
+    "assistant_voice": "am_adam",
+    "user_voices": ["af_heart", "bm_george"],
+    "speed": 1.0,
+    "espeak_voices": {"am_adam": "en-us", "af_heart": "en-us+f3", "bm_george": "en-gb"},
+    "cache_dir": "data/tts/cache",
+    "shard_size": 4,
+}
+
+
+def write_dataset(root: Path) -> Path:
+    dataset = root / "dataset"
+    dataset.mkdir()
+    for split, rows in ROWS.items():
+        (dataset / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return dataset
+
+
+@pytest.fixture(scope="module")
+def engine() -> EspeakEngine:
+    return EspeakEngine(PARAMS["espeak_voices"])
+
+
+def run(root: Path, engine: EspeakEngine):
+    params = TTSParams.from_params({**PARAMS, "cache_dir": str(root / "cache")})
+    return params, run_tts(
+        params, engine, dataset_dir=root / "dataset", manifest_dir=root / "tts",
+        metrics_path=root / "metrics" / "tts.json", progress=False,
+    )  # fmt: skip
+
+
+def test_stage_writes_manifests_and_metrics_then_reruns_for_free(tmp_path, engine):
+    write_dataset(tmp_path)
+    params, metrics = run(tmp_path, engine)
+    # distinct clips: train-1 user (= train-2 user and turn1 user) + 2 replies (ack = train-2 turn1
+    # reply), train-2 narration, eval user + reply, heldout user + reply
+    assert metrics.requests == 7 and metrics.syntheses == 7 and metrics.cache_hits == 0
+    assert metrics.rows == {"train": 2, "eval": 1, "heldout": 1, "novel_facts": 0}
+
+    manifests = {s: [json.loads(line) for line in (tmp_path / "tts" / f"{s}.jsonl").read_text().splitlines()] for s in SPLITS}
+    assert [m["id"] for m in manifests["train"]] == ["train-1", "train-2"]
+    assert manifests["novel_facts"] == []
+    match, speak = manifests["train"]
+    assert set(match) == {"id", "user_key", "assistant_key", "turn1_user_key", "turn1_assistant_key"}
+    assert match["turn1_user_key"] is None and match["turn1_assistant_key"] is None
+    assert speak["turn1_user_key"] == speak["user_key"] == match["user_key"]  # same text, same speaker
+    assert speak["turn1_assistant_key"] == match["assistant_key"]
+    for split_rows in manifests.values():
+        for row in split_rows:
+            for key in ("user_key", "assistant_key"):
+                audio, rate = load_audio(tmp_path / "cache", row[key])
+                assert rate == 24_000 and audio.size > 0.3 * rate
+
+    saved = read_json(tmp_path / "metrics" / "tts.json")
+    assert saved["syntheses"] == 7 and saved["hit_rate"] == 0.0 and saved["audio_seconds"] > 3
+    assert saved["engine"] == "espeak-ng" and saved["wall_seconds"] >= 0
+
+    first_manifest = (tmp_path / "tts" / "train.jsonl").read_bytes()
+    _, again = run(tmp_path, engine)
+    assert (again.syntheses, again.cache_hits, again.hit_rate) == (0, 7, 1.0)
+    assert again.audio_seconds == metrics.audio_seconds and again.shards_written == []
+    assert (tmp_path / "tts" / "train.jsonl").read_bytes() == first_manifest
+    assert len(TTSCache(tmp_path / "cache").shards()) == 2  # 7 clips, 4 per shard; no new shard
+
+
+def test_a_changed_speed_is_a_new_clip(tmp_path, engine):
+    write_dataset(tmp_path)
+    run(tmp_path, engine)
+    params = TTSParams.from_params({**PARAMS, "cache_dir": str(tmp_path / "cache"), "speed": 1.5})
+    metrics = run_tts(params, engine, tmp_path / "dataset", tmp_path / "tts", tmp_path / "m.json", progress=False)
+    assert metrics.syntheses == 7 and metrics.cache_hits == 0
+
+
+def test_user_voices_rotate_deterministically():
+    voices = ("af_heart", "af_bella", "bm_george")
+    chosen = [user_voice_for(f"train-{i}", voices) for i in range(60)]
+    assert chosen == [user_voice_for(f"train-{i}", voices) for i in range(60)]
+    assert set(chosen) == set(voices)
+
+
+def test_bad_dataset_lines_are_named(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(ROWS["eval"][0]) + "\n\n{not json\n")
+    with pytest.raises(DatasetError, match=r"train.jsonl:3: invalid JSON"):
+        read_split(path)
+    path.write_text(json.dumps({**ROWS["eval"][0], "assistant": " "}) + "\n")
+    with pytest.raises(DatasetError, match=r"train.jsonl:1: field 'assistant' must be a non-empty string"):
+        read_split(path)
+    path.write_text(json.dumps({k: v for k, v in ROWS["train"][1].items() if k != "turn1"}) + "\n")
+    with pytest.raises(DatasetError, match=r"train.jsonl:1: tool_result_speak row without 'turn1'"):
+        read_split(path)
+    path.write_text(json.dumps(ROWS["eval"][0]) + "\n" + json.dumps(ROWS["eval"][0]) + "\n")
+    with pytest.raises(DatasetError, match=r"train.jsonl:2: duplicate id 'eval-1'"):
+        read_split(path)
+    with pytest.raises(FileNotFoundError, match="run the dataset stage first"):
+        read_split(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"engine": "festival"}, "'tts.engine' must be one of kokoro, espeak"),
+        ({"user_voices": []}, "'tts.user_voices' must be a non-empty list"),
+        ({"speed": 0}, "'tts.speed' must be positive"),
+        ({"g2p": "gruut"}, "'tts.g2p' must be one of offline, spacy"),
+        ({"espeak_voices": {"am_adam": "en-us"}}, "no espeak voice for af_heart, bm_george"),
+        ({"voices": ["x"]}, "unknown key 'tts.voices'"),
+    ],
+)
+def test_params_errors_name_the_key(change, message):
+    with pytest.raises(ParamsError, match=message):
+        TTSParams.from_params({**PARAMS, **change})
+    assert TTSParams.from_params(PARAMS).voices == ("am_adam", "af_heart", "bm_george")
+
+
+def test_main_reads_its_params_group(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from tasks import tts
+
+    (tmp_path / "data").mkdir()
+    write_dataset(tmp_path / "data")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tts": PARAMS, "other": {"x": 1}}))
+    monkeypatch.chdir(tmp_path)
+    assert tts.main() == 0
+    assert "7 clips (7 synthesised, 0 cached)" in capsys.readouterr().out
+    assert (tmp_path / "data/tts/train.jsonl").is_file() and (tmp_path / "reports/metrics/tts.json").is_file()
+    assert len(TTSCache(tmp_path / "data/tts/cache")) == 7
+    (tmp_path / "data/dataset/eval.jsonl").write_text("{broken\n")
+    assert tts.main() == 1
+    assert "eval.jsonl:1: invalid JSON" in capsys.readouterr().err
