@@ -1,0 +1,110 @@
+"""Dataset rows → liquid-audio chats → training samples, with Mimi codes cached per waveform.
+
+The chat layout comes from ``pipeline.prompts.build_chat_turns`` (the same one
+evaluation replays). liquid-audio's ``LFM2AudioChatMapper`` turns a chat into a
+training sample; the only thing changed here is where assistant-audio codes
+come from: a content-addressed cache keyed by the waveform itself, so after a
+blip change only the rows whose audio changed (tool_match acks) re-encode.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from liquid_audio.data.mapper import LFM2AudioChatMapper
+from liquid_audio.data.types import AudioSegment, ChatMessage, InterleavedSegment, TextSegment
+
+from pipeline.audio import SAMPLE_RATE, encode_wav
+from pipeline.io import atomic_path
+from pipeline.prompts import build_chat_turns
+from pipeline.records import DatasetRow
+
+
+@dataclass(frozen=True)
+class RowAudio:
+    """A row's synthesised speech (float32 mono at 24 kHz); turn-1 audio only for tool_result_speak."""
+
+    user: np.ndarray
+    assistant: np.ndarray
+    turn1_user: np.ndarray | None = None
+    turn1_assistant: np.ndarray | None = None
+
+
+def row_messages(row: DatasetRow, audio: RowAudio, blip_prefix: np.ndarray | None = None) -> list[ChatMessage]:
+    """The chat liquid-audio trains on for ``row``.
+
+    ``blip_prefix`` (the blip preview, float32 at 24 kHz) is placed at sample 0
+    of the assistant audio; callers pass it for tool_match rows only.
+    """
+    turns = build_chat_turns(row)
+    two_turn = row.row_class == "tool_result_speak"
+    user_waves = [audio.turn1_user] if two_turn else [audio.user]
+    assistant_waves = [audio.turn1_assistant, audio.assistant] if two_turn else [audio.assistant]
+    if any(wave is None for wave in (*user_waves, *assistant_waves)):
+        raise ValueError(f"row {row.id}: tool_result_speak rows need turn-1 user and assistant audio")
+
+    messages: list[ChatMessage] = []
+    for turn in turns:
+        if turn.role == "system":
+            messages.append(ChatMessage(role="system", content=[TextSegment(text=turn.text)]))
+        elif turn.role == "user":
+            wav = encode_wav(user_waves.pop(0), SAMPLE_RATE)
+            messages.append(ChatMessage(role="user", content=[AudioSegment(audio=wav)]))
+        else:
+            wave = assistant_waves.pop(0)
+            if blip_prefix is not None:
+                wave = np.concatenate([blip_prefix, wave])
+            segment = InterleavedSegment(text=turn.text, audio=encode_wav(wave, SAMPLE_RATE))
+            messages.append(ChatMessage(role="assistant", content=[segment]))
+    return messages
+
+
+class CodesCache:
+    """Mimi codes on disk, one ``.npy`` per distinct (Mimi checkpoint, waveform)."""
+
+    def __init__(self, directory: Path, mimi_sha256: str):
+        self.directory = Path(directory)
+        self.mimi_sha256 = mimi_sha256
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, wav: torch.Tensor, sampling_rate: int) -> str:
+        digest = hashlib.sha256(self.mimi_sha256.encode())
+        digest.update(str(sampling_rate).encode())
+        digest.update(wav.detach().to(torch.float32).cpu().numpy().tobytes())
+        return digest.hexdigest()
+
+    def path(self, key: str) -> Path:
+        return self.directory / key[:2] / f"{key}.npy"
+
+    def get(self, key: str) -> torch.Tensor | None:
+        path = self.path(key)
+        if not path.exists():
+            self.misses += 1
+            return None
+        self.hits += 1
+        return torch.from_numpy(np.load(path, allow_pickle=False))
+
+    def put(self, key: str, codes: torch.Tensor) -> None:
+        with atomic_path(self.path(key)) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, codes.numpy())
+
+
+class CachedCodesMapper(LFM2AudioChatMapper):
+    """liquid-audio's mapper, reading assistant-audio codes from a ``CodesCache`` first."""
+
+    def __init__(self, processor, cache: CodesCache, **kwargs):
+        super().__init__(processor, **kwargs)
+        self.cache = cache
+
+    def _encode_audio_out(self, *, wav: torch.Tensor, sampling_rate: int) -> torch.Tensor:
+        key = self.cache.key(wav, sampling_rate)
+        codes = self.cache.get(key)
+        if codes is None:
+            codes = super()._encode_audio_out(wav=wav, sampling_rate=sampling_rate)
+            self.cache.put(key, codes)
+        return codes
