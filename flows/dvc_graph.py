@@ -81,10 +81,10 @@ def load_stages(workdir: str | os.PathLike, targets: Iterable[str] | None = None
         order = nx.DiGraph()
         metas = {}
         for stage in graph.nodes:
-            order.add_node(stage.addressing)
-            metas[stage.addressing] = stage.meta or {}
+            order.add_node(_address(stage, repo.root_dir))
+            metas[_address(stage, repo.root_dir)] = stage.meta or {}
         for stage, dependency in graph.edges:
-            order.add_edge(dependency.addressing, stage.addressing)
+            order.add_edge(_address(dependency, repo.root_dir), _address(stage, repo.root_dir))
     if targets:
         unknown = sorted(set(targets) - set(order))
         if unknown:
@@ -101,6 +101,14 @@ def load_stages(workdir: str | os.PathLike, targets: Iterable[str] | None = None
         )
         for name in nx.lexicographical_topological_sort(order)
     ]
+
+
+def _address(stage, root: str) -> str:
+    """`dvc repro` target of a stage, relative to the repo root (DVC's own `addressing` is relative to the cwd)."""
+    path = os.path.relpath(stage.path, root)
+    if not getattr(stage, "name", None):  # a .dvc file
+        return path
+    return stage.name if path == "dvc.yaml" else f"{path}:{stage.name}"
 
 
 def downstream(stages: list[StageSpec], name: str) -> set[str]:
@@ -124,7 +132,8 @@ def stage_changed(workdir: str | os.PathLike, name: str) -> bool:
     In-process (about 20 ms) instead of a `dvc` CLI start (about 0.4-0.8 s).
     """
     with _repo(workdir) as repo, repo.lock:
-        (stage,) = repo.stage.collect(name)
+        path, _, stage_name = name.rpartition(":") if ":" in name else ("dvc.yaml", "", name)
+        (stage,) = repo.stage.collect(os.path.join(repo.root_dir, path) + (f":{stage_name}" if stage_name else ""))
         return stage.changed()
 
 

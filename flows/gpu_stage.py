@@ -18,10 +18,19 @@ GPU_LIMIT = "gpu"
 
 
 def gpu_slots(gpus: int) -> contextlib.AbstractContextManager:
-    """Hold `gpus` slots of the `gpu` concurrency limit (no-op where no such limit exists)."""
+    """Hold `gpus` slots of the `gpu` concurrency limit; a no-op where the server has no such limit
+    (ephemeral runs: one process, nothing to share the GPUs with)."""
+    from prefect.client.orchestration import get_client
     from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectNotFound
 
-    return concurrency(GPU_LIMIT, occupy=gpus, strict=False)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            get_run_logger().info("no '%s' concurrency limit on this server: GPU use is not limited", GPU_LIMIT)
+            return contextlib.nullcontext()
+    return concurrency(GPU_LIMIT, occupy=gpus, strict=True)
 
 
 @flow(name="gpu-stage", persist_result=True, log_prints=False)

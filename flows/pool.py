@@ -1,0 +1,113 @@
+"""Set up the GPU work pool and start its workers (against the server in PREFECT_API_URL).
+
+    python -m flows.pool setup                         # pool gpu-2x4090, queues train/gpu0/gpu1, gcl gpu=2
+    python -m flows.pool deploy                        # gpu-stage deployment from this checkout
+    python -m flows.pool worker --queue train --gpus 0,1
+    python -m flows.pool worker --queue gpu0 --gpus 0
+    python -m flows.pool worker --queue gpu1 --gpus 1
+
+Every command is idempotent. `prefect --no-prompt deploy --all` (prefect.yaml)
+creates the same gpu-stage deployment plus `retrain` and `sweep`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from flows.gpu_stage import GPU_LIMIT
+
+POOL = "gpu-2x4090"
+CPU_POOL = "toolaware-cpu"  # runs the retrain and sweep parents (prefect.yaml)
+REPO = Path(__file__).resolve().parents[1]
+# queue -> (concurrency limit, what it is for)
+QUEUES = {
+    "train": (1, "two-GPU training (accelerate launch over both GPUs)"),
+    "gpu0": (1, "single-GPU stages (evals) on GPU 0"),
+    "gpu1": (1, "single-GPU stages (evals) on GPU 1"),
+}
+
+
+def _ensure_pool(client, name: str) -> None:
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectAlreadyExists
+    from prefect.workers.process import ProcessWorker
+
+    template = ProcessWorker.get_default_base_job_template()
+    try:
+        client.create_work_pool(WorkPoolCreate(name=name, type="process", base_job_template=template))
+        print(f"created process work pool {name}")
+    except ObjectAlreadyExists:
+        print(f"work pool {name} exists")
+
+
+def setup(pool: str = POOL, gpus: int = 2, queues: dict = QUEUES, cpu_pool: str | None = CPU_POOL) -> None:
+    """Create (or update) the pool, its queues with their limits, and the `gpu` concurrency limit."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        for name in filter(None, [pool, cpu_pool]):
+            _ensure_pool(client, name)
+        for queue, (limit, purpose) in queues.items():
+            try:
+                existing = client.read_work_queue_by_name(queue, work_pool_name=pool)
+                client.update_work_queue(existing.id, concurrency_limit=limit, description=purpose)
+            except ObjectNotFound:
+                client.create_work_queue(queue, work_pool_name=pool, concurrency_limit=limit, description=purpose)
+            print(f"queue {pool}/{queue}: limit {limit} ({purpose})")
+        try:
+            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+            client.update_global_concurrency_limit(GPU_LIMIT, GlobalConcurrencyLimitUpdate(limit=gpus))
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=gpus))
+        print(f"global concurrency limit {GPU_LIMIT}: {gpus} slots (one per GPU)")
+
+
+def deploy(pool: str = POOL, source: Path = REPO) -> str:
+    """Deploy the gpu-stage flow from the checkout `source` onto `pool`; return 'gpu-stage/gpu-stage'."""
+    from flows.gpu_stage import gpu_stage
+
+    flow = gpu_stage.from_source(source=str(source), entrypoint="flows/gpu_stage.py:gpu_stage")
+    flow.deploy(name="gpu-stage", work_pool_name=pool, build=False, push=False, print_next_steps=False,
+                description="One GPU stage of dvc.yaml (dvc repro --single-item) on the GPU pool")
+    print(f"deployed gpu-stage/gpu-stage from {source} on {pool}")
+    return "gpu-stage/gpu-stage"
+
+
+def worker_command(pool: str, queue: str | None, gpus: str | None, poll_seconds: int = 2) -> tuple[list[str], dict]:
+    """The `prefect worker start` command line and environment for one worker."""
+    env = dict(os.environ, PREFECT_WORKER_QUERY_SECONDS=str(poll_seconds))
+    if gpus is not None:
+        env["CUDA_VISIBLE_DEVICES"] = gpus
+    command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
+    if queue:
+        command += ["--work-queue", queue]
+    return command, env
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flows.pool", description=__doc__.split("\n")[0])
+    parser.add_argument("--pool", default=os.environ.get("TOOLAWARE_GPU_POOL", POOL))
+    commands = parser.add_subparsers(dest="command", required=True)
+    cmd_setup = commands.add_parser("setup", help="create the pool, its queues and the gpu concurrency limit")
+    cmd_setup.add_argument("--gpus", type=int, default=2, help="GPUs in the pool, all hosts together")
+    commands.add_parser("deploy", help="deploy gpu-stage from this checkout onto the pool")
+    cmd_worker = commands.add_parser("worker", help="start a worker (runs in the foreground)")
+    cmd_worker.add_argument("--queue", help="work queue (train, gpu0, gpu1); default: all of the pool's")
+    cmd_worker.add_argument("--gpus", help="CUDA_VISIBLE_DEVICES for the flows it runs, e.g. 0,1")
+    args = parser.parse_args(argv)
+    if args.command == "setup":
+        setup(args.pool, args.gpus)
+    elif args.command == "deploy":
+        deploy(args.pool)
+    else:
+        command, env = worker_command(args.pool, args.queue, args.gpus)
+        os.execvpe(command[0], command, env)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""A toy DVC pipeline (real git + DVC, tiny Python stages) for the flow tests and the benchmark.
+
+Each stage `s` runs `python stage.py s out/s.json <upstream outputs>`, reads its own
+params group `s` from params.yaml, and writes its params and inputs as JSON; a
+stage fails when its params say `fail: true`; a `metrics` stage also writes
+reports/metrics/eval_classes.json and eval_blip.json (numbers from the `boost`
+param of its first input).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+STAGE_SCRIPT = '''\
+import json, pathlib, sys, yaml
+stage, out, *deps = sys.argv[1:]
+params = (yaml.safe_load(open("params.yaml")) or {}).get(stage, {})
+if params.get("fail"):
+    sys.exit(f"{stage}: failing on purpose")
+print(f"{stage}: working")
+inputs = [json.loads(pathlib.Path(d).read_text()) for d in deps]
+pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
+pathlib.Path(out).write_text(json.dumps({"stage": stage, "params": params, "inputs": inputs}))
+if params.get("metrics"):
+    boost = inputs[0]["params"].get("boost", 0)
+    metrics = pathlib.Path("reports/metrics")
+    metrics.mkdir(parents=True, exist_ok=True)
+    (metrics / "eval_classes.json").write_text(json.dumps({
+        "overall_accuracy": 0.9 + boost / 100,
+        "per_class": {"tool_match": {"accuracy": 0.8 + boost / 100, "n": 30}, "non_tool": {"accuracy": 1.0, "n": 30}}}))
+    (metrics / "eval_blip.json").write_text(json.dumps({"cb0_match_rate": 0.9, "false_positive_rate": boost / 1000}))
+'''
+
+# name -> (upstream stages, meta); the test pipeline: prep -> feat -> train (GPU) -> eval <- side <- prep
+TEST_PIPELINE = {
+    "prep": ((), None),
+    "feat": (("prep",), None),
+    "side": (("prep",), None),
+    "train": (("feat",), {"pool": "gpu", "queue": "train"}),
+    "eval": (("train", "side"), None),
+}
+TEST_ORDER = ["prep", "feat", "side", "train", "eval"]  # DVC's order of TEST_PIPELINE, ties by name
+# The shape of the real dvc.yaml (DESIGN.md): 11 stages, 4 on the GPU pool.
+PIPELINE_SHAPE = {
+    "base_models": ((), None),
+    "blip": ((), None),
+    "blip_codes": (("blip", "base_models"), None),
+    "dataset": ((), None),
+    "tts": (("dataset", "base_models"), None),
+    "preprocess": (("tts", "blip_codes"), None),
+    "train": (("preprocess",), {"pool": "gpu", "queue": "train", "gpus": 2}),
+    "eval_classes": (("train",), {"pool": "gpu", "queue": "gpu0"}),
+    "eval_narration": (("train",), {"pool": "gpu", "queue": "gpu1"}),
+    "eval_blip": (("train",), {"pool": "gpu", "queue": "gpu0"}),
+    "report": (("eval_classes", "eval_narration", "eval_blip"), None),
+}
+METRICS_STAGES = {"eval", "eval_classes"}
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=root, check=True, capture_output=True, text=True)
+
+
+def make_toy_repo(root: str | os.PathLike, pipeline: dict = TEST_PIPELINE) -> Path:
+    """git init + dvc init + the toy pipeline in `root`, committed. Returns `root`."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "config", "user.email", "toy@flows")
+    _git(root, "config", "user.name", "toy pipeline")
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=root, check=True)
+    stages, params = {}, {}
+    for name, (upstream, meta) in pipeline.items():
+        outs = [f"out/{name}.json"]
+        stage = {"cmd": " ".join(["python stage.py", name, *outs, *(f"out/{u}.json" for u in upstream)]),
+                 "params": [name], "outs": outs}
+        if upstream:
+            stage["deps"] = [f"out/{u}.json" for u in upstream]
+        if meta:
+            stage["meta"] = meta
+        params[name] = {"v": 1, "fail": False}
+        if name == "train":
+            params[name]["boost"] = 0
+        if name in METRICS_STAGES:
+            params[name]["metrics"] = True
+            stage["metrics"] = [{f"reports/metrics/{m}.json": {"cache": False}} for m in ("eval_classes", "eval_blip")]
+        stages[name] = stage
+    (root / "stage.py").write_text(STAGE_SCRIPT)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    (root / ".gitignore").write_text("/reports/last_run.json\n/.prefect/\n")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "toy pipeline")
+    return root
+
+
+def set_param(root: str | os.PathLike, stage: str, key: str, value) -> None:
+    path = Path(root) / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params[stage][key] = value
+    path.write_text(yaml.safe_dump(params, sort_keys=False))

@@ -1,0 +1,32 @@
+"""Flow tests: one Prefect test server per session, real git + DVC repos in temp dirs."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flows.toy import make_toy_repo
+
+
+@pytest.fixture(scope="session")
+def toy_template(tmp_path_factory) -> Path:
+    """The toy pipeline (flows/toy.py), committed; built once, copied per test."""
+    return make_toy_repo(tmp_path_factory.mktemp("toy-template"))
+
+
+@pytest.fixture
+def toy(toy_template, tmp_path) -> Path:
+    """A fresh copy of the toy repo, with its own DVC cache."""
+    return Path(shutil.copytree(toy_template, tmp_path / "toy", symlinks=True))
+
+
+@pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory) -> str:
+    """A Prefect test server for the session; PREFECT_HOME (result storage) in a temp dir."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    with temporary_settings({PREFECT_HOME: str(tmp_path_factory.mktemp("prefect-home"))}):
+        with prefect_test_harness(server_startup_timeout=90):
+            yield PREFECT_API_URL.value()
