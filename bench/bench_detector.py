@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
 import platform
 import sys
 import time
@@ -40,7 +41,7 @@ from coordinator import (  # noqa: E402
     StreamingBlipDetector,
 )
 from coordinator.reference import CardRecipeLoop  # noqa: E402
-from coordinator.scripted import Opening, audio_frames, card_like_blip_codes, interleave  # noqa: E402
+from coordinator.scripted import Opening, audio_frames, card_like_blip_codes  # noqa: E402
 from coordinator.signature import END_OF_AUDIO_CODE  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "detector.json"
@@ -242,7 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                    "seed": args.seed, "blip_cb0": sig.cb0_across_frames.tolist(),
                    "scenario_counts": dict(sorted(Counter(s.scenario for s in streams).items()))},
         "machine": {"python": platform.python_version(), "numpy": np.__version__,
-                    "platform": platform.platform(), "processor": platform.processor() or platform.machine()},
+                    "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": os.cpu_count(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)},
         "methods": {},
     }
     for name, (timed, verdict) in methods.items():
