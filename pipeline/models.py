@@ -203,10 +203,11 @@ def load_kokoro(
     """
     from kokoro import KModel
 
-    from pipeline.tts.g2p import english_pipeline
+    from pipeline.tts.g2p import check_g2p, english_pipeline
 
     path = Path(path)
     wanted = check_kokoro_folder(path, voices)
+    check_g2p(g2p)
     try:
         model = KModel(repo_id=KOKORO_REPO_ID, config=str(path / KOKORO_CONFIG_NAME), model=str(path / KOKORO_WEIGHTS_NAME))
     except (RuntimeError, KeyError, ValueError) as err:

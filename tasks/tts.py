@@ -25,7 +25,7 @@ from typing import Any
 
 from pipeline.io import ParamsError, load_params, require, write_json, write_text
 from pipeline.tts.engines import EspeakEngine, KokoroEngine, TTSEngine, TTSError
-from pipeline.tts.g2p import G2P_CHOICES
+from pipeline.tts.g2p import G2P_CHOICES, G2PError
 from pipeline.tts_cache import DEFAULT_SHARD_SIZE, CacheError, TTSCache, TTSRequest, remove_stale_temp_files, request_for
 
 SPLITS = ("train", "eval", "heldout", "novel_facts")
@@ -270,7 +270,7 @@ def main() -> int:
         return 1
     try:
         metrics = run_tts(params, build_engine(params))
-    except (DatasetError, FileNotFoundError, TTSError, ModelFolderError, CacheError) as err:
+    except (DatasetError, FileNotFoundError, TTSError, G2PError, ModelFolderError, CacheError) as err:
         print(f"tts: {err}", file=sys.stderr)
         return 1
     print(

@@ -29,6 +29,24 @@ G2P_CHOICES = ("offline", "spacy")
 SPACY_MODEL = "en_core_web_sm"
 
 _SENTENCE_END = frozenset(".!?…")
+
+
+class G2PError(RuntimeError):
+    """The chosen G2P is unknown or cannot run here; the message says what to do."""
+
+
+def check_g2p(g2p: str) -> None:
+    """Fail before any model is built if ``g2p`` cannot be used."""
+    if g2p not in G2P_CHOICES:
+        raise G2PError(f"unknown g2p {g2p!r} (choices: {', '.join(G2P_CHOICES)})")
+    if g2p == "spacy":
+        import spacy.util
+
+        if not spacy.util.is_package(SPACY_MODEL):
+            raise G2PError(
+                f"g2p 'spacy' needs the spaCy model {SPACY_MODEL}, which is not installed; install it with "
+                f"`python -m spacy download {SPACY_MODEL}` (network needed) or use g2p 'offline'"
+            )
 _CLAUSE_MARKS = frozenset(";:—–-")
 
 
@@ -97,18 +115,9 @@ def english_pipeline(model: "KModel", g2p: str, repo_id: str, british: bool = Fa
     from kokoro import KPipeline
 
     lang_code = "b" if british else "a"
-
+    check_g2p(g2p)
     if g2p == "spacy":
-        import spacy.util
-
-        if not spacy.util.is_package(SPACY_MODEL):
-            raise RuntimeError(
-                f"g2p 'spacy' needs the spaCy model {SPACY_MODEL}, which is not installed; install it with "
-                f"`python -m spacy download {SPACY_MODEL}` (network needed) or use g2p 'offline'"
-            )
         return KPipeline(lang_code=lang_code, repo_id=repo_id, model=model)
-    if g2p != "offline":
-        raise ValueError(f"unknown g2p {g2p!r} (choices: {', '.join(G2P_CHOICES)})")
 
     class OfflineKPipeline(KPipeline):
         # KPipeline.__init__ for lang 'a'/'b' sets these five attributes, building

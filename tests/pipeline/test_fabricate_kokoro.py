@@ -27,6 +27,7 @@ from pipeline.fabricate_kokoro import (
 from pipeline.io import read_json, sha256_file
 from pipeline.models import ModelFolderError, check_kokoro_folder, load_kokoro
 from pipeline.tts.engines import KokoroEngine, TTSError
+from pipeline.tts.g2p import G2PError
 from pipeline.tts_cache import TTSCache, request_for
 
 VOICES = ["am_adam", "af_heart", "af_bella", "bm_george"]
@@ -115,6 +116,16 @@ def test_missing_files_are_named(folder, tmp_path):
         load_kokoro(tmp_path / "nowhere")
     with pytest.raises(ModelFolderError, match="voices/bf_emma.pt"):
         load_kokoro(folder, voices=["bf_emma"])
+
+
+def test_g2p_choice_is_checked_before_loading(folder):
+    import spacy.util
+
+    if not spacy.util.is_package("en_core_web_sm"):
+        with pytest.raises(G2PError, match=r"python -m spacy download en_core_web_sm"):
+            load_kokoro(folder, g2p="spacy")
+    with pytest.raises(G2PError, match="unknown g2p 'gruut'"):
+        load_kokoro(folder, g2p="gruut")
 
 
 def test_weights_not_covering_the_model_fail_loudly(folder, tmp_path):
