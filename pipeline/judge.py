@@ -1,0 +1,295 @@
+"""The rule-based judge of ``eval_classes``: what did a reply *do*?
+
+Each reply (its text channel) gets one **behaviour**:
+
+- ``ack``       acknowledges a tool action ("Sure, checking the weather in Lima.")
+- ``refusal``   declines because the tool is unavailable ("I can't check traffic from here.")
+- ``narration`` speaks a tool result. On a tool_result_speak row: states every
+                injected fact value (``pipeline.narration``). On any other row:
+                claims a result the model cannot have (a fabricated answer).
+- ``direct``    a well-formed reply with none of the cues above (ordinary chat)
+- ``other``     empty, not well-formed text, or an unfaithful/partial narration
+
+and the row is **correct** when the behaviour is the one its class expects
+(tool_match -> ack, tool_miss -> refusal, non_tool -> direct,
+tool_result_speak -> narration); a tool_match ack that names the action of a
+*different* catalog tool is an ack but not correct.
+
+The cues (lexicons and patterns) are listed in ``docs/evaluation.md``. Ack
+cues include the action phrases of every tool in ``pipeline.catalog``
+("checking the weather in", "setting an alarm for", ...); refusal and ack cues
+were written to cover every template of ``pipeline.templates`` (held-out side
+included) and are tested against all of them. Decision order:
+
+1. no letters at all -> other ("empty")
+2. tool_result_speak: all fact values stated -> narration
+3. the earliest of the refusal / ack / result cues decides:
+   refusal first -> refusal
+4. a result cue anywhere -> narration (non-tsr rows) / other (tsr rows: the
+   facts were not all stated)
+5. an ack cue -> ack
+6. tool_result_speak with some fact values stated -> other ("partial narration")
+7. well-formed text -> direct, else other
+"""
+from __future__ import annotations
+
+import re
+import string
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.narration import score_narration
+from pipeline.records import CLASSES
+
+BEHAVIOURS = ("ack", "refusal", "direct", "narration", "other")
+EXPECTED = {"tool_match": "ack", "tool_miss": "refusal", "non_tool": "direct", "tool_result_speak": "narration"}
+assert set(EXPECTED) == set(CLASSES)
+
+
+def cue_text(text: str) -> str:
+    """Lowercase, accents folded, apostrophes dropped (can't -> cant), punctuation -> spaces."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
+    text = text.replace("’", "'").replace("‘", "'").replace("'", "")
+    text = re.sub(r"[^\w\s:.%$°/-]", " ", text)
+    text = re.sub(r"(?<!\d)[.:](?!\d)", " ", text)
+    return " ".join(text.split())
+
+
+def _rx(*alternatives: str) -> re.Pattern[str]:
+    return re.compile(r"\b(?:" + "|".join(alternatives) + r")\b")
+
+
+# --------------------------------------------------------------------------- refusal cues
+
+# A decline on its own: the reply says the capability is missing.
+REFUSAL_STRONG = _rx(
+    r"(?:im|i am|we are|were) (?:unable|not able|not set up|not equipped)",
+    r"(?:i|we) (?:dont|do not) have (?:access|a way|any way|the ability|the means|that tool|a tool|the tool|the right tool|a tool for|permission)",
+    r"(?:i|we) (?:have|got) no (?:way|tool|access|means)",
+    r"no (?:tool|tools) (?:here|available|that)",
+    r"not something (?:i|my tools|we) (?:can|cover)",
+    r"beyond what i can",
+    r"outside (?:my reach|what i can|the tools|my tools)",
+    r"not possible",
+    r"i wish i could",
+    r"id love to but",
+    r"(?:isnt|is not|arent|are not|not) (?:among|one of) my",
+    r"nothing in my (?:toolset|tools)",
+    r"(?:tool|tools|toolset|capability) (?:isnt|is not|arent|are not|not) (?:available|enabled|connected|listed|set up|on my list|supported)",
+    r"(?:that|this|the|such a) (?:tool|capability|feature) (?:isnt|is not|wasnt)",
+    r"(?:isnt|is not|not) (?:available|connected|enabled) to me",
+)
+# A negated ability ("I can't ...") is a decline only with support: an apology,
+# a hedge, a word about tools/availability, or where/when ("here", "right now").
+NEGATED_ABILITY = _rx(r"(?:i|we) (?:cant|cannot|can not|couldnt|wont be able to|am not able to)(?! wait| believe| stop)")
+REFUSAL_SUPPORT = _rx(
+    r"sorry", r"apolog\w*", r"unfortunately", r"regrettably", r"afraid", r"tool", r"tools", r"toolset",
+    r"capability", r"available", r"access", r"connected", r"enabled", r"listed", r"set up", r"here",
+    r"right now", r"at the moment", r"in this (?:session|conversation|chat)", r"currently",
+)
+
+# --------------------------------------------------------------------------- ack cues
+
+_TOOL_VERBS = (
+    r"check|look|find|get|set|start|send|turn|pull|play|book|grab|put|adjust|dim|switch|open|read|fetch|search|"
+    r"call|text|message|navigate|schedule|add|create|cancel|request|order|remind|queue|brighten|light|change|"
+    r"do that|handle that|take care of (?:that|it)|see what"
+)
+ACK_GENERIC = _rx(
+    rf"(?:let me|lemme|ill|i will|im going to|i am going to) (?:{_TOOL_VERBS})",
+    r"(?:checking|setting|finding|starting|sending|requesting|adjusting|dimming|brightening|booking|fetching|"
+    r"searching|navigating|texting|messaging|scheduling|ordering|queuing|calling up|pulling up|looking up|"
+    r"looking into|turning (?:on|off|up|down)|switching (?:on|off)|putting on|getting (?:you|your|the)|playing)",
+    r"on it", r"one (?:moment|sec|second)", r"just a (?:moment|sec|second)", r"give me (?:a|one) (?:second|moment|sec|minute)",
+    r"hang tight", r"hold on", r"right away", r"coming right up", r"as we speak", r"leave it with me", r"bear with me",
+)
+
+
+def _action_prefixes() -> list[tuple[str, str]]:
+    """(cue text of the literal start of a catalog tool's action phrase, tool name), longest first."""
+    try:
+        from pipeline.catalog import TOOLS
+    except ImportError:
+        return []
+    out = []
+    for spec in TOOLS:
+        literal = next(iter(string.Formatter().parse(spec.action)))[0] or ""
+        prefix = cue_text(literal)
+        if len(prefix.split()) >= 2:
+            out.append((prefix, spec.name))
+    return sorted(out, key=lambda item: -len(item[0]))
+
+
+ACTION_PREFIXES = _action_prefixes()
+_ACTION_RX = [(re.compile(r"\b" + re.escape(prefix) + r"\b"), name) for prefix, name in ACTION_PREFIXES]
+
+# --------------------------------------------------------------------------- result cues (a claimed tool result)
+
+RESULT_CUES = _rx(
+    r"currently", r"now playing", r"youre listening to", r"(?:is|are) on part of",
+    r"ive (?:set|started|sent|booked|added|turned|scheduled|created|adjusted|dimmed|put|switched|found|checked)",
+    r"i sent", r"all set", r"(?:is|are|has been|have been) (?:now )?(?:set for|set to|booked|delivered|scheduled)",
+    r"(?:are|is) now at", r"is lit", r"lights are (?:now )?on", r"alarm is set", r"youll be woken",
+    r"timer (?:started|is set|is running)", r"is running", r"will go off", r"(?:it|that) ends at", r"itll ring",
+    r"reminder saved", r"youll get a nudge", r"ill tell you to", r"emailed you", r"theres an? (?:email|message)",
+    r"(?:latest|newest|most recent) (?:email|message) from \w+ (?:is|arrived|came|was)", r"arrived at", r"came in at",
+    r"received at", r"delivered", r"got your text", r"best route", r"is via", r"via", r"kilometers? away",
+    r"\d+ kilometers? drive", r"-?\d+ (?:kilometers|kilometres|km)", r"adding about", r"extra minutes", r"minute delay", r"delay of", r"heads up",
+    r"top \w+ story", r"big \w+ story", r"\w+ story right now", r"in \w+ news", r"headline", r"story is", r"calendar shows", r"you have (?:your|a|an|the|one)",
+    r"youve got (?:the|a|an)", r"scheduled for", r"trading at", r"shares of", r"sits at", r"booked", r"fare",
+    r"costs? (?:about|around)", r"driver (?:arrives|will be)", r"pickup in", r"heading to", r"degrees (?:inside|indoors)",
+    r"target \d+", r"(?:its|it is) (?:currently )?-?\d+ degrees", r"(?:is|are) at -?\d+ (?:degrees|dollars|percent)",
+    r"-?\d+ (?:kilometers|kilometres|km) (?:an|per|a) hour", r"-?\d+ ?km/h", r"\d+ dollars",
+    r"(?:up|down) \d+(?:\.\d+)? ?(?:percent|%)", r"the weather in \w+ (?:is|it)", r"right now in", r"right now its",
+)
+
+# --------------------------------------------------------------------------- well-formedness
+
+_WORD = re.compile(r"^[a-z]+(?:[-'][a-z]+)*$|^-?\d+(?:[.:,]\d+)*%?$")
+_VOWEL = re.compile(r"[aeiouy]")
+
+
+def well_formed(text: str) -> tuple[bool, str]:
+    """Looks like language: >= 1 word, >= 80% word-shaped tokens with vowels, >= 90% ordinary characters."""
+    stripped = text.strip()
+    if not stripped:
+        return False, "empty"
+    ordinary = sum(ch.isalnum() or ch.isspace() or ch in ".,!?;:'\"-()%$°&/’" for ch in stripped)
+    if ordinary / len(stripped) < 0.9:
+        return False, f"only {ordinary}/{len(stripped)} ordinary characters"
+    folded = unicodedata.normalize("NFKD", stripped.lower())
+    folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).replace("’", "'")
+    tokens = [t.strip(".,!?;:\"()&/") for t in folded.split()]
+    tokens = [t for t in tokens if t]
+    if not tokens:
+        return False, "no words"
+    good = [t for t in tokens if _WORD.match(t) and (not t[0].isalpha() or _VOWEL.search(t) or len(t) <= 2)]
+    if not any(t[0].isalpha() for t in good):
+        return False, "no words"
+    if len(good) / len(tokens) < 0.8:
+        return False, f"only {len(good)}/{len(tokens)} word-shaped tokens"
+    return True, "well-formed"
+
+
+# --------------------------------------------------------------------------- the verdict
+
+@dataclass(frozen=True)
+class Verdict:
+    behaviour: str
+    expected: str
+    correct: bool
+    reason: str
+    cues: dict[str, Any] = field(default_factory=dict)
+    narration: dict[str, Any] | None = None
+
+    def to_json(self) -> dict:
+        return {"behaviour": self.behaviour, "expected": self.expected, "correct": self.correct,
+                "reason": self.reason, "cues": self.cues, "narration": self.narration}
+
+
+def _first(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    return pattern.search(text)
+
+
+def find_refusal(text: str) -> tuple[int, str] | None:
+    """(position, matched phrase) of the earliest refusal cue in cue text."""
+    found = []
+    m = REFUSAL_STRONG.search(text)
+    if m:
+        found.append((m.start(), m.group(0)))
+    for m in NEGATED_ABILITY.finditer(text):
+        if REFUSAL_SUPPORT.search(text) or _mentions_capability(text):
+            found.append((m.start(), m.group(0)))
+            break
+    return min(found) if found else None
+
+
+def _mentions_capability(text: str) -> bool:
+    try:
+        from pipeline.catalog import TOOLS
+    except ImportError:
+        return False
+    return any(cue_text(spec.capability) in text for spec in TOOLS)
+
+
+def find_ack(text: str) -> tuple[int, str, str | None] | None:
+    """(position, matched phrase, catalog tool named or None) of the earliest ack cue."""
+    found: list[tuple[int, str, str | None]] = []
+    for rx, name in _ACTION_RX:
+        m = rx.search(text)
+        if m:
+            found.append((m.start(), m.group(0), name))
+    m = ACK_GENERIC.search(text)
+    if m:
+        found.append((m.start(), m.group(0), None))
+    if not found:
+        return None
+    position = min(f[0] for f in found)
+    named = [f for f in found if f[2] is not None]
+    first = min(found, key=lambda f: (f[0], f[2] is None))
+    tool = min(named)[2] if named else None
+    return position, first[1], tool
+
+
+def find_result(text: str) -> tuple[int, str] | None:
+    m = RESULT_CUES.search(text)
+    return (m.start(), m.group(0)) if m else None
+
+
+def judge(row_class: str, text: str, facts: Any = None, tool_name: str | None = None,
+          narration_min_coverage: float = 1.0) -> Verdict:
+    """The behaviour of one reply and whether it is what ``row_class`` expects.
+
+    ``facts``: the injected tool result (tool_result_speak rows). ``tool_name``:
+    the tool a tool_match row requests (an ack naming another catalog tool's
+    action is not correct).
+    """
+    if row_class not in EXPECTED:
+        raise ValueError(f"unknown class {row_class!r} (expected one of {', '.join(EXPECTED)})")
+    expected = EXPECTED[row_class]
+    text = text or ""
+    cues: dict[str, Any] = {}
+
+    def verdict(behaviour: str, reason: str, narration: dict | None = None) -> Verdict:
+        correct = behaviour == expected
+        if correct and row_class == "tool_match" and tool_name and cues.get("ack_tool") not in (None, tool_name):
+            correct = False
+            reason += f"; but it names the action of '{cues['ack_tool']}', not '{tool_name}'"
+        return Verdict(behaviour, expected, correct, reason, cues, narration)
+
+    if not any(ch.isalpha() for ch in text):
+        return verdict("other", "empty reply (no letters in the text channel)")
+    ct = cue_text(text)
+    refusal, ack, result = find_refusal(ct), find_ack(ct), find_result(ct)
+    if refusal:
+        cues["refusal"] = refusal[1]
+    if ack:
+        cues["ack"] = ack[1]
+        cues["ack_tool"] = ack[2]
+    if result:
+        cues["result"] = result[1]
+
+    narration = None
+    if row_class == "tool_result_speak":
+        score = score_narration(text, facts)
+        narration = score.to_json()
+        if score.coverage is not None and score.coverage >= narration_min_coverage and score.coverage > 0:
+            return verdict("narration", f"narration: {score.reason}", narration)
+
+    firsts = [(p[0], kind) for p, kind in ((refusal, "refusal"), (ack, "ack"), (result, "result")) if p]
+    if firsts and min(firsts)[1] == "refusal":
+        return verdict("refusal", f"refusal cue '{refusal[1]}'", narration)
+    if result:
+        if row_class == "tool_result_speak":
+            return verdict("other", f"claims a result ('{result[1]}') without the facts: {narration['reason']}", narration)
+        return verdict("narration", f"claims a tool result ('{result[1]}')", narration)
+    if ack:
+        return verdict("ack", f"ack cue '{ack[1]}'" + (f" ({ack[2]})" if ack[2] else ""), narration)
+    if narration is not None and narration["coverage"]:
+        return verdict("other", f"partial narration: {narration['reason']}", narration)
+    ok, why = well_formed(text)
+    if ok:
+        return verdict("direct", "well-formed reply with no ack, refusal or result cue", narration)
+    return verdict("other", f"not well-formed text ({why})", narration)

@@ -1,0 +1,167 @@
+"""Stage `eval_blip`: does the final model open its tool acks with the blip?
+
+Reuses the replies ``eval_classes`` generated (``reports/eval/eval_classes.jsonl``
+holds every reply's audio codes and stream layout) instead of generating
+again: the blip numbers then describe exactly the replies whose class verdicts
+the card reports, and the stage costs seconds, not a second GPU pass. (The
+card's own validation ran 40 separate greedy generations; with greedy decoding
+these are the same replies.)
+
+Scores (``pipeline.blip_emission``): over held-out tool_match replies the
+card's table -- full 8-codebook bit-exact, cb0 only, cb0 OR cb3 -- and the
+per-position rates (codebook x frame); over non_tool + tool_miss replies the
+streaming detector's false-positive rate; for every reply the frame at which
+the detector decided. Outputs ``reports/metrics/eval_blip.json``,
+``reports/plots/blip_positions.png`` (heatmap) and ``reports/eval/eval_blip.jsonl``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coordinator import BlipSignature, SignatureError
+from pipeline.blip_emission import NEGATIVE_CLASSES, POSITIVE_CLASSES, AudioReply, score_blip_emission
+from pipeline.io import ParamsError, load_params, write_json, write_text
+
+SECTION = "eval_blip"
+RECORDS_IN = Path("reports/eval/eval_classes.jsonl")
+CODES_NPY = Path("data/blips/tool_invoke.codes.npy")
+SIGNATURE_JSON = Path("data/blips/tool_invoke.signature.json")
+METRICS_PATH = Path("reports/metrics/eval_blip.json")
+PLOT_PATH = Path("reports/plots/blip_positions.png")
+RECORDS_OUT = Path("reports/eval/eval_blip.jsonl")
+
+
+@dataclass(frozen=True)
+class EvalBlipConfig:
+    negative_classes: tuple[str, ...] = NEGATIVE_CLASSES
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], section: str = SECTION) -> "EvalBlipConfig":
+        negatives = params.get("negative_classes", list(NEGATIVE_CLASSES))
+        allowed = {"non_tool", "tool_miss", "tool_result_speak"}
+        if not isinstance(negatives, list) or not negatives or not set(negatives) <= allowed:
+            raise ParamsError(f"params.yaml: '{section}.negative_classes' must be a non-empty subset of "
+                              f"{sorted(allowed)}, got {negatives!r}")
+        return cls(negative_classes=tuple(negatives))
+
+
+def read_replies(path: Path) -> tuple[list[AudioReply], list[dict], list[str]]:
+    """Replies with audio from eval_classes records; (replies, per-row info, problems)."""
+    replies: list[AudioReply] = []
+    info: list[dict] = []
+    problems: list[str] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: not found (run the eval_classes stage)") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            reply = obj.get("reply")
+            if reply is None:
+                problems.append(f"{path}:{number}: row '{obj.get('id')}' has no reply ({obj.get('skipped')})")
+                continue
+            codes = np.asarray(reply.get("audio_codes", []), dtype=np.int64)
+            if codes.size == 0:
+                codes = np.zeros((8, 0), dtype=np.int64)
+            if codes.ndim != 2:
+                raise ValueError(f"audio_codes has shape {codes.shape}")
+            replies.append(AudioReply(str(obj["id"]), str(obj["class"]), codes, bool(reply["end_of_audio"]),
+                                      reply["finish_reason"] == "im_end"))
+            info.append({"id": obj["id"], "behaviour": obj.get("behaviour"), "correct": obj.get("correct"),
+                         "text": reply.get("text"), "audio_frames_before_text_end": reply.get("audio_frames_before_text_end")})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            problems.append(f"{path}:{number}: unreadable record ({err})")
+    return replies, info, problems
+
+
+def plot_positions(per_position: list[list[float | None]], n_per_frame: list[int], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.io import atomic_path
+
+    data = np.array([[np.nan if v is None else v for v in row] for row in per_position], dtype=float)
+    n_cb, n_f = data.shape
+    fig, ax = plt.subplots(figsize=(max(3.5, 1.3 * n_f + 2), 4.5))
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("lightgray")
+    image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    for k in range(n_cb):
+        for i in range(n_f):
+            v = data[k, i]
+            ax.text(i, k, "n/a" if np.isnan(v) else f"{v:.0%}", ha="center", va="center",
+                    color="black" if np.isnan(v) or v > 0.5 else "white", fontsize=9)
+    ax.set_xticks(range(n_f), [f"frame {i}\n(n={n_per_frame[i]})" for i in range(n_f)])
+    ax.set_yticks(range(n_cb), [f"cb{k}" for k in range(n_cb)])
+    ax.set_xlabel("blip frame (80 ms each)")
+    ax.set_ylabel("Mimi codebook")
+    ax.set_title(title, fontsize=10)
+    fig.colorbar(image, ax=ax, label="match rate")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def run(config: EvalBlipConfig, records_in: Path = RECORDS_IN, codes_npy: Path = CODES_NPY,
+        signature_json: Path = SIGNATURE_JSON, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
+        records_out: Path = RECORDS_OUT) -> dict[str, Any]:
+    signature = BlipSignature.load(codes_npy, signature_json)
+    replies, info, problems = read_replies(records_in)
+    report = score_blip_emission(signature, replies, positive_classes=POSITIVE_CLASSES,
+                                 negative_classes=config.negative_classes)
+    metrics = dict(report.metrics)
+    metrics["negative_classes"] = list(config.negative_classes)
+    metrics["source"] = str(records_in)
+    metrics["records_problems"] = problems
+    by_id = {row["id"]: row for row in info}
+    rows_out = []
+    for row in report.rows:
+        record = row.to_json()
+        record.update({k: v for k, v in by_id.get(row.row_id, {}).items() if k != "id"})
+        rows_out.append(record)
+    # do blip misses coincide with class failures? (the card: the blip acts as a commitment cue)
+    pos = [r for r in rows_out if r["class"] in POSITIVE_CLASSES and r["matches"]["cb0"] is not None]
+    for label, group in (("judged_ack", [r for r in pos if r.get("behaviour") == "ack"]),
+                         ("judged_not_ack", [r for r in pos if r.get("behaviour") != "ack"])):
+        metrics[f"cb0_match_rate_{label}"] = (sum(bool(r["matches"]["cb0"]) for r in group) / len(group)) if group else None
+    write_text(records_out, "".join(json.dumps(r) + "\n" for r in rows_out))
+    write_json(metrics_path, metrics)
+    cb0 = metrics.get("cb0_match_rate")
+    plot_positions(report.per_position, metrics["per_position_n"], plot_path,
+                   f"Blip codes reproduced at each position (held-out tool_match, n={metrics['n_tool_match']})\n"
+                   f"cb0 match {('n/a' if cb0 is None else f'{cb0:.0%}')}, target cb0 = {metrics['blip']['cb0_across_frames']}")
+    return metrics
+
+
+def main() -> int:
+    try:
+        metrics = run(EvalBlipConfig.from_params(load_params(SECTION)))
+    except (ParamsError, FileNotFoundError, SignatureError) as err:
+        print(f"{SECTION}: {err}", file=sys.stderr)
+        return 1
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.1%}"
+
+    print(f"{SECTION}: full {pct(metrics['full_match_rate'])}, cb0 {pct(metrics['cb0_match_rate'])}, "
+          f"cb0|cb3 {pct(metrics['cb0_or_cb3_match_rate'])} over {metrics['n_scorable_tool_match']} tool_match; "
+          f"detector FPR {pct(metrics['false_positive_rate'])} over {metrics['n_negative']} negatives")
+    for key, why in metrics["unavailable"].items():
+        print(f"{SECTION}: {key} unavailable: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,326 @@
+"""Stage `eval_classes`: the final model on the held-out rows, judged per class.
+
+Each held-out row goes through the one inference path (``pipeline.inference``:
+the row's system prompt, the user's synthesised speech, ``generate_interleaved``;
+tool_result_speak rows replay turn 1, then turn 2 with the facts block). The
+rule-based judge (``pipeline.judge``, rules in ``docs/evaluation.md``) gives
+each reply a behaviour -- ack, refusal, direct, narration, other -- and the row
+is correct when that is what its class expects. Outputs:
+
+- ``reports/metrics/eval_classes.json``: ``per_class`` {class: accuracy},
+  ``overall_accuracy``, ``n_rows``, counts, the confusion counts, and the
+  judge's accuracy on the rows' own reference replies (a check of the judge);
+- ``reports/plots/confusion_matrix.png``: expected class x judged behaviour;
+- ``reports/eval/eval_classes.jsonl``: every row's text, audio codes, stream
+  layout and verdict (``eval_blip`` and ``report`` read it).
+
+A row whose user audio is missing is not generated: it is listed with its
+reason and counted (``n_skipped``); past ``max_skipped_fraction`` the stage
+fails before generating anything.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from pipeline.inference import (
+    GenerationConfig,
+    ManifestAudio,
+    MissingAudio,
+    Reply,
+    UserAudio,
+    resolve_device,
+    resolve_dtype,
+    respond,
+)
+from pipeline.io import ParamsError, load_params, require, write_json, write_text
+from pipeline.judge import BEHAVIOURS, EXPECTED, Verdict, judge
+from pipeline.records import CLASSES, DatasetRow, read_rows
+
+SECTION = "eval_classes"
+METRICS_PATH = Path("reports/metrics/eval_classes.json")
+PLOT_PATH = Path("reports/plots/confusion_matrix.png")
+RECORDS_PATH = Path("reports/eval/eval_classes.jsonl")
+
+
+@dataclass(frozen=True)
+class EvalClassesConfig:
+    model_dir: Path
+    rows_path: Path
+    manifest_path: Path
+    tts_cache_dir: Path
+    generation: GenerationConfig
+    device: str = "auto"
+    dtype: str = "bfloat16"
+    max_rows: int | None = None
+    max_skipped_fraction: float = 0.0
+    narration_min_coverage: float = 1.0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], section: str = SECTION) -> "EvalClassesConfig":
+        max_rows = params.get("max_rows")
+        if max_rows is not None and (not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1):
+            raise ParamsError(f"params.yaml: '{section}.max_rows' must be a positive int or null, got {max_rows!r}")
+        fraction = require(params, "max_skipped_fraction", section, (int, float))
+        coverage = params.get("narration_min_coverage", 1.0)
+        if not 0 < float(coverage) <= 1:
+            raise ParamsError(f"params.yaml: '{section}.narration_min_coverage' must be in (0, 1], got {coverage!r}")
+        dtype = str(params.get("dtype", "bfloat16"))
+        resolve_dtype(dtype)
+        return cls(
+            model_dir=Path(require(params, "model_dir", section, str)),
+            rows_path=Path(require(params, "rows", section, str)),
+            manifest_path=Path(require(params, "tts_manifest", section, str)),
+            tts_cache_dir=Path(require(params, "tts_cache_dir", section, str)),
+            generation=GenerationConfig.from_params(params, section),
+            device=str(params.get("device", "auto")),
+            dtype=dtype,
+            max_rows=max_rows,
+            max_skipped_fraction=float(fraction),
+            narration_min_coverage=float(coverage),
+        )
+
+
+# --------------------------------------------------------------------------- per row
+
+@dataclass
+class RowResult:
+    row: DatasetRow
+    reply: Reply | None
+    verdict: Verdict | None
+    reference: Verdict  # the judge on the row's own reference reply
+    skipped: str | None = None
+
+    def to_json(self) -> dict:
+        row = self.row
+        out: dict[str, Any] = {
+            "id": row.id,
+            "class": row.row_class,
+            "user": row.user,
+            "tools": list(row.tool_names),
+            "reference_reply": row.assistant,
+            "tool_call": row.tool_call.to_json() if row.tool_call else None,
+            "requested_tool": row.requested_tool,
+            "facts": row.facts,
+            "expected": EXPECTED[row.row_class],
+            "skipped": self.skipped,
+            "reference_verdict": {"behaviour": self.reference.behaviour, "correct": self.reference.correct},
+        }
+        if self.verdict is not None:
+            out.update(self.verdict.to_json())
+        else:
+            out.update({"behaviour": None, "correct": None, "reason": self.skipped})
+        out["reply"] = self.reply.to_json() if self.reply is not None else None
+        return out
+
+
+def judge_reply(row: DatasetRow, text: str, narration_min_coverage: float = 1.0) -> Verdict:
+    return judge(row.row_class, text, facts=row.facts, tool_name=row.tool_call.name if row.tool_call else None,
+                 narration_min_coverage=narration_min_coverage)
+
+
+def select_rows(rows: list[DatasetRow], max_rows: int | None) -> list[DatasetRow]:
+    """All rows, or the first ``max_rows`` taken round-robin over the classes (keeps every class in)."""
+    if max_rows is None or max_rows >= len(rows):
+        return rows
+    by_class = {c: [r for r in rows if r.row_class == c] for c in CLASSES}
+    picked: list[DatasetRow] = []
+    i = 0
+    while len(picked) < max_rows:
+        for c in CLASSES:
+            if i < len(by_class[c]) and len(picked) < max_rows:
+                picked.append(by_class[c][i])
+        i += 1
+    order = {r.id: n for n, r in enumerate(rows)}
+    return sorted(picked, key=lambda r: order[r.id])
+
+
+def evaluate(
+    rows: Iterable[DatasetRow],
+    audio: dict[str, UserAudio | str],
+    generate: Callable[[DatasetRow, UserAudio], Reply],
+    narration_min_coverage: float = 1.0,
+    log: Callable[[str], None] = print,
+) -> list[RowResult]:
+    """Generate and judge every row. ``audio[row.id]`` is the waveform, or a string: why it is missing."""
+    rows = list(rows)
+    results: list[RowResult] = []
+    for n, row in enumerate(rows, start=1):
+        reference = judge_reply(row, row.assistant, narration_min_coverage)
+        source = audio.get(row.id, "no audio looked up")
+        if isinstance(source, str):
+            results.append(RowResult(row, None, None, reference, skipped=source))
+            log(f"[{n}/{len(rows)}] {row.id} ({row.row_class}): skipped, {source}")
+            continue
+        reply = generate(row, source)
+        verdict = judge_reply(row, reply.text, narration_min_coverage)
+        results.append(RowResult(row, reply, verdict, reference))
+        mark = "ok" if verdict.correct else "WRONG"
+        log(f"[{n}/{len(rows)}] {row.id} ({row.row_class}): {verdict.behaviour} {mark} "
+            f"({reply.seconds:.1f}s) {reply.text[:60]!r}")
+    return results
+
+
+# --------------------------------------------------------------------------- metrics
+
+def summarize(results: list[RowResult], n_rows_read: int, bad_lines: list[str] | None = None) -> dict[str, Any]:
+    """Per-class and overall accuracy, counts and confusion; None (with a reason) where there is no row."""
+    unavailable: dict[str, str] = {}
+    per_class: dict[str, float | None] = {}
+    counts: dict[str, dict[str, int]] = {}
+    confusion: dict[str, dict[str, int]] = {c: {b: 0 for b in BEHAVIOURS} for c in CLASSES}
+    for c in CLASSES:
+        mine = [r for r in results if r.row.row_class == c]
+        judged = [r for r in mine if r.verdict is not None]
+        correct = sum(r.verdict.correct for r in judged)
+        counts[c] = {"n": len(judged), "correct": correct, "skipped": len(mine) - len(judged)}
+        for r in judged:
+            confusion[c][r.verdict.behaviour] += 1
+        per_class[c] = correct / len(judged) if judged else None
+        if not judged:
+            unavailable[f"per_class.{c}"] = "no held-out row of this class" if not mine else "every row of this class was skipped"
+    judged = [r for r in results if r.verdict is not None]
+    n_correct = sum(r.verdict.correct for r in judged)
+    overall = n_correct / len(judged) if judged else None
+    if overall is None:
+        unavailable["overall_accuracy"] = "no row was evaluated"
+    ref_correct = sum(r.reference.correct for r in results)
+    ref_wrong = [{"id": r.row.id, "class": r.row.row_class, "behaviour": r.reference.behaviour,
+                  "reason": r.reference.reason} for r in results if not r.reference.correct]
+    seconds = [r.reply.seconds for r in judged]
+    return {
+        "per_class": per_class,
+        "per_class_counts": counts,
+        "overall_accuracy": overall,
+        "n_rows": n_rows_read,
+        "n": len(judged),
+        "n_evaluated": len(judged),
+        "n_correct": n_correct,
+        "n_skipped": len(results) - len(judged),
+        "skipped": [{"id": r.row.id, "reason": r.skipped} for r in results if r.skipped is not None],
+        "bad_lines": list(bad_lines or []),
+        "confusion": confusion,
+        "behaviours": list(BEHAVIOURS),
+        "expected_behaviour": dict(EXPECTED),
+        "judge_reference_accuracy": ref_correct / len(results) if results else None,
+        "judge_reference_misjudged": ref_wrong,
+        "mean_seconds_per_row": sum(seconds) / len(seconds) if seconds else None,
+        "unavailable": unavailable,
+    }
+
+
+def plot_confusion(metrics: dict[str, Any], path: Path) -> None:
+    """Rows = expected class, columns = judged behaviour; cells show count and row share."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from pipeline.io import atomic_path
+
+    classes = list(CLASSES)
+    behaviours = list(BEHAVIOURS)
+    counts = np.array([[metrics["confusion"][c][b] for b in behaviours] for c in classes], dtype=float)
+    totals = counts.sum(axis=1, keepdims=True)
+    shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i, c in enumerate(classes):
+        for j, b in enumerate(behaviours):
+            expected = EXPECTED[c] == b
+            text = f"{int(counts[i, j])}\n{shares[i, j]:.0%}" if totals[i, 0] else "–"
+            ax.text(j, i, text, ha="center", va="center", fontsize=9,
+                    color="white" if shares[i, j] > 0.6 else "black", fontweight="bold" if expected else "normal")
+            if expected:
+                ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="darkgreen", linewidth=2))
+    ax.set_xticks(range(len(behaviours)), behaviours)
+    ax.set_yticks(range(len(classes)), [f"{c} (n={int(totals[i, 0])})" for i, c in enumerate(classes)])
+    ax.set_xlabel("judged behaviour (green box = expected)")
+    ax.set_ylabel("expected class")
+    overall = metrics.get("overall_accuracy")
+    ax.set_title(f"Held-out confusion matrix — overall accuracy "
+                 f"{'n/a' if overall is None else f'{overall:.1%}'}")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def write_records(results: list[RowResult], path: Path) -> None:
+    write_text(path, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in results))
+
+
+# --------------------------------------------------------------------------- stage
+
+def lookup_audio(rows: list[DatasetRow], source: ManifestAudio) -> dict[str, UserAudio | str]:
+    found: dict[str, UserAudio | str] = {}
+    for row in rows:
+        try:
+            found[row.id] = source.audio_for(row)
+        except MissingAudio as err:
+            found[row.id] = str(err)
+    return found
+
+
+def check_skips(audio: dict[str, UserAudio | str], n_bad: int, n_total: int, limit: float, what: str) -> None:
+    missing = [f"{k}: {v}" for k, v in audio.items() if isinstance(v, str)]
+    n_rows = n_total + n_bad
+    if n_rows and (len(missing) + n_bad) / n_rows > limit:
+        shown = "\n  ".join(missing[:10]) + (f"\n  (+{len(missing) - 10} more)" if len(missing) > 10 else "")
+        raise RuntimeError(
+            f"{what}: {len(missing)} rows without user audio and {n_bad} bad lines out of {n_rows} "
+            f"exceed max_skipped_fraction={limit}:\n  {shown}"
+        )
+
+
+def load_model(config_dir: Path, device: str, dtype: str):
+    from pipeline.models import load_lfm
+
+    return load_lfm(config_dir, device=resolve_device(device), dtype=resolve_dtype(dtype))
+
+
+def run(config: EvalClassesConfig, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
+        records_path: Path = RECORDS_PATH, lfm=None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    read = read_rows(config.rows_path)
+    bad = [str(b) for b in read.bad]
+    rows = select_rows(read.rows, config.max_rows)
+    source = ManifestAudio(config.manifest_path, config.tts_cache_dir)
+    audio = lookup_audio(rows, source)
+    check_skips(audio, len(bad), len(rows), config.max_skipped_fraction, SECTION)
+    if lfm is None:
+        lfm = load_model(config.model_dir, config.device, config.dtype)
+    started = time.perf_counter()
+    results = evaluate(rows, audio, lambda row, wave: respond(lfm, row, wave, config.generation),
+                       config.narration_min_coverage, log)
+    metrics = summarize(results, read.lines_read, bad)
+    metrics["generation"] = config.generation.to_json()
+    metrics["model_dir"] = str(config.model_dir)
+    metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
+    write_records(results, records_path)
+    write_json(metrics_path, metrics)
+    plot_confusion(metrics, plot_path)
+    return metrics
+
+
+def main() -> int:
+    try:
+        config = EvalClassesConfig.from_params(load_params(SECTION))
+        metrics = run(config)
+    except (ParamsError, FileNotFoundError, RuntimeError) as err:
+        print(f"{SECTION}: {err}", file=sys.stderr)
+        return 1
+    per_class = ", ".join(f"{c} {'n/a' if v is None else f'{v:.1%}'}" for c, v in metrics["per_class"].items())
+    overall = metrics["overall_accuracy"]
+    print(f"{SECTION}: overall {'n/a' if overall is None else f'{overall:.1%}'} over {metrics['n_evaluated']} rows "
+          f"({per_class}); {metrics['n_skipped']} skipped; judge on references "
+          f"{metrics['judge_reference_accuracy']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""The rule-based judge on hand-made replies with known verdicts, and on every dataset template."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from pipeline.judge import BEHAVIOURS, EXPECTED, cue_text, judge, well_formed
+
+WEATHER_FACTS = "Paris: 14°C, light rain, wind 12 km/h"
+
+
+@pytest.mark.parametrize(
+    "row_class, text, behaviour",
+    [
+        # acks
+        ("tool_match", "Sure, checking the weather in Paris.", "ack"),
+        ("tool_match", "On it, setting an alarm for 7:45 AM now.", "ack"),
+        ("tool_match", "Let me look that up for you.", "ack"),
+        ("tool_match", "One moment.", "ack"),
+        # tricky: an ack that also says sorry is still an ack
+        ("tool_match", "Sorry for the wait! Checking the weather in Paris right away.", "ack"),
+        ("tool_match", "Oh, sorry, one second, finding directions to the airport.", "ack"),
+        # refusals
+        ("tool_miss", "Sorry, I can't check traffic right now because that tool isn't available to me.", "refusal"),
+        # tricky: refusals with no "sorry"
+        ("tool_miss", "I can't check the weather from here.", "refusal"),
+        ("tool_miss", "That's not something I can do; I'm unable to book a ride.", "refusal"),
+        ("tool_miss", "There's no tool here that lets me play music.", "refusal"),
+        ("tool_miss", "Unfortunately I have no way to look up stock prices at the moment.", "refusal"),
+        # a refusal that offers an alternative is still a refusal (earliest cue decides)
+        ("tool_miss", "I can't check traffic, that tool isn't listed, but let me find directions instead.", "refusal"),
+        # direct chat, including one with "I can't" that is not a decline
+        ("non_tool", "The capital of Peru is Lima.", "direct"),
+        ("non_tool", "I can't listen the way you do, but I love talking about music.", "direct"),
+        ("non_tool", "Water boils at 100 degrees Celsius at sea level.", "direct"),
+        ("non_tool", "Of course, I'm happy to chat. What would you like to talk about?", "direct"),
+        # narrations: the facts with other spellings of numbers and units
+        ("tool_result_speak", "Right now in Paris it's 14 degrees with light rain, and the wind is around 12 kilometers an hour.", "narration"),
+        ("tool_result_speak", "Paris: 14°C, light rain, wind 12 km/h.", "narration"),
+        ("tool_result_speak", "It's fourteen degrees Celsius in Paris, light rain, wind twelve kph.", "narration"),
+        # junk
+        ("non_tool", "", "other"),
+        ("non_tool", "\n\n ###", "other"),
+        ("non_tool", "zxqv bcdfg hjklm nprst", "other"),
+        ("tool_match", "������\"\"\"\"", "other"),
+    ],
+)
+def test_hand_made_replies(row_class, text, behaviour):
+    verdict = judge(row_class, text, facts=WEATHER_FACTS if row_class == "tool_result_speak" else None)
+    assert verdict.behaviour == behaviour, verdict.reason
+    assert verdict.correct == (behaviour == EXPECTED[row_class])
+
+
+def test_every_behaviour_can_be_wrong_for_each_class():
+    # an ack where a refusal is expected, a refusal where an ack is expected, ...
+    assert judge("tool_miss", "Sure, checking traffic on Route 4.").behaviour == "ack"
+    assert not judge("tool_miss", "Sure, checking traffic on Route 4.").correct
+    assert judge("tool_match", "Sorry, I can't check the weather, that tool isn't available.").behaviour == "refusal"
+    assert judge("non_tool", "Okay, checking the weather in Lima.").behaviour == "ack"
+    assert judge("non_tool", "I'm sorry, I'm not able to help with that here.").behaviour == "refusal"
+
+
+def test_a_fabricated_result_is_not_an_ack():
+    verdict = judge("tool_match", "Sure! It's currently 14 degrees in Paris with light rain.")
+    assert verdict.behaviour == "narration" and not verdict.correct
+
+
+def test_narration_must_state_every_fact():
+    partial = judge("tool_result_speak", "It's 14 degrees in Paris.", facts=WEATHER_FACTS)
+    assert partial.behaviour == "other" and "missing" in partial.reason
+    wrong_number = judge("tool_result_speak", "Paris has light rain, 15 degrees, wind 12 km/h.", facts=WEATHER_FACTS)
+    assert wrong_number.behaviour == "other"
+    # the turn-1 ack repeated in turn 2 is an ack, not a narration
+    assert judge("tool_result_speak", "Sure, checking the weather in Paris.", facts=WEATHER_FACTS).behaviour == "ack"
+
+
+def test_numbers_and_units_are_normalised():
+    facts = "ride to the airport: fare about $37, driver arrives in 5 minutes"
+    text = "A ride to the airport costs thirty-seven dollars and the driver is five minutes away."
+    assert judge("tool_result_speak", text, facts=facts).behaviour == "narration"
+    # the same number with another unit does not state the fact
+    assert judge("tool_result_speak", "The airport ride is 37 minutes, driver in 5 minutes.", facts=facts).behaviour != "narration"
+
+
+def test_ack_of_another_tool_is_not_correct():
+    verdict = judge("tool_match", "Sure, checking the weather in Paris.", tool_name="alarm")
+    assert verdict.behaviour == "ack" and not verdict.correct and "weather" in verdict.reason
+    assert judge("tool_match", "Sure, checking the weather in Paris.", tool_name="weather").correct
+
+
+def test_behaviour_names_are_the_confusion_columns():
+    assert set(EXPECTED.values()) | {"other"} == set(BEHAVIOURS)
+
+
+def test_cue_text_and_well_formed():
+    assert cue_text("I can’t — sorry!") == "i cant sorry"
+    assert well_formed("Hi! What can I do for you?")[0]
+    assert not well_formed("\x04\x04\x04&&&&")[0]
+
+
+@pytest.mark.parametrize("side", ["train", "heldout"])
+def test_every_template_reference_reply_is_judged_as_its_class(side):
+    """The judge's lexicons cover every ack, refusal, narration and chat template of the dataset."""
+    from pipeline.catalog import RowMaker
+
+    maker = RowMaker(random.Random(7), side)
+    for i in range(300):
+        for row in (maker.tool_match(f"m{i}"), maker.tool_result_speak(f"s{i}"),
+                    maker.tool_miss(f"x{i}", hard=bool(i % 2)), maker.non_tool(f"n{i}")):
+            verdict = judge(row.row_class, row.assistant, facts=row.facts,
+                            tool_name=row.tool_call.name if row.tool_call else None)
+            assert verdict.correct, (row.row_class, row.assistant, row.facts, verdict.reason)
+            if row.turn1 is not None:
+                assert judge("tool_match", row.turn1.assistant, tool_name=row.turn1.tool_call.name).correct
+
+
+def test_every_ack_and_refusal_template_with_every_tool():
+    from pipeline import templates as T
+    from pipeline.catalog import TOOLS, RowMaker
+
+    maker = RowMaker(random.Random(0), "train")
+    for spec in TOOLS:
+        values = maker.draw_values(spec)
+        for template in T.ACK_TEMPLATES:
+            text = template.format(action=spec.action.format(**values))
+            assert judge("tool_match", text, tool_name=spec.name).correct, text
+        for template in T.REFUSAL_TEMPLATES:
+            text = template.format(capability=spec.capability)
+            assert judge("tool_miss", text).correct, text
