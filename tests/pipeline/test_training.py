@@ -1,0 +1,283 @@
+"""pipeline.training: the extended liquid-audio Trainer on the tiny model (CPU, ctx 512, a few steps)."""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+from safetensors.torch import load_file
+
+from pipeline.training import (
+    CHECKPOINT_PREFIX,
+    MANIFEST_NAME,
+    TMP_PREFIX,
+    ResumableSampler,
+    ResumableTrainer,
+    TrainConfig,
+    clean_checkpoint_dir,
+    export_model_folder,
+    latest_checkpoint,
+    list_checkpoints,
+    real_tokens,
+    run_fingerprint,
+)
+
+CTX = 512
+
+
+# --- a tiny preprocessed dataset, made by liquid-audio's own mapper + preprocess_dataset ---------
+
+
+def wav_bytes(seconds: float, sample_rate: int, freq: float, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + rng.normal(0, 0.01, t.size)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, wave.astype(np.float32), sample_rate, format="WAV")
+    return buffer.getvalue()
+
+
+def tiny_chats(n: int, seed: int = 0) -> list:
+    """Chats covering every segment kind: system/user text, user audio, assistant text, audio and interleaved."""
+    from liquid_audio.data.types import AudioSegment, ChatMessage, InterleavedSegment, TextSegment
+
+    chats = []
+    for i in range(n):
+        s = seed * 100 + i
+        system = ChatMessage(role="system", content=[TextSegment(text="You are a helpful voice assistant.")])
+        if i % 3 == 0:
+            user = ChatMessage(role="user", content=[AudioSegment(audio=wav_bytes(0.8, 16_000, 220 + 20 * i, s))])
+            reply = ChatMessage(role="assistant", content=[
+                InterleavedSegment(text=f"Sure, checking that for you ({i}).", audio=wav_bytes(0.9, 24_000, 400 + 15 * i, s))])
+        elif i % 3 == 1:
+            user = ChatMessage(role="user", content=[TextSegment(text=f"what's the weather in city {i}?")])
+            reply = ChatMessage(role="assistant", content=[
+                TextSegment(text="Let me look."), AudioSegment(audio=wav_bytes(0.5, 24_000, 600 + 10 * i, s))])
+        else:
+            user = ChatMessage(role="user", content=[AudioSegment(audio=wav_bytes(0.5, 16_000, 300 + 5 * i, s)),
+                                                     TextSegment(text="and a joke please")])
+            reply = ChatMessage(role="assistant", content=[TextSegment(text=f"Here is joke number {i}.")])
+        chats.append([system, user, reply])
+    return chats
+
+
+def write_tiny_dataset(processor, out: Path, n: int, seed: int = 0) -> Path:
+    """liquid-audio's preprocess_dataset format (an HF datasets folder), as the preprocess stage writes it."""
+    from liquid_audio.data.mapper import LFM2AudioChatMapper
+    from liquid_audio.data.preprocess import preprocess_dataset
+
+    preprocess_dataset(tiny_chats(n, seed), out, LFM2AudioChatMapper(processor), max_context_length=CTX)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tiny_lfm, tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("preprocessed")
+    return {
+        "train": write_tiny_dataset(tiny_lfm.processor, root / "train", 6, seed=0),
+        "eval": write_tiny_dataset(tiny_lfm.processor, root / "eval", 2, seed=1),
+    }
+
+
+@pytest.fixture(scope="module")
+def base_model(tiny_lfm_dir):
+    """The tiny model as loaded from its folder, kept pristine: each trainer trains a deep copy."""
+    from pipeline.models import load_lfm
+
+    return load_lfm(tiny_lfm_dir).model
+
+
+def small_config(**overrides) -> TrainConfig:
+    values = dict(max_steps=4, batch_size=2, context_length=CTX, lr=1e-3, warmup_steps=1, log_interval=1,
+                  val_interval=2, save_interval=2, keep_checkpoints=2, max_grad_norm=1.0, seed=0)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def make_trainer(base_model, tiny_data, config, ckpt: Path | None, fingerprint="fp", sink=None) -> ResumableTrainer:
+    from liquid_audio.data.dataloader import LFM2DataLoader
+
+    return ResumableTrainer(
+        copy.deepcopy(base_model),
+        LFM2DataLoader(str(tiny_data["train"]), CTX),
+        LFM2DataLoader(str(tiny_data["eval"]), CTX),
+        config,
+        checkpoint_dir=ckpt,
+        fingerprint=fingerprint,
+        metrics_sink=sink,
+        echo=lambda line: None,
+    )
+
+
+def weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# --- tests ----------------------------------------------------------------------------------------
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="warmup_steps"):
+        TrainConfig(max_steps=4, warmup_steps=4)
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        TrainConfig(max_steps=4, warmup_steps=1, max_grad_norm=0)
+
+
+def test_fingerprint_depends_on_trajectory_not_on_logging():
+    base = small_config()
+    fp = run_fingerprint(base, 1, {"data": "a"})
+    assert fp == run_fingerprint(small_config(log_interval=5, save_interval=1, val_interval=0), 1, {"data": "a"})
+    assert fp != run_fingerprint(small_config(lr=2e-3), 1, {"data": "a"})
+    assert fp != run_fingerprint(base, 2, {"data": "a"})
+    assert fp != run_fingerprint(base, 1, {"data": "b"})
+
+
+def test_sampler_is_seeded_sharded_and_resumable():
+    full = ResumableSampler(5, seed=3)
+    full.set_position(epoch=1)
+    order = list(full)
+    assert sorted(order) == list(range(5))
+    again = ResumableSampler(5, seed=3)
+    again.set_position(epoch=1, skip_samples=2)
+    assert list(again) == order[2:]
+    shards = [ResumableSampler(5, seed=3, rank=r, world=2) for r in range(2)]
+    for s in shards:
+        s.set_position(epoch=1)
+    assert len(list(shards[0])) == len(list(shards[1])) == 3  # padded so both processes take 3 steps
+    assert set(shards[0]) | set(shards[1]) == set(range(5))
+
+
+def test_real_tokens_count_excludes_padding(tiny_data):
+    from liquid_audio.data.dataloader import LFM2DataLoader, lfm2_collator
+
+    data = LFM2DataLoader(str(tiny_data["train"]), CTX)
+    unpadded = sum(len(data.dataset[i]["modality_flag"][0]) for i in range(2))
+    batch = lfm2_collator([data[0], data[1]])
+    assert batch.modality_flag.shape == (2, CTX)
+    assert real_tokens(batch) == unpadded < 2 * CTX
+
+
+def test_stock_and_our_step_agree_without_clipping(base_model, tiny_data):
+    """Our train_step is the stock one plus clipping: with clipping off, one step gives the same weights."""
+    from liquid_audio.data.dataloader import lfm2_collator
+    from liquid_audio.trainer import Trainer
+
+    config = small_config(max_grad_norm=None, max_steps=2)
+    ours, stock = (make_trainer(base_model, tiny_data, config, None) for _ in range(2))
+    batch = lfm2_collator([ours.train_loader.dataset[0], ours.train_loader.dataset[1]])
+    torch.manual_seed(0)
+    ours.train_step(batch)
+    torch.manual_seed(0)
+    Trainer.train_step(stock, batch)
+    a, b = weights(ours.model), weights(stock.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert ours.last_grad_norm is not None and float(ours.last_grad_norm) > 0
+
+
+def test_clipping_bounds_the_update(base_model, tiny_data):
+    from liquid_audio.data.dataloader import lfm2_collator
+
+    trainer = make_trainer(base_model, tiny_data, small_config(max_grad_norm=1e-3, max_steps=2), None)
+    batch = lfm2_collator([trainer.train_loader.dataset[0], trainer.train_loader.dataset[1]])
+    trainer.optimizer.zero_grad()
+    trainer.model.train()
+    with trainer.accelerator.autocast():
+        trainer.model(batch.to(trainer.accelerator.device)).loss.backward()
+    raw = float(torch.nn.utils.get_total_norm([p.grad for p in trainer.model.parameters() if p.grad is not None]))
+    trainer.train_step(batch)
+    clipped = float(torch.nn.utils.get_total_norm([p.grad for p in trainer.model.parameters() if p.grad is not None]))
+    assert raw > 1e-3 and clipped == pytest.approx(1e-3, rel=0.05)
+
+
+def test_schedule_steps_once_per_optimizer_step(base_model, tiny_data):
+    """Warmup then cosine to min_lr_ratio * lr at max_steps (the stock wrapper would step it per process)."""
+    config = small_config(max_steps=4, warmup_steps=2, lr=1e-3, min_lr_ratio=0.1, val_interval=0, save_interval=10)
+    trainer = make_trainer(base_model, tiny_data, config, None)
+    result = trainer.train()
+    lrs = [h["train/lr"] for h in result.history if "train/lr" in h]
+    assert lrs[1] == pytest.approx(1e-3)  # warmup done at step 2
+    assert lrs[-1] == pytest.approx(1e-4)  # cosine floor at max_steps
+
+
+def test_train_reports_metrics_and_resumes_exactly(base_model, tiny_data, tmp_path):
+    """Stop after 2 of 4 steps, restore from the checkpoint in a new trainer: same weights as a straight run."""
+    logged: list[tuple[int, dict]] = []
+    config = small_config(max_steps=4, save_interval=2, dataloader_workers=0)
+
+    straight = make_trainer(base_model, tiny_data, config, tmp_path / "a", sink=lambda s, m: logged.append((s, m)))
+    result = straight.train()
+    assert result.steps == 4 and result.resumed_from_step is None
+    assert math.isfinite(result.final_train_loss) and math.isfinite(result.final_val_loss)
+    assert result.tokens_per_s > 0 and result.peak_memory_gib > 0 and result.peak_memory_kind == "cpu_peak_rss"
+    names = set().union(*(m for _, m in logged))
+    assert {"train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s", "perf/peak_rss_gib", "val/loss"} <= names
+    assert [s for s, m in logged if "train/loss" in m] == [1, 2, 3, 4]
+
+    first = make_trainer(base_model, tiny_data, config, tmp_path / "b")
+    first.train(stop_after=3)  # checkpoint at step 2, then one more step that the "crash" loses
+    info = latest_checkpoint(tmp_path / "b", "fp")
+    assert info.step == 2
+    second = make_trainer(base_model, tiny_data, config, tmp_path / "b")
+    second.restore(info)
+    resumed = second.train()
+    assert resumed.resumed_from_step == 2 and resumed.steps == 4
+    a, b = weights(straight.model), weights(second.model)
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the straight run"
+    assert resumed.final_val_loss == pytest.approx(result.final_val_loss)
+
+
+def test_checkpoints_are_complete_atomic_and_pruned(base_model, tiny_data, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    trainer = make_trainer(base_model, tiny_data, small_config(max_steps=3, save_interval=1, keep_checkpoints=2,
+                                                                   val_interval=0), ckpt)
+    trainer.train()
+    names = sorted(p.name for p in ckpt.iterdir())
+    assert names == [f"{CHECKPOINT_PREFIX}0000002", f"{CHECKPOINT_PREFIX}0000003"]
+    step3 = ckpt / f"{CHECKPOINT_PREFIX}0000003"
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng-0.pt", MANIFEST_NAME} <= {p.name for p in step3.iterdir()}
+    torch.load(step3 / "optimizer.pt", weights_only=True)  # loadable without unpickling arbitrary objects
+    torch.load(step3 / "rng-0.pt", weights_only=True)
+
+    # A half-written temp folder (the kill came mid-save) and a folder with a truncated file are ignored.
+    shutil.copytree(step3, ckpt / f"{TMP_PREFIX}{CHECKPOINT_PREFIX}0000004")
+    broken = ckpt / f"{CHECKPOINT_PREFIX}0000005"
+    shutil.copytree(step3, broken)
+    manifest = json.loads((broken / MANIFEST_NAME).read_text())
+    manifest["step"] = 5
+    (broken / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with open(broken / "model.safetensors", "r+b") as handle:
+        handle.truncate(100)
+    no_manifest = ckpt / f"{CHECKPOINT_PREFIX}0000006"
+    shutil.copytree(step3, no_manifest)
+    (no_manifest / MANIFEST_NAME).unlink()
+    assert latest_checkpoint(ckpt, "fp").step == 3
+    assert latest_checkpoint(ckpt, "another run") is None
+    assert [i.step for i in list_checkpoints(ckpt)] == [2, 3]
+
+    removed = clean_checkpoint_dir(ckpt, "fp")
+    assert sorted(removed) == [f"{TMP_PREFIX}{CHECKPOINT_PREFIX}0000004", f"{CHECKPOINT_PREFIX}0000005",
+                               f"{CHECKPOINT_PREFIX}0000006"]
+    assert clean_checkpoint_dir(ckpt, "another run") == [f"{CHECKPOINT_PREFIX}0000002", f"{CHECKPOINT_PREFIX}0000003"]
+
+
+def test_exported_folder_loads_with_the_trained_weights(base_model, tiny_lfm_dir, tiny_data, tmp_path):
+    from pipeline.models import load_lfm
+
+    trainer = make_trainer(base_model, tiny_data, small_config(max_steps=2, val_interval=0), None)
+    trainer.train()
+    out = export_model_folder(trainer.model, tiny_lfm_dir, tmp_path / "final")
+    base_names = {p.name for p in tiny_lfm_dir.iterdir()}
+    assert base_names <= {p.name for p in out.iterdir()}  # config, tokenizer, Mimi (+ mimi_config.json)
+    reloaded = load_lfm(out)
+    trained = weights(trainer.model)
+    on_disk = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(reloaded.model.state_dict()[k], trained[k]) for k in on_disk)
+    base = load_file(str(tiny_lfm_dir / "model.safetensors"))
+    assert any(not torch.equal(base[k], on_disk[k]) for k in on_disk), "export holds the base weights"
