@@ -9,6 +9,7 @@ decided up front (`dvc status` only sees the first changed stage).
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -143,6 +144,14 @@ def dvc_env() -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+def line_logger(logger) -> Callable[[str], None]:
+    """Send DVC's output lines to `logger`, at warning/error level where DVC says so."""
+    def log(line: str) -> None:
+        level = logging.ERROR if line.startswith("ERROR") else logging.WARNING if line.startswith("WARNING") else logging.INFO
+        logger.log(level, line)
+    return log
 
 
 def dvc(args: list[str], workdir: str | os.PathLike, on_line: Callable[[str], None] = print,

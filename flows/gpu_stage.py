@@ -10,7 +10,7 @@ import socket
 
 from prefect import flow, get_run_logger
 
-from flows.dvc_graph import run_stage
+from flows.dvc_graph import line_logger, run_stage
 
 # Global concurrency limit holding one slot per GPU (`python -m flows.pool setup` creates it).
 # GPU stages and sweep experiments take slots from it, wherever they run.
@@ -39,5 +39,5 @@ def gpu_stage(stage: str, workdir: str, force: bool = False, gpus: int = 1) -> d
     logger = get_run_logger()
     logger.info("stage '%s' on %s in %s", stage, socket.gethostname(), workdir)
     with gpu_slots(gpus):
-        status = run_stage(workdir, stage, force=force, on_line=logger.info)
+        status = run_stage(workdir, stage, force=force, on_line=line_logger(logger))
     return {"stage": stage, "status": status, "host": socket.gethostname()}

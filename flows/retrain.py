@@ -20,7 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.dvc_graph import (FAILED, NOT_RUN, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
-                             load_stages, run_stage, stage_changed)
+                             line_logger, load_stages, run_stage, stage_changed)
 from flows.gpu_stage import gpu_slots
 from flows.publish import flatten, markdown_table, publish_table, publish_unavailable, read_metrics
 
@@ -81,7 +81,7 @@ def dvc_stage(spec: StageSpec, workdir: str, force: bool, gpu_pool: str | None,
         status = run_on_pool(spec, workdir, force, gpu_deployment)
         return StageResult(spec.name, status, time.perf_counter() - start, pool=gpu_pool, queue=spec.queue)
     with gpu_slots(spec.gpus) if spec.pool == "gpu" else contextlib.nullcontext():
-        status = run_stage(workdir, spec.name, force=force, on_line=logger.info)
+        status = run_stage(workdir, spec.name, force=force, on_line=line_logger(logger))
     return StageResult(spec.name, status, time.perf_counter() - start)
 
 

@@ -25,7 +25,7 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.dvc_graph import read_json_at, remove_experiment, run_experiment
+from flows.dvc_graph import line_logger, read_json_at, remove_experiment, run_experiment
 from flows.gpu_stage import gpu_slots
 from flows.prescreen import PrescreenResult, load_reference_audio, prescreen_variant
 from flows.publish import markdown_table, publish_table
@@ -106,7 +106,7 @@ def experiment(workdir: str, variant: Variant, gpus: int) -> dict:
     with gpu_slots(gpus):
         if remove_experiment(workdir, variant.name):
             logger.info("replaced the earlier experiment '%s' of this commit", variant.name)
-        rev = run_experiment(workdir, variant.name, variant.overrides, on_line=logger.info)
+        rev = run_experiment(workdir, variant.name, variant.overrides, on_line=line_logger(logger))
     return experiment_metrics(workdir, rev)
 
 

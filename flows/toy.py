@@ -89,6 +89,8 @@ def make_toy_repo(root: str | os.PathLike, pipeline: dict = TEST_PIPELINE) -> Pa
             params[name]["metrics"] = True
             stage["metrics"] = [{f"reports/metrics/{m}.json": {"cache": False}} for m in ("eval_classes", "eval_blip")]
         stages[name] = stage
+    (root / "out").mkdir()
+    (root / "out/.gitignore").write_text("".join(f"/{name}.json\n" for name in pipeline))  # what DVC would add
     (root / "stage.py").write_text(STAGE_SCRIPT)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))

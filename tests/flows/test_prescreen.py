@@ -1,0 +1,77 @@
+"""CPU pre-screen: false-trigger rate and round-trip stability of a blip variant."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from flows.prescreen import apply_overrides, screen_codes
+
+
+def codes(cb0: list[int], rest: int = 7) -> np.ndarray:
+    """(1, 8, F) codes whose codebook 0 across frames is `cb0`; the other codebooks hold `rest`."""
+    out = np.full((1, 8, len(cb0)), rest, dtype=np.int64)
+    out[0, 0, :] = cb0
+    return out
+
+
+BLIP = codes([430, 127])
+SPEECH = [codes([1049, 127, 5]), codes([430, 127, 9]), codes([430, 5, 5]), codes([1049, 127, 1])]
+
+
+def test_false_trigger_rate_counts_openings_that_already_carry_the_signature():
+    result = screen_codes(BLIP, BLIP, SPEECH, max_false_trigger_rate=0.25)
+    assert (result.false_trigger_rate, result.roundtrip_stable, result.passed) == (0.25, True, True)
+    assert result.signature == (430, 127)
+
+    strict = screen_codes(BLIP, BLIP, SPEECH, max_false_trigger_rate=0.0)
+    assert not strict.passed and "false-trigger rate 0.250 > 0.0" in strict.reason
+
+
+def test_signature_is_codebook_0_across_frames_not_all_codebooks_at_frame_0():
+    blip = codes([430, 127], rest=13)  # blip[0, :, 0] = [430, 13, 13, ...]: the wrong index
+    opening_like_wrong_index = np.full((1, 8, 2), 13)
+    opening_like_wrong_index[0, 0, 0] = 430
+    assert screen_codes(blip, blip, [opening_like_wrong_index], 0.0).false_trigger_rate == 0.0
+
+
+def test_unstable_round_trip_and_missing_audio_are_rejected_with_reasons():
+    unstable = screen_codes(BLIP, codes([430, 128]), SPEECH[:1], 1.0)
+    assert not unstable.roundtrip_stable and "round trip changes cb0: [430, 127] -> [430, 128]" in unstable.reason
+    no_audio = screen_codes(BLIP, BLIP, [], 1.0)
+    assert no_audio.false_trigger_rate is None and "unavailable" in no_audio.reason
+
+
+def test_overrides_use_dvc_set_syntax():
+    params = {"blip": {"tones_hz": [1200, 1800], "repeats": 1}, "preprocess": {"x": 1}}
+    out = apply_overrides(params, ["blip.tones_hz=[1000,1500]", "blip.repeats=2", "+preprocess.max_text_preamble_tokens=6"])
+    assert out == {"blip": {"tones_hz": [1000, 1500], "repeats": 2}, "preprocess": {"x": 1, "max_text_preamble_tokens": 6}}
+    assert params["blip"]["repeats"] == 1  # not modified in place
+    with pytest.raises(ValueError, match=r"no key 'blip.gap_ms'.*\+blip.gap_ms"):
+        apply_overrides(params, ["blip.gap_ms=40"])
+    with pytest.raises(ValueError, match="'nope' is not a params group"):
+        apply_overrides(params, ["nope.x=1"])
+
+
+@pytest.mark.slow
+def test_prescreen_variant_through_the_real_mimi_code_path(tiny_mimi, repo_root, tmp_path):
+    from flows.prescreen import prescreen_variant
+    from pipeline.audio import to_float32
+    from tasks.blip import BlipParams, synthesize_blip
+    from tasks.blip_codes import round_trip
+
+    shutil.copy(repo_root / "params.yaml", tmp_path / "params.yaml")
+    rng = np.random.default_rng(0)
+    speech_like = (rng.standard_normal(24_000) * 0.1 * np.sin(np.linspace(0, 40, 24_000)) ** 2).astype(np.float32)
+    # An opening that is the variant's preview itself: its codes are the signature (Mimi is causal).
+    preview = round_trip(tiny_mimi, synthesize_blip(BlipParams.from_params({"duration_ms": 240})), 24_000).preview
+    opens_with_the_preview = np.concatenate([to_float32(preview), speech_like])
+
+    result = prescreen_variant(tmp_path, ["blip.duration_ms=240"], [speech_like, opens_with_the_preview],
+                               max_false_trigger_rate=0.0, mimi=tiny_mimi)
+    assert len(result.signature) == 3  # 240 ms = 3 Mimi frames
+    assert result.false_trigger_rate == 0.5 and not result.passed and "false-trigger rate 0.500" in result.reason
+    assert result.roundtrip_stable or "round trip changes cb0" in result.reason
+    again = prescreen_variant(tmp_path, ["blip.duration_ms=240"], [speech_like], mimi=tiny_mimi)
+    assert again.signature == result.signature and again.false_trigger_rate == 0.0  # deterministic

@@ -1,0 +1,55 @@
+"""sweep: variants from a YAML file run as DVC experiments and land on a leaderboard with the baselines."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+import yaml
+
+from flows.sweep import load_sweep
+
+
+def write_sweep(path, variants, **extra):
+    path.write_text(yaml.safe_dump({"variants": variants, **extra}))
+    return path
+
+
+def test_two_toy_variants_make_a_two_row_leaderboard_plus_baselines(toy, prefect_api, tmp_path):
+    from prefect.artifacts import Artifact
+
+    from flows.sweep import sweep
+
+    params_before = (toy / "params.yaml").read_text()
+    sweep_file = write_sweep(tmp_path / "sweep.yaml", [
+        {"name": "boost-1", "overrides": ["train.boost=1"]},
+        {"name": "boost-7", "overrides": ["train.boost=7", "feat.v=3"]},
+    ], gpus_per_experiment=1)
+    sweep(sweep_file=str(sweep_file), workdir=str(toy), prescreen_variants=False)
+
+    rows = list(csv.DictReader((toy / "reports/sweep/leaderboard.csv").open()))
+    assert [(r["name"], r["kind"], r["rank"]) for r in rows] == [
+        ("boost-7", "experiment", "1"), ("v4.1", "baseline", "2"), ("v4", "baseline", "3"), ("boost-1", "experiment", "4")]
+    best = rows[0]
+    assert float(best["overall_accuracy"]) == pytest.approx(0.97)
+    assert float(best["tool_match_accuracy"]) == pytest.approx(0.87)
+    assert float(best["false_positive_rate"]) == pytest.approx(0.007)
+    assert rows[2]["cb0_match_rate"] == ""  # v4 had no blip: unavailable, not zero
+    assert "| boost-7 | experiment |" in (toy / "reports/sweep/leaderboard.md").read_text()
+    assert "boost-7" in Artifact.get("sweep-leaderboard").data
+    assert (toy / "params.yaml").read_text() == params_before  # experiments ran in temp dirs
+
+
+def test_sweep_file_errors_name_the_variant(tmp_path):
+    plan = load_sweep(write_sweep(tmp_path / "ok.yaml", [{"name": "a", "overrides": ["blip.repeats=2"]}]))
+    assert plan.variants[0].overrides == ("blip.repeats=2",) and plan.gpus_per_experiment == 2
+    with pytest.raises(ValueError, match=r"variants\[1\]: duplicate name 'a'"):
+        load_sweep(write_sweep(tmp_path / "dup.yaml", [{"name": "a"}, {"name": "a"}]))
+    with pytest.raises(ValueError, match=r"variants\[0\] \(b\): 'overrides'"):
+        load_sweep(write_sweep(tmp_path / "bad.yaml", [{"name": "b", "overrides": ["blip.repeats"]}]))
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_sweep(tmp_path / "missing.yaml")
+
+
+def test_the_shipped_v42_sweep_file_parses(repo_root):
+    names = [v.name for v in load_sweep(repo_root / "flows/sweeps/v4.2-blip.yaml").variants]
+    assert "double-blip" in names and len(names) == len(set(names))
