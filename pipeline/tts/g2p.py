@@ -50,11 +50,9 @@ def check_g2p(g2p: str) -> None:
 _CLAUSE_MARKS = frozenset(";:—–-")
 
 
-def _rule_tag(text: str, quote_open: bool) -> tuple[str, bool]:
+def _rule_tag(text: str, quote_open: bool, currencies: frozenset[str]) -> tuple[str, bool]:
     """Penn tag for a token misaki treats specially ('' = leave to the lexicon)."""
-    from misaki.en import CURRENCIES
-
-    if text in CURRENCIES:
+    if text in currencies:
         return "$", quote_open
     if any(c.isdigit() for c in text) and all(c.isdigit() or c in ".,:/-" for c in text):
         return "CD", quote_open
@@ -80,14 +78,16 @@ class RuleTagger:
 
     def __init__(self) -> None:
         import spacy
+        from misaki.en import CURRENCIES
 
         self._tokenize = spacy.blank("en")
+        self._currencies = frozenset(CURRENCIES)
 
     def __call__(self, text: str):
         doc = self._tokenize(text)
         quote_open = False
         for token in doc:
-            tag, quote_open = _rule_tag(token.text, quote_open)
+            tag, quote_open = _rule_tag(token.text, quote_open, self._currencies)
             if tag:
                 token.tag_ = tag
         return doc
