@@ -108,7 +108,7 @@ def allocate(total: int, weights: dict[str, float]) -> dict[str, int]:
         return {key: 0 for key in weights}
     exact = {key: total * weight / weight_sum for key, weight in weights.items()}
     counts = {key: int(value) for key, value in exact.items()}
-    by_remainder = sorted(weights, key=lambda key: counts[key] - exact[key])  # stable: ties keep key order
+    by_remainder = sorted(weights, key=lambda key: exact[key] - counts[key], reverse=True)  # stable on ties
     for key in by_remainder[: total - sum(counts.values())]:
         counts[key] += 1
     return counts
@@ -258,6 +258,12 @@ def check_no_leakage(splits: Splits) -> None:
 
 # --------------------------------------------------------------------------- the stage
 
+def hard_negative_fraction(rows: list[DatasetRow]) -> float | None:
+    """Share of tool_miss rows that are hard negatives; None (unavailable) without tool_miss rows."""
+    misses = [row for row in rows if row.row_class == "tool_miss"]
+    return round(sum(map(is_hard_negative, misses)) / len(misses), 4) if misses else None
+
+
 def dataset_metrics(config: DatasetConfig, read: ReadResult, splits: Splits | None) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "source": config.source,
@@ -268,9 +274,7 @@ def dataset_metrics(config: DatasetConfig, read: ReadResult, splits: Splits | No
     }
     if splits is not None:
         metrics["counts"] = {name: {**class_counts(rows), "total": len(rows)} for name, rows in splits.items()}
-        metrics["hard_negative_fraction"] = {
-            name: round(sum(map(is_hard_negative, rows)) / misses, 4) if (misses := class_counts(rows)["tool_miss"]) else None
-            for name, rows in splits.items()}
+        metrics["hard_negative_fraction"] = {name: hard_negative_fraction(rows) for name, rows in splits.items()}
     if config.source == "generate":
         metrics["catalog"] = {"tools": len(TOOLS),
                               "ack_templates": len(templates.on_side(templates.ACK_TEMPLATES, "train")),

@@ -55,6 +55,19 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     assert (tmp_path / "a/data/dataset/train.jsonl").read_bytes() != (tmp_path / "c/data/dataset/train.jsonl").read_bytes()
 
 
+def test_separate_processes_write_identical_files(tmp_path):
+    """Nothing depends on Python's per-process hash seed."""
+    digests = []
+    for hash_seed in ("1", "2"):
+        work = tmp_path / hash_seed
+        work.mkdir()
+        (work / "params.yaml").write_text(yaml.safe_dump({"dataset": PARAMS}))
+        subprocess.run([sys.executable, "-m", "tasks.dataset"], cwd=work, check=True, capture_output=True,
+                       env={"PYTHONHASHSEED": hash_seed, "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+        digests.append([(work / "data/dataset" / f"{name}.jsonl").read_bytes() for name in stage.SPLITS])
+    assert digests[0] == digests[1]
+
+
 def test_production_sizes_and_class_proportions(production_splits):
     counts = {name: Counter(row.row_class for row in rows) for name, rows in production_splits.items()}
     assert {name: sum(c.values()) for name, c in counts.items()} == {
