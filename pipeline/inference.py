@@ -253,20 +253,24 @@ def add_user_audio(chat, audio: UserAudio) -> None:
 
 
 def generate_stream(lfm: LoadedLFM, chat, config: GenerationConfig) -> Iterator[torch.Tensor]:
-    """``generate_interleaved`` after ``<|im_start|>assistant``; items moved to the CPU."""
+    """Open the assistant turn (``<|im_start|>assistant``) now, then stream ``generate_interleaved`` items (on the CPU)."""
     chat.new_turn("assistant")
-    if not config.greedy:
-        torch.manual_seed(config.seed)
-    with torch.inference_mode():
-        for item in lfm.model.generate_interleaved(
-            **chat,
-            max_new_tokens=config.max_new_tokens,
-            text_temperature=config.text_temperature,
-            text_top_k=config.text_top_k,
-            audio_temperature=config.audio_temperature,
-            audio_top_k=config.audio_top_k,
-        ):
-            yield item.detach().to("cpu").clone()
+
+    def items() -> Iterator[torch.Tensor]:
+        if not config.greedy:
+            torch.manual_seed(config.seed)
+        with torch.inference_mode():
+            for item in lfm.model.generate_interleaved(
+                **chat,
+                max_new_tokens=config.max_new_tokens,
+                text_temperature=config.text_temperature,
+                text_top_k=config.text_top_k,
+                audio_temperature=config.audio_temperature,
+                audio_top_k=config.audio_top_k,
+            ):
+                yield item.detach().to("cpu").clone()
+
+    return items()
 
 
 def generate_reply(
