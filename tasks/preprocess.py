@@ -66,6 +66,7 @@ class SplitReport:
     tool_match_rows: int = 0
     blip_prefix_detection_matches: int = 0  # detection codebooks equal the signature in frames 0..F-1
     blip_prefix_full_matches: int = 0  # all 8 codebooks equal (a deep-codebook near-tie may flip)
+    blip_prefix_codebook_matches: list[int] = field(default_factory=lambda: [0] * 8)  # per codebook, all F frames
     mismatched_ids: list[str] = field(default_factory=list)
 
 
@@ -84,14 +85,18 @@ class BlipSignatureCodes:
             raise ValueError(f"{codes_npy}: shape {codes.shape} disagrees with {signature_json} {signature['shape']}")
         return cls(codes=codes[0], detection_codebooks=tuple(signature["detection"]["codebooks"]))
 
-    def check(self, audio_out: np.ndarray) -> tuple[bool, bool]:
-        """(detection codebooks match, all codebooks match) for a sample's first F audio-out frames."""
+    def codebook_matches(self, audio_out: np.ndarray) -> np.ndarray:
+        """Per codebook: do a sample's first F audio-out frames equal the signature's?"""
         n_frames = self.codes.shape[1]
         head = audio_out[:, :n_frames]
         if head.shape != self.codes.shape:
-            return False, False
-        detection = bool((head[list(self.detection_codebooks)] == self.codes[list(self.detection_codebooks)]).all())
-        return detection, bool((head == self.codes).all())
+            return np.zeros(self.codes.shape[0], dtype=bool)
+        return (head == self.codes).all(axis=1)
+
+    def check(self, audio_out: np.ndarray) -> tuple[bool, bool]:
+        """(detection codebooks match, all codebooks match) for a sample's first F audio-out frames."""
+        per_codebook = self.codebook_matches(audio_out)
+        return bool(per_codebook[list(self.detection_codebooks)].all()), bool(per_codebook.all())
 
 
 def row_audio(row: DatasetRow, manifest_entry: dict, tts_cache_dir: Path) -> RowAudio:
@@ -155,9 +160,11 @@ def samples_for_split(
             continue
         if is_match:
             report.tool_match_rows += 1
-            detection, full = signature.check(sample.audio_out.numpy())
+            per_codebook = signature.codebook_matches(sample.audio_out.numpy())
+            detection = bool(per_codebook[list(signature.detection_codebooks)].all())
             report.blip_prefix_detection_matches += detection
-            report.blip_prefix_full_matches += full
+            report.blip_prefix_full_matches += bool(per_codebook.all())
+            report.blip_prefix_codebook_matches = [a + int(b) for a, b in zip(report.blip_prefix_codebook_matches, per_codebook)]
             if not detection:
                 report.mismatched_ids.append(row.id)
         record = {
@@ -242,7 +249,7 @@ def metrics_document(reports: dict[str, SplitReport], cache: CodesCache) -> dict
     matches = sum(r.tool_match_rows for r in reports.values())
     return {
         "splits": {
-            split: {k: v for k, v in asdict(r).items() if k not in ("overlong", "mismatched_ids")}
+            split: {k: v for k, v in asdict(r).items() if k not in ("overlong", "mismatched_ids", "blip_prefix_codebook_matches")}
             | {"overlong": len(r.overlong)}
             for split, r in reports.items()
         },
@@ -250,6 +257,9 @@ def metrics_document(reports: dict[str, SplitReport], cache: CodesCache) -> dict
         # Expected 1.0: anything else means training does not see the signature the coordinator watches.
         "blip_prefix_match_rate": _rate(sum(r.blip_prefix_detection_matches for r in reports.values()), matches),
         "blip_prefix_full_match_rate": _rate(sum(r.blip_prefix_full_matches for r in reports.values()), matches),
+        "blip_prefix_codebook_match_rates": [
+            _rate(sum(r.blip_prefix_codebook_matches[k] for r in reports.values()), matches) for k in range(8)
+        ],
         "blip_prefix_mismatched_ids": [i for r in reports.values() for i in r.mismatched_ids],
         "codes_cache": {"hits": cache.hits, "misses": cache.misses, "hit_rate": _rate(cache.hits, cache.hits + cache.misses)},
     }
