@@ -206,8 +206,7 @@ class LiveSink:
 def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainOutcome:
     """Train (resuming if a checkpoint of this run exists) and write the final folder and metrics."""
     import torch
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list
+    from accelerate.utils import broadcast_object_list
 
     from pipeline.models import load_lfm
     from pipeline.training import (
@@ -216,15 +215,13 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainOutcome:
         export_model_folder,
         hash_tree,
         latest_checkpoint,
+        make_accelerator,
         result_dict,
         run_fingerprint,
     )
 
     config = params.config
-    accelerator = Accelerator(
-        mixed_precision=config.mixed_precision,
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-    )
+    accelerator = make_accelerator(config.mixed_precision)
     main_process = accelerator.is_main_process
     train_data = open_split(paths.train_data, config.context_length)
     eval_data = open_split(paths.eval_data, config.context_length, required=False)
