@@ -285,11 +285,12 @@ def load_model(config_dir: Path, device: str, dtype: str):
 
 
 def run(config: EvalClassesConfig, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
-        records_path: Path = RECORDS_PATH, lfm=None, log: Callable[[str], None] = print) -> dict[str, Any]:
+        records_path: Path = RECORDS_PATH, lfm=None, audio_source: ManifestAudio | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
     read = read_rows(config.rows_path)
     bad = [str(b) for b in read.bad]
     rows = select_rows(read.rows, config.max_rows)
-    source = ManifestAudio(config.manifest_path, config.tts_cache_dir)
+    source = audio_source or ManifestAudio(config.manifest_path, config.tts_cache_dir)
     audio = lookup_audio(rows, source)
     check_skips(audio, len(bad), len(rows), config.max_skipped_fraction, SECTION)
     if lfm is None:

@@ -138,7 +138,8 @@ def summarize(results: list[NarrationResult], n_rows_read: int, bad: list[str], 
 
 
 def run(config: EvalNarrationConfig, metrics_path: Path = METRICS_PATH, records_path: Path = RECORDS_PATH,
-        lfm=None, log: Callable[[str], None] = print) -> dict[str, Any]:
+        lfm=None, audio_source: ManifestAudio | None = None,
+        log: Callable[[str], None] = print) -> dict[str, Any]:
     read = read_rows(config.rows_path)
     bad = [str(b) for b in read.bad]
     rows = read.rows[: config.max_rows] if config.max_rows else read.rows
@@ -147,7 +148,7 @@ def run(config: EvalNarrationConfig, metrics_path: Path = METRICS_PATH, records_
     rows = [r for r in rows if r.row_class == "tool_result_speak"]
     train = read_rows(config.train_path)
     training = training_values(train.rows)
-    audio = lookup_audio(rows, ManifestAudio(config.manifest_path, config.tts_cache_dir))
+    audio = lookup_audio(rows, audio_source or ManifestAudio(config.manifest_path, config.tts_cache_dir))
     check_skips(audio, len(bad), len(rows), config.max_skipped_fraction, SECTION)
     if lfm is None:
         lfm = load_model(config.model_dir, config.device, config.dtype)

@@ -1,0 +1,470 @@
+"""Stage `report`: ``reports/model_card.md`` from this run's metrics, in the shape of the v4.1 card.
+
+Reads the metrics of the evaluation stages (and of ``train`` when present),
+``reports/eval/eval_classes.jsonl`` for the failures it lists as known
+limitations, the published numbers in ``configs/baselines.yaml`` and the
+recipe from ``params.yaml``. A missing metrics file or key is written as
+"unavailable" with the reason, never as 0. When the run's base model is a
+random-init fabrication (``report.profile: smoke`` or
+``base_models.source: fabricate``) the card says so at the top, plainly.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.io import ParamsError, write_text
+from pipeline.records import CLASSES
+
+SECTION = "report"
+CARD_PATH = Path("reports/model_card.md")
+METRICS_DIR = Path("reports/metrics")
+CLASS_RECORDS = Path("reports/eval/eval_classes.jsonl")
+BASELINES = Path("configs/baselines.yaml")
+PLOTS = {  # embedded with paths relative to the card
+    "confusion": "plots/confusion_matrix.png",
+    "blip_positions": "plots/blip_positions.png",
+}
+UNKNOWN = "unknown"
+
+
+@dataclass
+class Loaded:
+    """A JSON/YAML document, or why it is not there."""
+
+    data: Any = None
+    why: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.data is not None
+
+
+def load_json(path: Path) -> Loaded:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        return Loaded(None, f"{path}: not found")
+    except json.JSONDecodeError as err:
+        return Loaded(None, f"{path}:{err.lineno}: invalid JSON ({err.msg})")
+    if not isinstance(data, dict):
+        return Loaded(None, f"{path}: not a JSON object")
+    return Loaded(data)
+
+
+def load_records(path: Path) -> Loaded:
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return Loaded(None, f"{path}: not found")
+    records, bad = [], 0
+    for line in lines:
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                bad += 1
+    return Loaded(records, f"{bad} unreadable lines" if bad else None)
+
+
+@dataclass
+class ReportInputs:
+    classes: Loaded
+    narration: Loaded
+    blip: Loaded
+    train: Loaded
+    records: Loaded
+    baselines: dict[str, Any]
+    params: dict[str, Any]  # the whole params.yaml (the recipe reads several groups)
+    report_params: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- formatting helpers
+
+def get(tree: Any, dotted: str, default: Any = None) -> Any:
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def first(tree: Any, *keys: str) -> Any:
+    for key in keys:
+        value = get(tree, key)
+        if value is not None:
+            return value
+    return None
+
+
+def pct(rate: float | None, digits: int = 1) -> str:
+    return "unavailable" if rate is None else f"{100 * rate:.{digits}f}%"
+
+
+def published(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}%"
+
+
+def delta(rate: float | None, reference: float | None) -> str:
+    if rate is None or reference is None:
+        return "—"
+    d = round(100 * rate - reference, 1)
+    return "0" if d == 0 else (f"+{d:.1f}" if d > 0 else f"−{abs(d):.1f}")
+
+
+def show(value: Any) -> str:
+    if value is None:
+        return UNKNOWN
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value)
+
+
+def is_smoke(params: dict[str, Any], report_params: dict[str, Any]) -> bool:
+    return report_params.get("profile") == "smoke" or get(params, "base_models.source") == "fabricate"
+
+
+def unavailable(loaded: Loaded, key: str) -> str:
+    if not loaded.ok:
+        return f"unavailable ({loaded.why})"
+    why = get(loaded.data, f"unavailable.{key}")
+    return f"unavailable ({why})" if why else "unavailable"
+
+
+# --------------------------------------------------------------------------- sections
+
+def section_header(inputs: ReportInputs) -> list[str]:
+    smoke = is_smoke(inputs.params, inputs.report_params)
+    base = get(inputs.params, "base_models.lfm_repo", UNKNOWN)
+    lines: list[str] = []
+    if smoke:
+        lines += [
+            "> **SMOKE RUN — THESE NUMBERS MEAN NOTHING.** The base model of this run is a tiny *random-init*",
+            "> fabrication (`base_models.source: fabricate`), trained for a few CPU steps on a few dozen generated rows.",
+            "> Its replies are gibberish; the tables below only show that every stage ran end to end and that the",
+            "> card is generated from the metrics. Do not compare them with the published columns.",
+            "",
+        ]
+    title = "LFM2.5-Audio-1.5B — Tool-Aware Fine-Tune (this run)" if not smoke else "Tool-Aware Fine-Tune — smoke run (random-init model)"
+    lines = [f"# {title}", ""] + lines
+    lines += [
+        f"Full fine-tune of {'a random-init tiny LFM2.5-Audio' if smoke else base} with the v4.1 recipe: every tool_match "
+        "training row's assistant audio starts with the tool-invocation blip, so a coordinator can detect the blip's "
+        "Mimi codewords in the streaming output and dispatch the tool while the acknowledgement is still being spoken.",
+        "",
+        "Generated by `python -m tasks.report` from `reports/metrics/*.json`; published columns from "
+        "`configs/baselines.yaml` (model cards v4 and v4.1).",
+        "",
+    ]
+    return lines
+
+
+def section_classes(inputs: ReportInputs) -> list[str]:
+    base = inputs.baselines.get("classes", {})
+    ref = inputs.baselines.get("reference", "v4.1")
+    versions = inputs.baselines.get("versions", ["v4", "v4.1"])
+    m = inputs.classes
+    lines = ["## Results vs " + " / ".join(versions), ""]
+    if m.ok:
+        counts = m.data.get("per_class_counts", {})
+        ns = [counts.get(c, {}).get("n") for c in CLASSES]
+        per = sorted({n for n in ns if n is not None})
+        shape = f"{m.data.get('n_evaluated', '?')} rows" + (f" × {per[0]} per class" if len(per) == 1 else
+                                                              f" ({', '.join(f'{c} {n}' for c, n in zip(CLASSES, ns))})")
+        lines.append(f"Held-out eval, {shape}" + (f"; {m.data['n_skipped']} rows skipped (no user audio)"
+                                                  if m.data.get("n_skipped") else "") + ":")
+    else:
+        lines.append(f"Held-out eval: {unavailable(m, 'overall_accuracy')}.")
+    lines += ["", "| Class | " + " | ".join(versions) + f" | this run | Δ vs {ref} |",
+              "|---|" + "---|" * len(versions) + "---|---|"]
+    for c in (*CLASSES, "overall"):
+        rate = (get(m.data, f"per_class.{c}") if c != "overall" else get(m.data, "overall_accuracy")) if m.ok else None
+        key = f"per_class.{c}" if c != "overall" else "overall_accuracy"
+        value = pct(rate) if rate is not None else unavailable(m, key)
+        if rate is not None and m.ok and c != "overall":
+            cc = get(m.data, f"per_class_counts.{c}", {})
+            value += f" ({cc.get('correct')}/{cc.get('n')})"
+        elif rate is not None and m.ok:
+            value += f" ({m.data.get('n_correct')}/{m.data.get('n_evaluated')})"
+        name = "**Overall**" if c == "overall" else c
+        cols = [published(get(base, f"{c}.{v}")) for v in versions]
+        lines.append(f"| {name} | " + " | ".join(cols) + f" | {value} | {delta(rate, get(base, f'{c}.{ref}'))} |")
+    lines.append("")
+    if m.ok:
+        ref_acc = m.data.get("judge_reference_accuracy")
+        lines += [
+            "Verdicts come from the rule-based judge (`docs/evaluation.md`) on the text channel of replies generated "
+            f"greedily (max_new_tokens = {get(m.data, 'generation.max_new_tokens', UNKNOWN)}) through the real inference "
+            "path (row system prompt, synthesised user speech, `generate_interleaved`; tool_result_speak replays turn 1, "
+            f"then turn 2 with the facts block). Judge check: it classifies {pct(ref_acc)} of the rows' own reference "
+            "replies correctly.",
+            "",
+            f"![Confusion matrix: expected class × judged behaviour]({PLOTS['confusion']})",
+            "",
+        ]
+    return lines
+
+
+def section_narration(inputs: ReportInputs) -> list[str]:
+    m = inputs.narration
+    base = inputs.baselines.get("narration", {})
+    pubs = "; ".join(f"{v}: {published(get(base, f'{v}.faithful'))} / {published(get(base, f'{v}.memorized'))}"
+                     for v in inputs.baselines.get("versions", ["v4", "v4.1"]) if v in base)
+    if not m.ok:
+        return ["## Novel-facts narration", "", f"This run: {unavailable(m, 'faithful_rate')} ({pubs}).", ""]
+    f_rate, m_rate = m.data.get("faithful_rate"), m.data.get("memorized_rate")
+    faithful = pct(f_rate) if f_rate is not None else unavailable(m, "faithful_rate")
+    memorized = pct(m_rate) if m_rate is not None else unavailable(m, "memorized_rate")
+    return [
+        "## Novel-facts narration", "",
+        f"Novel-facts narration ({m.data.get('n', '?')} out-of-distribution facts, never in training): "
+        f"**{faithful} faithful / {memorized} memorized** (published — {pubs}).",
+        "",
+        "Faithful = the turn-2 narration states every injected fact value; memorized = it states, verbatim, a fact "
+        "value seen in training that is not part of this row's facts or request (rules: `docs/evaluation.md`).",
+        "",
+    ]
+
+
+def section_blip(inputs: ReportInputs) -> list[str]:
+    m = inputs.blip
+    base = get(inputs.baselines, "blip.v4.1", {}) or {}
+    lines = ["## Blip emission", ""]
+    if not m.ok:
+        return lines + [f"This run: {unavailable(m, 'cb0_match_rate')}.", ""]
+    d = m.data
+    counts = d.get("match_counts", {})
+    n_pub = base.get("n")
+
+    def cell(name: str) -> str:
+        rate = d.get(f"{name}_match_rate")
+        if rate is None:
+            return unavailable(m, f"{name}_match_rate")
+        c = counts.get(name, {})
+        return f"{pct(rate)} ({c.get('matched')}/{c.get('n')})"
+
+    def pub(name: str) -> str:
+        v = base.get(name)
+        return "—" if v is None else f"{v:.1f}%" + (f" ({round(v * n_pub / 100)}/{n_pub})" if n_pub else "")
+
+    fpr = d.get("false_positive_rate")
+    tpr = d.get("detector_true_positive_rate")
+    negatives = "/".join(d.get("negative_classes", ["non_tool", "tool_miss"]))
+    n_decided = (d.get("n_negative") or 0) - (d.get("n_undecided_negative") or 0)
+    fpr_cell = (f"{pct(fpr)} ({d.get('false_positives')}/{n_decided})" if fpr is not None
+                else unavailable(m, "false_positive_rate"))
+    lines += [
+        f"Over the held-out tool_match replies of `eval_classes` ({d.get('n_tool_match')} rows, "
+        f"{d.get('n_scorable_tool_match')} with at least {get(d, 'blip.n_frames', '?')} audio frames), with the "
+        "coordinator's matchers:",
+        "",
+        "| Matcher | v4.1 (card) | this run |",
+        "|---|---|---|",
+        f"| Full 8-codebook bit-exact | {pub('full')} | {cell('full')} |",
+        f"| cb0-only (semantic codebook) | {pub('cb0')} | {cell('cb0')} |",
+        f"| cb0 OR cb3 | {pub('cb0_or_cb3')} | {cell('cb0_or_cb3')} |",
+        f"| Streaming detector, `{d.get('detector_matcher')}`: tool acks detected | not reported | "
+        f"{pct(tpr) if tpr is not None else unavailable(m, 'detector_true_positive_rate')} |",
+        f"| Streaming detector: false positives on {negatives} | not reported | {fpr_cell} |",
+        "",
+    ]
+    per_cb = d.get("per_codebook_rate") or []
+    pub_cb = base.get("per_codebook", {})
+    if per_cb:
+        shown = ", ".join(f"cb{k} = {pct(v, 0)}" for k, v in enumerate(per_cb))
+        pub_line = ", ".join(f"{k} = {v:.0f}%" for k, v in pub_cb.items())
+        lines += [f"Per-codebook rates (all blip frames match): {shown} (v4.1 card: {pub_line}).", ""]
+    hist = d.get("decision_frame_histogram") or {}
+    frame_ms = 1000.0 / float(get(d, "blip.frame_rate_hz", 12.5))
+    rows = []
+    for group in ("tool_match", "negative"):
+        for state in ("match", "no_match"):
+            for frame, count in (get(hist, f"{group}.{state}") or {}).items():
+                rows.append(f"| {group} | {state} | {frame} | {(int(frame) + 1) * frame_ms:.0f} ms | {count} |")
+    if rows:
+        lines += ["When the streaming detector decided (audio frame index; audio time at the end of that frame):", "",
+                  "| replies | decision | frame | audio time | count |", "|---|---|---|---|---|", *rows, ""]
+    lines += [f"![Per-position match rates, codebook × frame]({PLOTS['blip_positions']})", ""]
+    return lines
+
+
+RECIPE = (
+    ("Base", ("base_models.lfm_repo",)),
+    ("Precision", ("train.mixed_precision",)),
+    ("Processes (GPUs)", ("train.num_processes",)),
+    ("Batch size per process", ("train.batch_size",)),
+    ("Steps", ("train.max_steps",)),
+    ("Learning rate", ("train.lr",)),
+    ("Warmup steps", ("train.warmup_steps",)),
+    ("Cosine floor (× lr)", ("train.min_lr_ratio",)),
+    ("AdamW betas / weight decay", ("train.betas", "train.weight_decay")),
+    ("Grad clipping (max norm)", ("train.max_grad_norm",)),
+    ("Context length", ("train.context_length", "preprocess.max_context_length")),
+    ("Train / eval rows", ("dataset.train_size", "dataset.eval_size")),
+    ("tool_match oversampling", ("preprocess.tool_match_oversample",)),
+    ("Assistant voice", ("tts.assistant_voice",)),
+    ("Blip", ("blip.tones_hz", "blip.duration_ms")),
+    ("PYTORCH_CUDA_ALLOC_CONF", ("train.cuda_alloc_conf",)),
+)
+
+
+def section_recipe(inputs: ReportInputs) -> list[str]:
+    p = inputs.params
+    lines = ["## Training recipe", "", "From this run's `params.yaml` (\"unknown\" = key absent):", ""]
+    for label, keys in RECIPE:
+        if label == "Base" and get(p, "base_models.source") == "fabricate":
+            lines.append("- Base: random-init tiny LFM2.5-Audio fabricated offline (`base_models.source: fabricate`)")
+            continue
+        values = [get(p, k) for k in keys]
+        if label == "Train / eval rows":
+            text = f"{show(values[0])} train + {show(values[1])} eval"
+        elif label == "Blip":
+            text = f"tones {show(values[0])} Hz, {show(values[1])} ms"
+        elif label == "AdamW betas / weight decay":
+            text = f"{show(values[0])} / {show(values[1])}"
+        elif label == "Context length":
+            text = show(next((v for v in values if v is not None), None))
+        else:
+            text = show(values[0])
+        lines.append(f"- {label}: {text}")
+    t = inputs.train
+    pub = inputs.baselines.get("val_loss", {})
+    pub_text = ", ".join(f"{k}: {v}" for k, v in pub.items())
+    if t.ok:
+        val = first(t.data, "final_val_loss", "val_loss", "eval_loss")
+        train_loss = first(t.data, "final_train_loss", "train_loss")
+        lines.append(f"- Final val_loss = {show(val if val is None else round(float(val), 4))} "
+                     f"(published {pub_text}); final train loss = {show(train_loss if train_loss is None else round(float(train_loss), 4))}")
+        for key, label in (("steps", "steps run"), ("tokens_per_s", "tokens/s"), ("peak_memory_gib", "peak memory GiB"),
+                           ("wall_seconds", "wall seconds")):
+            if t.data.get(key) is not None:
+                lines.append(f"- Train {label}: {t.data[key]}")
+    else:
+        lines.append(f"- Final val_loss: unavailable ({t.why}) (published {pub_text})")
+    return lines + [""]
+
+
+def section_limitations(inputs: ReportInputs, n_worst: int) -> list[str]:
+    lines = ["## Known limitations", "", "From this run's failures:", ""]
+    recs = inputs.records
+    if not recs.ok:
+        return lines + [f"- Held-out failures: unavailable ({recs.why}).", ""]
+    failed = [r for r in recs.data if r.get("correct") is False]
+    skipped = [r for r in recs.data if r.get("correct") is None]
+    by_class = {c: [r for r in failed if r.get("class") == c] for c in CLASSES}
+    # worst first: rows whose reference reply the judge gets right (a real model failure), then by class order
+    ordered = sorted(failed, key=lambda r: (not get(r, "reference_verdict.correct", True), CLASSES.index(r["class"])))
+    if not failed:
+        lines.append("- No held-out row failed." if recs.data else "- No held-out row was evaluated.")
+    else:
+        summary = ", ".join(f"{len(v)} {c}" for c, v in by_class.items() if v)
+        lines.append(f"- {len(failed)} held-out failures ({summary}). The {min(n_worst, len(failed))} listed first:")
+        for r in ordered[:n_worst]:
+            text = (get(r, "reply.text") or "").replace("\n", " ").strip()
+            text = (text[:90] + "…") if len(text) > 90 else text
+            lines.append(f"  - {r['class']}: \"{r.get('user')}\" → {r.get('behaviour')} (\"{text}\") — {r.get('reason')}")
+    if skipped:
+        lines.append(f"- {len(skipped)} held-out rows were not evaluated (no user audio).")
+    m = inputs.classes
+    if m.ok and m.data.get("judge_reference_misjudged"):
+        n_bad = len(m.data["judge_reference_misjudged"])
+        lines.append(f"- The judge misclassifies {n_bad} of the rows' own reference replies; its verdicts on those "
+                     "rows are doubtful (see `judge_reference_misjudged` in reports/metrics/eval_classes.json).")
+    b = inputs.blip
+    if b.ok:
+        c = get(b.data, "match_counts.cb0", {})
+        if c.get("n"):
+            misses = c["n"] - c["matched"]
+            lines.append(f"- {misses}/{c['n']} tool_match replies miss the blip on cb0; the coordinator falls back to "
+                         "ack-end dispatch on those.")
+        if b.data.get("n_unscorable"):
+            lines.append(f"- {b.data['n_unscorable']} tool_match replies had fewer audio frames than the blip "
+                         "(no frame-by-frame comparison possible).")
+        if b.data.get("false_positive_rate"):
+            lines.append(f"- The detector fired on {b.data.get('false_positives')} negative replies "
+                         "(a tool would be dispatched for a non-tool turn).")
+    n = inputs.narration
+    if n.ok and n.data.get("n"):
+        unfaithful = n.data["n"] - n.data.get("n_faithful", 0)
+        if unfaithful:
+            lines.append(f"- {unfaithful}/{n.data['n']} novel-facts narrations miss at least one injected value "
+                         "(reports/eval/eval_narration.jsonl).")
+        if n.data.get("n_memorized"):
+            lines.append(f"- {n.data['n_memorized']}/{n.data['n']} novel-facts narrations state training values.")
+    return lines + [""]
+
+
+def section_footer(inputs: ReportInputs) -> list[str]:
+    return [
+        "## Coordinator demo",
+        "",
+        "`python -m tasks.demo` streams 3 tool_match and 3 non_tool held-out turns through this model and the "
+        "coordinator, writes one WAV per turn under `reports/demo/` and the timeline `plots/demo_timeline.png` "
+        "(early dispatch on the blip vs ack-end fallback).",
+        "",
+        "## License",
+        "",
+        "Inherited from base: LFM Open License v1.0.",
+        "",
+    ]
+
+
+def render_card(inputs: ReportInputs) -> str:
+    n_worst = int(inputs.report_params.get("n_worst", 8))
+    lines = (section_header(inputs) + section_classes(inputs) + section_narration(inputs) + section_blip(inputs)
+             + section_recipe(inputs) + section_limitations(inputs, n_worst) + section_footer(inputs))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# --------------------------------------------------------------------------- stage
+
+def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = CLASS_RECORDS, baselines: Path = BASELINES,
+                params_path: Path = Path("params.yaml")) -> ReportInputs:
+    try:
+        params = yaml.safe_load(Path(params_path).read_text()) or {}
+    except FileNotFoundError:
+        raise ParamsError(f"{params_path}: not found (run from the workspace root)") from None
+    try:
+        base = yaml.safe_load(Path(baselines).read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{baselines}: published baselines not found") from None
+    report_params = params.get(SECTION) or {}
+    if not isinstance(report_params, dict):
+        raise ParamsError(f"{params_path}: '{SECTION}' must be a mapping")
+    return ReportInputs(
+        classes=load_json(metrics_dir / "eval_classes.json"),
+        narration=load_json(metrics_dir / "eval_narration.json"),
+        blip=load_json(metrics_dir / "eval_blip.json"),
+        train=load_json(metrics_dir / "train.json"),
+        records=load_records(records),
+        baselines=base,
+        params=params,
+        report_params=report_params,
+    )
+
+
+def run(card_path: Path = CARD_PATH, **kwargs: Any) -> str:
+    card = render_card(read_inputs(**kwargs))
+    write_text(card_path, card)
+    return card
+
+
+def main() -> int:
+    try:
+        card = run()
+    except (ParamsError, FileNotFoundError) as err:
+        print(f"{SECTION}: {err}", file=sys.stderr)
+        return 1
+    missing = card.count("unavailable (")
+    print(f"{SECTION}: wrote {CARD_PATH} ({len(card.splitlines())} lines, {missing} unavailable values)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

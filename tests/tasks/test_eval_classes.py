@@ -1,0 +1,121 @@
+"""Stage eval_classes: the real inference path on the tiny model, and the metrics on hand-made replies."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from pipeline.catalog import RowMaker
+from pipeline.inference import GenerationConfig, ManifestAudio, Reply
+from pipeline.io import ParamsError
+from pipeline.records import write_rows
+from tasks.eval_classes import EvalClassesConfig, evaluate, plot_confusion, run, select_rows, summarize
+
+PARAMS = {
+    "model_dir": "models/final", "rows": "data/dataset/heldout.jsonl", "tts_manifest": "data/tts/heldout.jsonl",
+    "tts_cache_dir": "data/tts_cache", "max_new_tokens": 16, "device": "cpu", "dtype": "bfloat16",
+    "max_rows": None, "max_skipped_fraction": 0.0,
+}
+
+
+def one_row_per_class(seed=3):
+    maker = RowMaker(random.Random(seed), "heldout")
+    return [maker.tool_match("h-m"), maker.tool_result_speak("h-s"), maker.tool_miss("h-x", hard=True), maker.non_tool("h-n")]
+
+
+def reply_with(text: str, frames: int = 3) -> Reply:
+    codes = np.arange(8 * frames, dtype=np.int64).reshape(8, frames)
+    return Reply(text=text, text_tokens=[65, 130], audio_codes=codes, audio_frames_before_text_end=0,
+                 end_of_audio=True, finish_reason="im_end", layout=[["t", 2], ["a", frames + 1]])
+
+
+def write_inputs(tmp_path, rows, with_audio):
+    rows_path = tmp_path / "heldout.jsonl"
+    write_rows(rows_path, rows)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("".join(
+        json.dumps({"id": r.id, "user_key": f"k-{r.id}", "assistant_key": "a",
+                    "turn1_user_key": f"k-{r.id}" if r.turn1 else None, "turn1_assistant_key": None}) + "\n"
+        for r in rows if r.id in with_audio))
+    rng = np.random.default_rng(0)
+
+    def loader(cache_dir, key):
+        return (0.05 * rng.standard_normal(9_600)).astype(np.float32), 24_000
+
+    return rows_path, ManifestAudio(manifest, tmp_path / "cache", loader=loader)
+
+
+def test_stage_runs_the_tiny_model_and_writes_every_output(tiny_lfm, tiny_lfm_dir, tmp_path):
+    rows = one_row_per_class()
+    rows_path, source = write_inputs(tmp_path, rows, with_audio={"h-m", "h-s", "h-x"})  # h-n has no audio
+    config = EvalClassesConfig.from_params({**PARAMS, "model_dir": str(tiny_lfm_dir), "rows": str(rows_path),
+                                            "max_skipped_fraction": 0.3})
+    out = tmp_path / "reports"
+    metrics = run(config, out / "metrics/eval_classes.json", out / "plots/confusion_matrix.png",
+                  out / "eval/eval_classes.jsonl", lfm=tiny_lfm, audio_source=source, log=lambda _: None)
+    written = json.loads((out / "metrics/eval_classes.json").read_text())
+    assert written["n_rows"] == 4 and written["n_evaluated"] == 3 and written["n_skipped"] == 1
+    assert set(written["per_class"]) == {"tool_match", "tool_result_speak", "tool_miss", "non_tool"}
+    assert written["per_class"]["non_tool"] is None and "per_class.non_tool" in written["unavailable"]
+    assert all(isinstance(written["per_class"][c], float) for c in ("tool_match", "tool_result_speak", "tool_miss"))
+    assert written["judge_reference_accuracy"] == 1.0
+    assert written["generation"]["max_new_tokens"] == 16 and metrics["overall_accuracy"] == written["overall_accuracy"]
+    assert (out / "plots/confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = [json.loads(line) for line in (out / "eval/eval_classes.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in records] == ["h-m", "h-s", "h-x", "h-n"]
+    for r in records[:3]:
+        codes = np.asarray(r["reply"]["audio_codes"])
+        assert codes.shape[0] == 8 and r["behaviour"] in ("ack", "refusal", "direct", "narration", "other")
+        assert isinstance(r["reason"], str) and r["reply"]["layout"]
+    assert records[1]["reply"]["turn1"] is not None  # tool_result_speak: turn 1 kept
+    assert records[3]["reply"] is None and "no entry" in records[3]["skipped"]
+
+
+def test_missing_audio_past_the_threshold_fails_before_generating(tmp_path):
+    rows = one_row_per_class()
+    rows_path, source = write_inputs(tmp_path, rows, with_audio={"h-m"})
+    config = EvalClassesConfig.from_params({**PARAMS, "rows": str(rows_path), "max_skipped_fraction": 0.5})
+    with pytest.raises(RuntimeError, match="3 rows without user audio"):
+        run(config, tmp_path / "m.json", tmp_path / "p.png", tmp_path / "r.jsonl", lfm=object(), audio_source=source)
+
+
+def test_metrics_from_hand_made_replies(tmp_path):
+    rows = one_row_per_class()
+    texts = {
+        "h-m": "Sure, one moment, I'm on it.",  # ack: correct
+        "h-s": "Sure, let me check that.",  # an ack instead of the narration: wrong
+        "h-x": "Sorry, I don't have access to that tool here.",  # refusal: correct
+        "h-n": "\x04\x04\x04",  # gibberish: other
+    }
+    audio = {r.id: (np.zeros(10, dtype=np.float32), 24_000) for r in rows}
+    results = evaluate(rows, audio, lambda row, wave: reply_with(texts[row.id]), log=lambda _: None)
+    m = summarize(results, n_rows_read=4)
+    assert m["per_class"] == {"tool_match": 1.0, "tool_result_speak": 0.0, "tool_miss": 1.0, "non_tool": 0.0}
+    assert m["overall_accuracy"] == 0.5 and m["n_correct"] == 2
+    assert m["confusion"]["tool_result_speak"]["ack"] == 1 and m["confusion"]["non_tool"]["other"] == 1
+    assert m["per_class_counts"]["tool_match"] == {"n": 1, "correct": 1, "skipped": 0}
+    plot_confusion(m, tmp_path / "cm.png")
+    assert (tmp_path / "cm.png").stat().st_size > 1000
+
+
+def test_no_rows_gives_null_not_zero():
+    m = summarize([], n_rows_read=0)
+    assert m["overall_accuracy"] is None and m["per_class"]["tool_match"] is None
+    assert "overall_accuracy" in m["unavailable"]
+
+
+def test_select_rows_keeps_every_class():
+    maker = RowMaker(random.Random(0), "heldout")
+    rows = [maker.tool_match(f"m{i}") for i in range(5)] + [maker.non_tool(f"n{i}") for i in range(5)]
+    picked = select_rows(rows, 4)
+    assert sorted(r.id for r in picked) == ["m0", "m1", "n0", "n1"]
+
+
+def test_params_errors_name_the_key():
+    with pytest.raises(ParamsError, match="eval_classes.rows"):
+        EvalClassesConfig.from_params({k: v for k, v in PARAMS.items() if k != "rows"})
+    with pytest.raises(ParamsError, match="eval_classes.max_rows"):
+        EvalClassesConfig.from_params({**PARAMS, "max_rows": 0})
+    assert EvalClassesConfig.from_params(PARAMS).generation == GenerationConfig(max_new_tokens=16)
