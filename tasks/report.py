@@ -95,6 +95,16 @@ def get(tree: Any, dotted: str, default: Any = None) -> Any:
     return node
 
 
+def at(tree: Any, *keys: str) -> Any:
+    """Nested lookup by literal keys (version names such as "v4.1" contain dots)."""
+    node = tree
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return node
+
+
 def first(tree: Any, *keys: str) -> Any:
     for key in keys:
         value = get(tree, key)
@@ -193,8 +203,8 @@ def section_classes(inputs: ReportInputs) -> list[str]:
         elif rate is not None and m.ok:
             value += f" ({m.data.get('n_correct')}/{m.data.get('n_evaluated')})"
         name = "**Overall**" if c == "overall" else c
-        cols = [published(get(base, f"{c}.{v}")) for v in versions]
-        lines.append(f"| {name} | " + " | ".join(cols) + f" | {value} | {delta(rate, get(base, f'{c}.{ref}'))} |")
+        cols = [published(at(base, c, v)) for v in versions]
+        lines.append(f"| {name} | " + " | ".join(cols) + f" | {value} | {delta(rate, at(base, c, ref))} |")
     lines.append("")
     if m.ok:
         ref_acc = m.data.get("judge_reference_accuracy")
@@ -214,7 +224,7 @@ def section_classes(inputs: ReportInputs) -> list[str]:
 def section_narration(inputs: ReportInputs) -> list[str]:
     m = inputs.narration
     base = inputs.baselines.get("narration", {})
-    pubs = "; ".join(f"{v}: {published(get(base, f'{v}.faithful'))} / {published(get(base, f'{v}.memorized'))}"
+    pubs = "; ".join(f"{v}: {published(at(base, v, 'faithful'))} / {published(at(base, v, 'memorized'))}"
                      for v in inputs.baselines.get("versions", ["v4", "v4.1"]) if v in base)
     if not m.ok:
         return ["## Novel-facts narration", "", f"This run: {unavailable(m, 'faithful_rate')} ({pubs}).", ""]
@@ -234,7 +244,7 @@ def section_narration(inputs: ReportInputs) -> list[str]:
 
 def section_blip(inputs: ReportInputs) -> list[str]:
     m = inputs.blip
-    base = get(inputs.baselines, "blip.v4.1", {}) or {}
+    base = at(inputs.baselines, "blip", inputs.baselines.get("reference", "v4.1")) or {}
     lines = ["## Blip emission", ""]
     if not m.ok:
         return lines + [f"This run: {unavailable(m, 'cb0_match_rate')}.", ""]

@@ -1,0 +1,122 @@
+"""Stage report: the model card rendered from hand-made metrics files (one of them missing)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import yaml
+
+from tasks.report import delta, run
+
+CLASSES_METRICS = {
+    "per_class": {"tool_match": 1.0, "tool_result_speak": 1.0, "tool_miss": 29 / 30, "non_tool": 0.9},
+    "per_class_counts": {c: {"n": 30, "correct": k, "skipped": 0} for c, k in
+                         (("tool_match", 30), ("tool_result_speak", 30), ("tool_miss", 29), ("non_tool", 27))},
+    "overall_accuracy": 116 / 120, "n_evaluated": 120, "n_correct": 116, "n_skipped": 0, "n_rows": 120,
+    "judge_reference_accuracy": 1.0, "judge_reference_misjudged": [], "generation": {"max_new_tokens": 512},
+    "unavailable": {},
+}
+BLIP_METRICS = {
+    "full_match_rate": 0.0, "cb0_match_rate": 0.9, "cb0_or_cb3_match_rate": None,
+    "match_counts": {"full": {"matched": 0, "n": 30}, "cb0": {"matched": 27, "n": 30}, "cb0_or_cb3": {"matched": 0, "n": 0}},
+    "per_codebook_rate": [0.9, 0.5, 0.1, 0.8, 0, 0, 0, 0], "detector_matcher": "CodebookMatch(codebooks=[0])",
+    "detector_true_positive_rate": 0.9, "false_positive_rate": 1 / 60, "false_positives": 1, "n_negative": 60,
+    "n_undecided_negative": 0, "n_tool_match": 30, "n_scorable_tool_match": 30, "n_unscorable": 0,
+    "decision_frame_histogram": {"tool_match": {"match": {"1": 27}, "no_match": {"0": 3}},
+                                 "negative": {"match": {"1": 1}, "no_match": {"0": 59}}},
+    "blip": {"n_frames": 2, "frame_rate_hz": 12.5},
+    "unavailable": {"cb0_or_cb3_match_rate": "made up for the test"},
+}
+RECORDS = [
+    {"id": "h1", "class": "tool_miss", "user": "how much is a lyft to the airport", "behaviour": "ack", "correct": False,
+     "reason": "ack cue 'checking'", "reference_verdict": {"correct": True}, "reply": {"text": "Sure, checking rides."}},
+    {"id": "h2", "class": "non_tool", "user": "Have a nice flight.", "behaviour": "refusal", "correct": False,
+     "reason": "refusal cue", "reference_verdict": {"correct": True}, "reply": {"text": "Sorry, I can't fly."}},
+    {"id": "h3", "class": "tool_match", "user": "wake me at 7", "behaviour": "ack", "correct": True, "reply": {"text": "On it."}},
+]
+PARAMS = {
+    "base_models": {"source": "hub", "lfm_repo": "LiquidAI/LFM2.5-Audio-1.5B"},
+    "train": {"lr": 5.0e-5, "batch_size": 2, "num_processes": 2, "max_steps": 1120, "warmup_steps": 100,
+              "mixed_precision": "bf16", "context_length": 512},
+    "dataset": {"train_size": 3000, "eval_size": 400},
+    "report": {"profile": "v4.1", "n_worst": 5},
+}
+
+
+def workspace(tmp_path, repo_root, params=PARAMS, with_narration=False):
+    metrics = tmp_path / "reports/metrics"
+    metrics.mkdir(parents=True)
+    (metrics / "eval_classes.json").write_text(json.dumps(CLASSES_METRICS))
+    (metrics / "eval_blip.json").write_text(json.dumps(BLIP_METRICS))
+    (metrics / "train.json").write_text(json.dumps({"final_val_loss": 0.9012, "final_train_loss": 0.7}))
+    if with_narration:
+        (metrics / "eval_narration.json").write_text(json.dumps(
+            {"faithful_rate": 58 / 60, "memorized_rate": 0.0, "n": 60, "n_faithful": 58, "n_memorized": 0}))
+    (tmp_path / "reports/eval").mkdir(parents=True)
+    (tmp_path / "reports/eval/eval_classes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "configs").mkdir()
+    shutil.copy(repo_root / "configs/baselines.yaml", tmp_path / "configs/baselines.yaml")
+    return tmp_path
+
+
+def render(root):
+    return run(root / "reports/model_card.md", metrics_dir=root / "reports/metrics",
+               records=root / "reports/eval/eval_classes.jsonl", baselines=root / "configs/baselines.yaml",
+               params_path=root / "params.yaml")
+
+
+def test_card_has_the_published_columns_delta_and_this_run(tmp_path, repo_root):
+    card = render(workspace(tmp_path, repo_root))
+    assert (tmp_path / "reports/model_card.md").read_text() == card
+    assert "| tool_match | 86.7% | 100.0% | 100.0% (30/30) | 0 |" in card
+    assert "| tool_miss | 100.0% | 96.7% | 96.7% (29/30) | 0 |" in card
+    assert "| non_tool | 86.7% | 83.3% | 90.0% (27/30) | +6.7 |" in card
+    assert "| **Overall** | 93.3% | 95.0% | 96.7% (116/120) | +1.7 |" in card
+    assert "Held-out eval, 120 rows × 30 per class" in card
+    assert "SMOKE" not in card
+
+
+def test_missing_metrics_are_unavailable_not_zero(tmp_path, repo_root):
+    card = render(workspace(tmp_path, repo_root, with_narration=False))
+    assert "unavailable (" in card and "eval_narration.json: not found" in card
+    assert "| cb0 OR cb3 | 95.0% (38/40) | unavailable (made up for the test) |" in card
+    assert "| cb0-only (semantic codebook) | 95.0% (38/40) | 90.0% (27/30) |" in card
+    assert "false positives on non_tool/tool_miss | not reported | 1.7% (1/60) |" in card
+    assert "0.0% faithful" not in card
+
+
+def test_narration_recipe_limitations_and_plots(tmp_path, repo_root):
+    card = render(workspace(tmp_path, repo_root, with_narration=True))
+    assert "**96.7% faithful / 0.0% memorized**" in card and "v4.1: 96.7% / 0.0%" in card
+    assert "- Learning rate: 5e-05" in card and "- Steps: 1120" in card
+    assert "- Grad clipping (max norm): unknown" in card  # absent key -> unknown
+    assert "- Final val_loss = 0.9012" in card
+    assert "how much is a lyft to the airport" in card and "Have a nice flight." in card
+    assert "wake me at 7" not in card  # a correct row is not a limitation
+    assert "![Confusion matrix" in card and "(plots/confusion_matrix.png)" in card
+    assert "(plots/blip_positions.png)" in card
+    assert "3/30 tool_match replies miss the blip on cb0" in card
+
+
+def test_smoke_card_says_its_numbers_mean_nothing(tmp_path, repo_root):
+    smoke = {**PARAMS, "base_models": {"source": "fabricate"}, "report": {"profile": "smoke"}}
+    root = workspace(tmp_path, repo_root, params=smoke)
+    (root / "reports/metrics/train.json").unlink()
+    card = render(root)
+    assert "THESE NUMBERS MEAN NOTHING" in card.split("##")[0] and "random-init" in card.split("##")[0]
+    assert "Final val_loss: unavailable" in card and "train.json: not found" in card
+
+
+def test_every_metrics_file_missing(tmp_path, repo_root):
+    root = tmp_path
+    (root / "configs").mkdir()
+    shutil.copy(repo_root / "configs/baselines.yaml", root / "configs/baselines.yaml")
+    (root / "params.yaml").write_text("report: {profile: smoke}\n")
+    card = render(root)
+    assert card.count("unavailable (") >= 4 and "unknown" in card
+
+
+def test_delta_signs():
+    assert delta(1.0, 86.7) == "+13.3" and delta(0.95, 95.0) == "0" and delta(0.9, 96.7) == "−6.7"
+    assert delta(None, 95.0) == "—"
