@@ -1,0 +1,377 @@
+"""Coordinator demo: held-out turns through the real model and the coordinator, audio streamed to WAVs.
+
+    python -m tasks.demo                   # 3 tool_match + 3 non_tool held-out turns
+    python -m tasks.demo --max-new-tokens 48 --model-dir models/final
+
+For each turn the model's ``generate_interleaved`` stream (``pipeline.inference``)
+is tapped by ``coordinator.Coordinator``: the moment the blip is detected in the
+first audio frames the tool is dispatched ("early"), while the ack is still
+being spoken; when the blip is missed the coordinator falls back to dispatching
+at the end of the ack ("ack_end"), where the dispatcher reads the text channel
+and calls the tool only if the reply is an acknowledgement (what v4 did for
+every turn). Audio frames are decoded by Mimi as they arrive, in chunks
+(streaming decode), and appended to ``reports/demo/<turn>.wav``. The console
+shows when the blip was detected and when the ack ended; the timeline plot
+``reports/plots/demo_timeline.png`` puts dispatch against audio time.
+
+With a random-init (smoke) model the blip is almost never emitted: every tool
+turn then goes through the ack-end fallback, and the demo says so.
+Settings come from the optional ``demo`` group of ``params.yaml``; flags override.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from coordinator import BlipSignature, Coordinator, DispatchContext, EventKind, Trigger
+from coordinator.signature import END_OF_AUDIO_CODE
+
+FRAME_S = 0.08  # one Mimi frame at 12.5 Hz
+DEFAULTS: dict[str, Any] = {
+    "model_dir": "models/final",
+    "rows": "data/dataset/heldout.jsonl",
+    "tts_manifest": "data/tts/heldout.jsonl",
+    "tts_cache_dir": "data/tts_cache",
+    "codes_npy": "data/blips/tool_invoke.codes.npy",
+    "signature_json": "data/blips/tool_invoke.signature.json",
+    "out_dir": "reports/demo",
+    "plot": "reports/plots/demo_timeline.png",
+    "n_per_class": 3,
+    "max_new_tokens": 512,
+    "chunk_frames": 4,
+    "tool_latency_s": 0.3,
+    "device": "auto",
+    "dtype": "bfloat16",
+}
+
+
+@dataclass
+class DemoTurn:
+    row_id: str
+    row_class: str
+    user: str
+    text: str = ""
+    wav_path: str = ""
+    n_frames: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    detected_frame: int | None = None
+    detected_wall_s: float | None = None
+    ack_end_frame: int | None = None
+    ack_end_wall_s: float | None = None
+    ack_end_detail: str | None = None
+    dispatch: str | None = None  # "early" | "ack_end" | None
+    dispatch_frame: int | None = None
+    dispatch_wall_s: float | None = None
+    tool_result: Any = None
+    events: list[dict] = field(default_factory=list)
+
+    @property
+    def dispatch_audio_s(self) -> float | None:
+        return None if self.dispatch_frame is None else (self.dispatch_frame + (self.dispatch == "early")) * FRAME_S
+
+    @property
+    def saved_s(self) -> float | None:
+        """Audio time between the early dispatch and the end of the ack (what the blip buys)."""
+        if self.dispatch != "early" or self.dispatch_audio_s is None:
+            return None
+        return self.audio_s - self.dispatch_audio_s
+
+
+class WavStream:
+    """Appends PCM chunks to a WAV that appears atomically when closed."""
+
+    def __init__(self, path: Path, sample_rate: int = 24_000) -> None:
+        import soundfile
+
+        from pipeline.io import atomic_path
+
+        self.path = Path(path)
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._file = soundfile.SoundFile(tmp, "w", samplerate=sample_rate, channels=1, subtype="PCM_16", format="WAV")
+        self.samples = 0
+
+    def write(self, pcm: np.ndarray) -> None:
+        pcm = np.clip(np.asarray(pcm, dtype=np.float32).reshape(-1), -1.0, 1.0)
+        self._file.write(pcm)
+        self.samples += pcm.size
+
+    def close(self) -> None:
+        self._file.close()
+        self._ctx.__exit__(None, None, None)
+
+
+class StreamingDecoder:
+    """Mimi decode of audio frames as they arrive, ``chunk_frames`` at a time (Mimi's streaming state kept)."""
+
+    def __init__(self, mimi, sink: WavStream, chunk_frames: int) -> None:
+        self.mimi = mimi
+        self.sink = sink
+        self.chunk = max(1, int(chunk_frames))
+        self.pending: list[np.ndarray] = []
+        self._ctx = None
+        if mimi is not None:
+            self._ctx = mimi.streaming(1)
+            self._ctx.__enter__()
+
+    def add(self, frame: np.ndarray) -> None:
+        self.pending.append(np.asarray(frame, dtype=np.int64).reshape(-1))
+        if len(self.pending) >= self.chunk:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        codes = np.stack(self.pending, axis=1)[None]  # (1, 8, k)
+        self.pending = []
+        if self.mimi is None:
+            self.sink.write(np.zeros(codes.shape[2] * 1920, dtype=np.float32))
+            return
+        import torch
+
+        with torch.no_grad():
+            wave = self.mimi.decode(torch.as_tensor(codes, dtype=torch.long))
+        self.sink.write(wave.reshape(-1).float().cpu().numpy())
+
+    def close(self) -> None:
+        self.flush()
+        if self._ctx is not None:
+            self._ctx.__exit__(None, None, None)
+        self.sink.close()
+
+
+def make_dispatch(row, decode_text: Callable[[list[int]], str], latency_s: float):
+    """The tool dispatcher: early -> call the tool; ack_end -> call it only if the text is an ack."""
+    from pipeline.judge import cue_text, find_ack, find_refusal
+
+    tool = row.tool_call.name if row.tool_call is not None else None
+
+    async def dispatch(ctx: DispatchContext) -> dict:
+        if ctx.trigger is Trigger.ACK_END:
+            text = cue_text(decode_text(list(ctx.text_token_ids)))
+            if not find_ack(text) or find_refusal(text):
+                return {"called": False, "why": "ack-end fallback: the reply is not a tool acknowledgement"}
+        if tool is None:
+            return {"called": False, "why": "no tool requested in this turn"}
+        await asyncio.sleep(latency_s)  # the tool's own latency
+        return {"called": True, "tool": tool, "arguments": row.tool_call.arguments, "result": f"<{tool} result>"}
+
+    return dispatch
+
+
+def stream_turn(
+    row,
+    stream: Iterable[Any],
+    signature: BlipSignature,
+    mimi,
+    wav_path: Path,
+    decode_text: Callable[[list[int]], str],
+    chunk_frames: int = 4,
+    tool_latency_s: float = 0.3,
+    say: Callable[[str], None] = print,
+) -> DemoTurn:
+    """Run one turn's item stream through the coordinator, decoding its audio to ``wav_path`` as it arrives."""
+    turn = DemoTurn(row.id, row.row_class, row.user, wav_path=str(wav_path))
+    decoder = StreamingDecoder(mimi, WavStream(wav_path), chunk_frames)
+    text_ids: list[int] = []
+    start = time.perf_counter()
+    shown = 0
+    with Coordinator(signature, None, make_dispatch(row, decode_text, tool_latency_s), fallback="ack_end") as coord:
+        try:
+            for item in coord.tap(stream):
+                codes = np.asarray(item.detach().cpu().numpy() if hasattr(item, "detach") else item).reshape(-1)
+                if codes.size == 1:
+                    text_ids.append(int(codes[0]))
+                elif int(codes[0]) != END_OF_AUDIO_CODE:
+                    decoder.add(codes)
+                    turn.n_frames += 1
+                shown = _report_events(coord.last_turn.timeline.events, shown, turn, say)
+        finally:
+            decoder.close()
+        _report_events(coord.last_turn.timeline.events, shown, turn, say)
+        try:
+            turn.tool_result = coord.last_turn.result(timeout=30)
+        except Exception as err:  # noqa: BLE001 - the demo reports a failed tool instead of crashing
+            turn.tool_result = {"called": False, "why": f"dispatch failed: {err!r}"}
+        turn.events = coord.last_turn.timeline.to_records()
+    turn.wall_s = time.perf_counter() - start
+    turn.audio_s = turn.n_frames * FRAME_S
+    turn.text = decode_text([t for t in text_ids if t != 130])
+    return turn
+
+
+def _report_events(events: list, shown: int, turn: DemoTurn, say: Callable[[str], None]) -> int:
+    for event in list(events)[shown:]:
+        frame = event.frame_index
+        audio_t = f"{(frame + 1) * FRAME_S:.2f}s" if frame is not None else "?"
+        if event.kind is EventKind.BLIP_DETECTED:
+            turn.detected_frame, turn.detected_wall_s = frame, event.t_s
+            say(f"  [{turn.row_id}] BLIP DETECTED at audio frame {frame} (audio {audio_t}, wall {event.t_s:.2f}s)")
+        elif event.kind is EventKind.BLIP_MISSED:
+            say(f"  [{turn.row_id}] blip missed at frame {frame} ({event.detail})")
+        elif event.kind is EventKind.ACK_END:
+            turn.ack_end_frame, turn.ack_end_wall_s, turn.ack_end_detail = frame, event.t_s, event.detail
+            say(f"  [{turn.row_id}] ack ended after {frame} audio frames (audio {(frame or 0) * FRAME_S:.2f}s, "
+                f"wall {event.t_s:.2f}s, {event.detail})")
+        elif event.kind is EventKind.DISPATCHED:
+            turn.dispatch, turn.dispatch_frame, turn.dispatch_wall_s = event.detail, frame, event.t_s
+            say(f"  [{turn.row_id}] DISPATCH ({event.detail}) at frame {frame}, wall {event.t_s:.2f}s")
+    return len(events)
+
+
+def plot_timeline(turns: list[DemoTurn], path: Path, note: str = "") -> None:
+    """Per turn: the ack's audio span, blip detection, dispatch (early / ack-end) on audio and wall-clock time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.io import atomic_path
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 1.0 + 0.6 * max(1, len(turns))), sharey=True)
+    colors = {"early": "tab:green", "ack_end": "tab:orange"}
+    labels = [f"{t.row_class}: {t.user[:28]}" for t in turns]
+    for y, t in enumerate(turns):
+        axes[0].barh(y, t.audio_s, color="lightsteelblue", height=0.5)
+        axes[1].barh(y, t.wall_s, color="lightgray", height=0.5)
+        if t.detected_frame is not None:
+            axes[0].plot((t.detected_frame + 1) * FRAME_S, y, "k|", markersize=16)
+            axes[1].plot(t.detected_wall_s, y, "k|", markersize=16)
+        if t.dispatch:
+            called = isinstance(t.tool_result, dict) and t.tool_result.get("called")
+            marker = "o" if called else "x"
+            axes[0].plot(t.dispatch_audio_s, y, marker, color=colors[t.dispatch], markersize=9)
+            axes[1].plot(t.dispatch_wall_s, y, marker, color=colors[t.dispatch], markersize=9)
+    axes[0].set_yticks(range(len(turns)), labels, fontsize=8)
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("audio time of the reply (s)")
+    axes[1].set_xlabel("wall-clock time since generation started (s)")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="k", marker="|", linestyle="", markersize=12, label="blip detected"),
+               Line2D([], [], color="tab:green", marker="o", linestyle="", label="early dispatch (tool called)"),
+               Line2D([], [], color="tab:orange", marker="o", linestyle="", label="ack-end fallback (tool called)"),
+               Line2D([], [], color="tab:orange", marker="x", linestyle="", label="ack-end fallback (not an ack: no call)")]
+    axes[1].legend(handles=handles, fontsize=7, loc="lower right")
+    fig.suptitle("Coordinator demo: dispatch vs audio" + (f"\n{note}" if note else ""), fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def pick_rows(rows: list, n_per_class: int, has_audio: Callable[[Any], bool]) -> list:
+    picked = []
+    for cls in ("tool_match", "non_tool"):
+        picked += [r for r in rows if r.row_class == cls and has_audio(r)][:n_per_class]
+    return picked
+
+
+def run_demo(
+    rows: list,
+    signature: BlipSignature,
+    streams: Callable[[Any], Iterable[Any]],
+    mimi,
+    decode_text: Callable[[list[int]], str],
+    out_dir: Path,
+    plot_path: Path,
+    chunk_frames: int = 4,
+    tool_latency_s: float = 0.3,
+    note: str = "",
+    say: Callable[[str], None] = print,
+) -> list[DemoTurn]:
+    """Stream every row's turn (``streams(row)`` gives its items) through the coordinator; plot the timeline."""
+    turns = []
+    for row in rows:
+        say(f"[{row.id}] {row.row_class}: {row.user!r}")
+        turn = stream_turn(row, streams(row), signature, mimi, Path(out_dir) / f"{row.id}.wav", decode_text,
+                           chunk_frames, tool_latency_s, say)
+        result = turn.tool_result or {}
+        say(f"  [{row.id}] reply {turn.text[:70]!r}; {turn.audio_s:.2f}s of audio -> {turn.wav_path}; "
+            f"tool: {'called ' + str(result.get('tool')) if result.get('called') else result.get('why', 'not dispatched')}")
+        turns.append(turn)
+    tool_turns = [t for t in turns if t.row_class == "tool_match"]
+    early = [t for t in tool_turns if t.dispatch == "early"]
+    fallback = [t for t in tool_turns if t.dispatch == "ack_end"]
+    summary = f"{len(early)}/{len(tool_turns)} tool turns dispatched early on the blip, {len(fallback)} by the ack-end fallback"
+    if tool_turns and not early:
+        summary += " (no blip detected: expected with a random-init smoke model, which never learned to emit it)"
+    saved = [t.saved_s for t in early if t.saved_s is not None]
+    if saved:
+        summary += f"; early dispatch came {np.mean(saved):.2f}s of audio before the ack ended, on average"
+    false_early = [t for t in turns if t.row_class != "tool_match" and t.dispatch == "early"]
+    if false_early:
+        summary += f"; {len(false_early)} non-tool turn(s) dispatched early (false positive)"
+    say(summary)
+    plot_timeline(turns, Path(plot_path), note or summary)
+    return turns
+
+
+def _settings(argv: list[str] | None) -> dict[str, Any]:
+    import yaml
+
+    settings = dict(DEFAULTS)
+    params_path = Path("params.yaml")
+    if params_path.exists():
+        settings.update((yaml.safe_load(params_path.read_text()) or {}).get("demo") or {})
+    parser = argparse.ArgumentParser(prog="python -m tasks.demo", description=__doc__.split("\n")[0])
+    for key, value in DEFAULTS.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=settings[key])
+    return vars(parser.parse_args(argv))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pipeline.inference import GenerationConfig, ManifestAudio, MissingAudio, generate_stream, new_chat, add_user_audio
+    from pipeline.prompts import system_prompt
+    from pipeline.records import read_rows
+    from tasks.eval_classes import load_model
+
+    s = _settings(argv)
+    try:
+        signature = BlipSignature.load(s["codes_npy"], s["signature_json"])
+        rows = read_rows(s["rows"]).rows
+        audio = ManifestAudio(s["tts_manifest"], s["tts_cache_dir"])
+        lfm = load_model(Path(s["model_dir"]), s["device"], s["dtype"])
+    except Exception as err:  # noqa: BLE001 - a demo prints what is missing and stops
+        print(f"demo: {err}", file=sys.stderr)
+        return 1
+
+    def has_audio(row) -> bool:
+        try:
+            audio.key_for(row)
+            return True
+        except MissingAudio:
+            return False
+
+    chosen = pick_rows(rows, s["n_per_class"], has_audio)
+    if not chosen:
+        print("demo: no tool_match or non_tool held-out row has user audio", file=sys.stderr)
+        return 1
+    config = GenerationConfig(max_new_tokens=s["max_new_tokens"])
+
+    def streams(row):
+        chat = new_chat(lfm, system_prompt(row.tools))
+        add_user_audio(chat, audio.audio_for(row))
+        return generate_stream(lfm, chat, config)
+
+    def decode_text(ids: list[int]) -> str:
+        return lfm.processor.text.decode([i for i in ids if i != 130], skip_special_tokens=True).strip()
+
+    print(f"demo: {len(chosen)} turns, model {s['model_dir']}, blip cb0 {signature.cb0_across_frames.tolist()}, "
+          f"max_new_tokens {s['max_new_tokens']}")
+    run_demo(chosen, signature, streams, lfm.processor.mimi, decode_text, Path(s["out_dir"]), Path(s["plot"]),
+             s["chunk_frames"], s["tool_latency_s"])
+    print(f"demo: WAVs in {s['out_dir']}/, timeline {s['plot']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
