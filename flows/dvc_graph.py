@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import networkx as nx
@@ -60,11 +60,11 @@ class StageResult:
     seconds: float = 0.0
     pool: str = "local"  # where it ran: "local" (this process) or the work pool's name
     queue: str | None = None
-    error: str | None = field(default=None, repr=False)
+    error: str | None = None  # first line of why it failed or was not run
 
     def row(self) -> dict:
         return {"stage": self.stage, "status": self.status, "seconds": round(self.seconds, 2),
-                "pool": self.pool, "queue": self.queue}
+                "pool": self.pool, "queue": self.queue, "error": self.error}
 
 
 def _repo(workdir: str | os.PathLike):
@@ -93,16 +93,20 @@ def load_stages(workdir: str | os.PathLike, targets: Iterable[str] | None = None
             raise ValueError(f"{Path(workdir) / 'dvc.yaml'}: unknown stage(s) {unknown}; known: {sorted(order)}")
         keep = set(targets).union(*(nx.ancestors(order, t) for t in targets))
         order = order.subgraph(keep)
-    return [
-        StageSpec(
-            name=name,
-            upstream=tuple(sorted(order.predecessors(name))),
-            pool=str(metas[name].get("pool", "cpu")),
-            queue=metas[name].get("queue"),
-            gpus=int(metas[name].get("gpus", 1)),
-        )
-        for name in nx.lexicographical_topological_sort(order)
-    ]
+    return [_spec(workdir, name, tuple(sorted(order.predecessors(name))), metas[name])
+            for name in nx.lexicographical_topological_sort(order)]
+
+
+def _spec(workdir, name: str, upstream: tuple[str, ...], meta: dict) -> StageSpec:
+    pool, queue, gpus = meta.get("pool", "cpu"), meta.get("queue"), meta.get("gpus", 1)
+    where = f"{Path(workdir) / 'dvc.yaml'}: stage '{name}'"
+    if pool not in ("cpu", "gpu"):
+        raise ValueError(f"{where}: meta.pool must be 'cpu' or 'gpu', got {pool!r}")
+    if queue is not None and not isinstance(queue, str):
+        raise ValueError(f"{where}: meta.queue must be a work queue name, got {queue!r}")
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise ValueError(f"{where}: meta.gpus must be an integer >= 1, got {gpus!r}")
+    return StageSpec(name, upstream, pool, queue, gpus)
 
 
 def _address(stage, root: str) -> str:

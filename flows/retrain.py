@@ -19,7 +19,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.dvc_graph import (FAILED, NOT_RUN, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
+from flows.dvc_graph import (FAILED, NOT_RUN, RAN, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
                              line_logger, load_stages, run_stage, stage_changed)
 from flows.gpu_stage import gpu_slots
 from flows.publish import flatten, markdown_table, publish_table, publish_unavailable, read_metrics
@@ -29,7 +29,7 @@ LAST_RUN = Path("reports/last_run.json")
 CLASS_METRICS = Path("reports/metrics/eval_classes.json")
 BLIP_METRICS = Path("reports/metrics/eval_blip.json")
 MODEL_CARD = Path("reports/model_card.md")
-COLUMNS = ["stage", "status", "seconds", "pool", "queue"]
+COLUMNS = ["stage", "status", "seconds", "pool", "queue", "error"]
 
 
 def find_gpu_pool(name: str | None) -> str | None:
@@ -65,24 +65,29 @@ def run_on_pool(spec: StageSpec, workdir: str, force: bool, deployment: str) -> 
     logger.info("stage '%s' ran as flow run '%s' (%s)", spec.name, child.name, child.state.type.value)
     if not child.state.is_completed():
         raise DvcFailed(f"stage '{spec.name}'", 1, [f"{deployment} run '{child.name}': {child.state.message}"])
-    return child.state.result()["status"]
+    try:
+        return child.state.result()["status"]
+    except Exception as err:  # noqa: BLE001 - e.g. the worker's result storage is not readable from here
+        if stage_changed(workdir, spec.name):
+            raise DvcFailed(f"stage '{spec.name}'", 1, [f"{child.name} completed, but the stage is still "
+                                                        f"out of date in {workdir}; its result: {err}"]) from err
+        logger.warning("result of '%s' unreadable here (%s); the stage is now up to date: ran", child.name, err)
+        return RAN
 
 
 @task(task_run_name="{spec.name}", cache_policy=NO_CACHE, persist_result=False)
 def dvc_stage(spec: StageSpec, workdir: str, force: bool, gpu_pool: str | None,
               gpu_deployment: str, inproc_check: bool) -> StageResult:
-    """Bring one stage up to date, here or on the GPU pool."""
+    """Bring one stage up to date, here or (`gpu_pool` given) a GPU stage on the pool."""
     logger = get_run_logger()
-    start = time.perf_counter()
     if inproc_check and not force and not stage_changed(workdir, spec.name):
         logger.info("Stage '%s' didn't change, skipping", spec.name)
-        return StageResult(spec.name, SKIPPED, time.perf_counter() - start)
-    if spec.pool == "gpu" and gpu_pool:
+        return StageResult(spec.name, SKIPPED)
+    if gpu_pool:
         status = run_on_pool(spec, workdir, force, gpu_deployment)
-        return StageResult(spec.name, status, time.perf_counter() - start, pool=gpu_pool, queue=spec.queue)
+        return StageResult(spec.name, status, pool=gpu_pool, queue=spec.queue)
     with gpu_slots(spec.gpus) if spec.pool == "gpu" else contextlib.nullcontext():
-        status = run_stage(workdir, spec.name, force=force, on_line=line_logger(logger))
-    return StageResult(spec.name, status, time.perf_counter() - start)
+        return StageResult(spec.name, run_stage(workdir, spec.name, force=force, on_line=line_logger(logger)))
 
 
 @flow(name="retrain", log_prints=False)
@@ -111,16 +116,22 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
     blocked: dict[str, str] = {}  # stage -> the failed upstream stage
     errors: list[Exception] = []
     for done, spec in enumerate(stages, start=1):
+        on_pool = pool if spec.pool == "gpu" else None
+        start = time.perf_counter()
         if spec.name in blocked:
-            results.append(StageResult(spec.name, NOT_RUN, error=f"upstream stage '{blocked[spec.name]}' failed"))
+            result = StageResult(spec.name, NOT_RUN, error=f"upstream stage '{blocked[spec.name]}' failed")
         else:
             try:
-                results.append(dvc_stage(spec, workdir, spec.name in forced, pool, gpu_deployment, inproc_check))
+                result = dvc_stage(spec, workdir, spec.name in forced, on_pool, gpu_deployment, inproc_check)
             except Exception as err:  # noqa: BLE001 - recorded, and re-raised after the report
-                results.append(StageResult(spec.name, FAILED, error=str(err)))
+                result = StageResult(spec.name, FAILED, error=str(err).strip().splitlines()[-1])  # DVC's ERROR line
+                if on_pool:
+                    result.pool, result.queue = on_pool, spec.queue
                 errors.append(err)
                 for name in downstream(stages, spec.name):
                     blocked.setdefault(name, spec.name)
+            result.seconds = time.perf_counter() - start
+        results.append(result)
         update_progress_artifact(progress, 100.0 * done / len(stages), description=f"{spec.name}: {results[-1].status}")
 
     rows = [r.row() for r in results]

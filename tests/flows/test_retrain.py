@@ -63,6 +63,8 @@ def test_failed_stage_fails_the_flow_and_its_dependents_are_not_run(toy, prefect
     assert "stage 'feat' failed" in state.message and "failing on purpose" in state.message
     # side does not depend on feat: it still runs
     assert last_run(toy) == {"prep": "ran", "feat": "failed", "side": "ran", "train": "not_run", "eval": "not_run"}
+    errors = {r["stage"]: r["error"] for r in json.loads((toy / "reports/last_run.json").read_text())}
+    assert "feat" in errors["feat"] and errors["train"] == "upstream stage 'feat' failed" and errors["side"] is None
 
 
 def assert_artifacts():
@@ -76,3 +78,10 @@ def assert_artifacts():
     card = Artifact.get("model-card")  # the toy pipeline writes no model card
     assert card.type == "markdown" and "unavailable" in card.data
     assert Artifact.get("retrain-progress").data == 100.0
+
+
+def test_bad_meta_names_the_stage(toy):
+    text = (toy / "dvc.yaml").read_text().replace("pool: gpu", "pool: GPU")
+    (toy / "dvc.yaml").write_text(text)
+    with pytest.raises(ValueError, match=r"dvc.yaml: stage 'train': meta.pool must be 'cpu' or 'gpu', got 'GPU'"):
+        load_stages(toy)
