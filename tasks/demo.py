@@ -9,8 +9,8 @@ first audio frames the tool is dispatched ("early"), while the ack is still
 being spoken; when the blip is missed the coordinator falls back to dispatching
 at the end of the ack ("ack_end"), where the dispatcher reads the text channel
 and calls the tool only if the reply is an acknowledgement (what v4 did for
-every turn). Audio frames are decoded by Mimi as they arrive, in chunks
-(streaming decode), and appended to ``reports/demo/<turn>.wav``. The console
+every turn). Audio frames are decoded by Mimi as they arrive (streaming decode,
+frame by frame) and appended in chunks to ``reports/demo/<turn>.wav``. The console
 shows when the blip was detected and when the ack ended; the timeline plot
 ``reports/plots/demo_timeline.png`` puts dispatch against audio time.
 
@@ -110,36 +110,43 @@ class WavStream:
 
 
 class StreamingDecoder:
-    """Mimi decode of audio frames as they arrive, ``chunk_frames`` at a time (Mimi's streaming state kept)."""
+    """Mimi decode of each audio frame as it arrives (Mimi's streaming state kept), written in chunks.
+
+    Frames are decoded one at a time, as liquid-audio's own demo does: on CUDA,
+    Mimi's streaming decoder replays a CUDA graph that only accepts the shape
+    it was captured with, so a trailing partial chunk of several frames would
+    fail. The PCM is appended to the WAV every ``chunk_frames`` frames.
+    """
 
     def __init__(self, mimi, sink: WavStream, chunk_frames: int) -> None:
         self.mimi = mimi
         self.sink = sink
         self.chunk = max(1, int(chunk_frames))
-        self.pending: list[np.ndarray] = []
+        self.pcm: list[np.ndarray] = []
         self._ctx = None
+        self._device = None
         if mimi is not None:
+            self._device = next(mimi.parameters()).device
             self._ctx = mimi.streaming(1)
             self._ctx.__enter__()
 
     def add(self, frame: np.ndarray) -> None:
-        self.pending.append(np.asarray(frame, dtype=np.int64).reshape(-1))
-        if len(self.pending) >= self.chunk:
+        codes = np.asarray(frame, dtype=np.int64).reshape(1, -1, 1)  # (1, 8, 1)
+        if self.mimi is None:
+            self.pcm.append(np.zeros(1920, dtype=np.float32))
+        else:
+            import torch
+
+            with torch.no_grad():
+                wave = self.mimi.decode(torch.as_tensor(codes, dtype=torch.long, device=self._device))
+            self.pcm.append(wave.reshape(-1).float().cpu().numpy())
+        if len(self.pcm) >= self.chunk:
             self.flush()
 
     def flush(self) -> None:
-        if not self.pending:
-            return
-        codes = np.stack(self.pending, axis=1)[None]  # (1, 8, k)
-        self.pending = []
-        if self.mimi is None:
-            self.sink.write(np.zeros(codes.shape[2] * 1920, dtype=np.float32))
-            return
-        import torch
-
-        with torch.no_grad():
-            wave = self.mimi.decode(torch.as_tensor(codes, dtype=torch.long))
-        self.sink.write(wave.reshape(-1).float().cpu().numpy())
+        if self.pcm:
+            self.sink.write(np.concatenate(self.pcm))
+            self.pcm = []
 
     def close(self) -> None:
         self.flush()
@@ -301,7 +308,9 @@ def run_demo(
     tool_turns = [t for t in turns if t.row_class == "tool_match"]
     early = [t for t in tool_turns if t.dispatch == "early"]
     fallback = [t for t in tool_turns if t.dispatch == "ack_end"]
-    summary = f"{len(early)}/{len(tool_turns)} tool turns dispatched early on the blip, {len(fallback)} by the ack-end fallback"
+    called = sum(bool(isinstance(t.tool_result, dict) and t.tool_result.get("called")) for t in fallback)
+    summary = (f"{len(early)}/{len(tool_turns)} tool turns dispatched early on the blip, {len(fallback)} by the ack-end "
+               f"fallback ({called} of them called the tool; the others' text was not an ack)")
     if tool_turns and not early:
         summary += " (no blip detected: expected with a random-init smoke model, which never learned to emit it)"
     saved = [t.saved_s for t in early if t.saved_s is not None]

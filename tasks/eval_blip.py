@@ -93,7 +93,7 @@ def plot_positions(per_position: list[list[float | None]], n_per_frame: list[int
 
     data = np.array([[np.nan if v is None else v for v in row] for row in per_position], dtype=float)
     n_cb, n_f = data.shape
-    fig, ax = plt.subplots(figsize=(max(3.5, 1.3 * n_f + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * n_f + 3), 4.5))
     cmap = plt.get_cmap("viridis").copy()
     cmap.set_bad("lightgray")
     image = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=0, vmax=1, aspect="auto")
@@ -106,7 +106,7 @@ def plot_positions(per_position: list[list[float | None]], n_per_frame: list[int
     ax.set_yticks(range(n_cb), [f"cb{k}" for k in range(n_cb)])
     ax.set_xlabel("blip frame (80 ms each)")
     ax.set_ylabel("Mimi codebook")
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, label="match rate")
     fig.tight_layout()
     with atomic_path(path) as tmp:
