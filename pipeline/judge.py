@@ -206,12 +206,19 @@ def find_refusal(text: str) -> tuple[int, str] | None:
     return min(found) if found else None
 
 
-def _mentions_capability(text: str) -> bool:
+def _capabilities() -> tuple[str, ...]:
     try:
         from pipeline.catalog import TOOLS
     except ImportError:
-        return False
-    return any(cue_text(spec.capability) in text for spec in TOOLS)
+        return ()
+    return tuple(cue_text(spec.capability) for spec in TOOLS)
+
+
+CAPABILITIES = _capabilities()
+
+
+def _mentions_capability(text: str) -> bool:
+    return any(capability in text for capability in CAPABILITIES)
 
 
 def find_ack(text: str) -> tuple[int, str, str | None] | None:
