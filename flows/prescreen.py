@@ -108,12 +108,28 @@ def prescreen_variant(workdir: str | os.PathLike, overrides: Sequence[str], spee
     return screen_codes(trip.raw_codes, trip.codes, speech_codes, max_false_trigger_rate)
 
 
-def load_reference_audio(workdir: str | os.PathLike, pattern: str) -> list[np.ndarray]:
-    """Non-blip assistant utterances: the wav files matching `pattern` under `workdir`, at 24 kHz."""
-    from pipeline.audio import SAMPLE_RATE, read_wav, resample
+def load_reference_audio(workdir: str | os.PathLike, splits: Sequence[str] = ("train", "eval"),
+                         limit: int = 300) -> list[np.ndarray]:
+    """Non-blip assistant utterances at 24 kHz: the assistant clips of the `tts` stage's manifests
+    (`data/tts/<split>.jsonl`, audio in `tts.cache_dir`). The blip is only added later, in
+    `preprocess`, so every one of them is ordinary assistant audio. At most `limit` clips."""
+    import json
 
-    waves = []
-    for path in sorted(Path(workdir).glob(pattern)):
-        wave, rate = read_wav(path)
-        waves.append(resample(wave, rate, SAMPLE_RATE))
-    return waves
+    from pipeline.audio import SAMPLE_RATE, resample
+    from pipeline.tts_cache import TTSCache
+
+    workdir = Path(workdir)
+    params = yaml.safe_load((workdir / "params.yaml").read_text()) or {}
+    keys: list[str] = []
+    for split in splits:
+        manifest = workdir / "data" / "tts" / f"{split}.jsonl"
+        if not manifest.exists():
+            raise FileNotFoundError(f"{manifest}: no TTS manifest (run `dvc repro tts`, or sweep without the pre-screen)")
+        for line in manifest.read_text().splitlines():
+            row = json.loads(line)
+            keys += [k for k in (row.get("assistant_key"), row.get("turn1_assistant_key")) if k]
+    keys = list(dict.fromkeys(keys))[:limit]
+    clips = TTSCache(workdir / params.get("tts", {}).get("cache_dir", "data/tts/cache")).get_many(keys)
+    if len(clips) < len(keys):
+        raise FileNotFoundError(f"{len(keys) - len(clips)} of {len(keys)} assistant clips missing from the TTS cache")
+    return [resample(clips[k].audio(), clips[k].sample_rate, SAMPLE_RATE) for k in keys]

@@ -33,7 +33,6 @@ from flows.publish import markdown_table, publish_table
 CLASS_METRICS = "reports/metrics/eval_classes.json"
 BLIP_METRICS = "reports/metrics/eval_blip.json"
 LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv and .md
-REFERENCE_AUDIO = "data/prescreen/*.wav"
 COLUMNS = ["rank", "name", "kind", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
            "false_positive_rate", "prescreen_false_trigger_rate", "overrides", "note"]
 
@@ -89,8 +88,11 @@ def load_sweep(path: str | Path) -> SweepPlan:
 
 @task(task_run_name="prescreen-{variant.name}", cache_policy=NO_CACHE, persist_result=False)
 def prescreen(workdir: str, variant: Variant, speech: list, max_rate: float) -> PrescreenResult:
-    result = prescreen_variant(workdir, variant.overrides, speech, max_false_trigger_rate=max_rate)
     logger = get_run_logger()
+    try:
+        result = prescreen_variant(workdir, variant.overrides, speech, max_false_trigger_rate=max_rate)
+    except (ValueError, TypeError) as err:  # the variant's params are invalid: reject it, keep sweeping
+        result = PrescreenResult(None, False, f"invalid variant: {err}")
     if result.passed:
         logger.info("%s passes: false-trigger rate %s, signature %s", variant.name, result.false_trigger_rate,
                     list(result.signature))
@@ -157,11 +159,12 @@ def write_leaderboard(workdir: str, rows: list[dict]) -> None:
 
 @flow(name="sweep", log_prints=False)
 def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", prescreen_variants: bool = True,
-          reference_audio: str = REFERENCE_AUDIO) -> list[dict]:
+          reference_splits: list[str] | None = None, max_reference_clips: int = 300) -> list[dict]:
     """Screen, run and rank the variants of `sweep_file` in the DVC workspace `workdir`.
 
-    `reference_audio`: glob (under `workdir`) of non-blip assistant wavs for the pre-screen.
-    `prescreen_variants=False` sends every variant to the GPU unscreened.
+    The pre-screen compares each variant's signature with the openings of up to `max_reference_clips`
+    assistant clips of the `tts` stage (`reference_splits`, default train and eval).
+    `prescreen_variants=False` skips it.
     """
     logger = get_run_logger()
     workdir = str(Path(workdir).resolve())
@@ -169,8 +172,9 @@ def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", p
     rows: list[dict] = [dict(b) for b in BASELINES]
     survivors = list(plan.variants)
     if prescreen_variants:
-        speech = load_reference_audio(workdir, reference_audio)
-        logger.info("pre-screen against %d non-blip utterances (%s)", len(speech), reference_audio)
+        reference_splits = reference_splits or ["train", "eval"]
+        speech = load_reference_audio(workdir, reference_splits, max_reference_clips)
+        logger.info("pre-screen against %d non-blip assistant clips (%s)", len(speech), ", ".join(reference_splits))
         screened = {v: prescreen(workdir, v, speech, plan.max_false_trigger_rate) for v in plan.variants}
         survivors = [v for v, result in screened.items() if result.passed]
         rows += [{"name": v.name, "kind": "rejected", "overrides": " ".join(v.overrides), "note": r.reason,
@@ -203,12 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep", default="flows/sweeps/v4.2-blip.yaml", help="sweep file")
     parser.add_argument("--workdir", default=".", help="DVC workspace (default: .)")
     parser.add_argument("--no-prescreen", action="store_true", help="run every variant unscreened")
-    parser.add_argument("--reference-audio", default=REFERENCE_AUDIO, help="glob of non-blip assistant wavs")
+    parser.add_argument("--reference-splits", nargs="+", default=["train", "eval"],
+                        help="TTS splits whose assistant clips the pre-screen uses")
     args = parser.parse_args(argv)
     with embedded_prefect(args.workdir):
         try:
             sweep(sweep_file=args.sweep, workdir=args.workdir, prescreen_variants=not args.no_prescreen,
-                  reference_audio=args.reference_audio)
+                  reference_splits=args.reference_splits)
         except Exception as err:  # noqa: BLE001 - Prefect has logged it
             print(f"sweep failed: {err}", file=sys.stderr)
             return 1

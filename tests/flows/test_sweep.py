@@ -53,3 +53,17 @@ def test_sweep_file_errors_name_the_variant(tmp_path):
 def test_the_shipped_v42_sweep_file_parses(repo_root):
     names = [v.name for v in load_sweep(repo_root / "flows/sweeps/v4.2-blip.yaml").variants]
     assert "double-blip" in names and len(names) == len(set(names))
+
+
+def test_a_variant_with_invalid_params_is_rejected_not_fatal(toy, prefect_api, tmp_path):
+    from prefect import flow
+
+    from flows.sweep import Variant, prescreen
+
+    @flow
+    def screen_one(workdir: str):
+        return prescreen(workdir, Variant("typo", ("blip.duraton_ms=200",)), [], 0.0)
+
+    (toy / "params.yaml").write_text("blip: {duration_ms: 160}\n")
+    result = screen_one(str(toy))
+    assert not result.passed and "invalid variant" in result.reason and "blip.duraton_ms" in result.reason
