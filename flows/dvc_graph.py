@@ -48,9 +48,17 @@ class DvcFailed(RuntimeError):
     """A `dvc` command failed; the message carries its last output lines."""
 
     def __init__(self, what: str, returncode: int, tail: Iterable[str]):
+        tail = list(tail)
         self.what, self.returncode = what, returncode
+        # one line for tables: DVC's own "ERROR: ..." line if it printed one
+        self.summary = next((line for line in reversed(tail) if line.startswith("ERROR")), f"{what} failed")
         lines = "\n".join(tail)
         super().__init__(f"{what} failed (dvc exit code {returncode}):\n{lines}")
+
+
+def one_line(err: Exception) -> str:
+    """An error in one line, for a table cell."""
+    return err.summary if isinstance(err, DvcFailed) else (str(err).strip().splitlines() or [repr(err)])[0]
 
 
 @dataclass

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 UNAVAILABLE = "unavailable"
+# The metrics the eval stages write (contract: docs/orchestration.md).
+CLASS_METRICS = "reports/metrics/eval_classes.json"  # overall_accuracy, per_class.<class>.{accuracy, n}
+BLIP_METRICS = "reports/metrics/eval_blip.json"  # cb0_match_rate, false_positive_rate, ...
 
 
 def cell(value: Any, missing: str = UNAVAILABLE) -> str:
@@ -51,6 +54,12 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+def per_class(metrics: Mapping[str, Any]) -> dict[str, dict]:
+    """`per_class` of eval_classes.json as {class: {"accuracy", "n"}} (a bare number is the accuracy)."""
+    return {name: dict(value) if isinstance(value, Mapping) else {"accuracy": value}
+            for name, value in (metrics.get("per_class") or {}).items()}
 
 
 def publish_table(key: str, rows: list[dict], description: str, missing: str = UNAVAILABLE) -> None:

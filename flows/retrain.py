@@ -20,14 +20,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.dvc_graph import (FAILED, NOT_RUN, RAN, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
-                             line_logger, load_stages, run_stage, stage_changed)
+                             line_logger, load_stages, one_line, run_stage, stage_changed)
 from flows.gpu_stage import gpu_slots
-from flows.publish import flatten, markdown_table, publish_table, publish_unavailable, read_metrics
+from flows.publish import (BLIP_METRICS, CLASS_METRICS, flatten, markdown_table, per_class, publish_table,
+                           publish_unavailable, read_metrics)
 
 GPU_DEPLOYMENT = "gpu-stage/gpu-stage"
 LAST_RUN = Path("reports/last_run.json")
-CLASS_METRICS = Path("reports/metrics/eval_classes.json")
-BLIP_METRICS = Path("reports/metrics/eval_blip.json")
 MODEL_CARD = Path("reports/model_card.md")
 COLUMNS = ["stage", "status", "seconds", "pool", "queue", "error"]
 
@@ -124,7 +123,7 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
             try:
                 result = dvc_stage(spec, workdir, spec.name in forced, on_pool, gpu_deployment, inproc_check)
             except Exception as err:  # noqa: BLE001 - recorded, and re-raised after the report
-                result = StageResult(spec.name, FAILED, error=str(err).strip().splitlines()[-1])  # DVC's ERROR line
+                result = StageResult(spec.name, FAILED, error=one_line(err))
                 if on_pool:
                     result.pool, result.queue = on_pool, spec.queue
                 errors.append(err)
@@ -158,8 +157,8 @@ def publish_run(workdir: str, rows: list[dict]) -> None:
     if blip is None:
         publish_unavailable("eval-blip", "Blip emission", why)
     else:
-        rows = [{"metric": k, "value": v} for k, v in flatten(blip).items()]
-        publish_table("eval-blip", rows, f"Blip emission ({BLIP_METRICS})")
+        blip_rows = [{"metric": k, "value": v} for k, v in flatten(blip).items()]
+        publish_table("eval-blip", blip_rows, f"Blip emission ({BLIP_METRICS})")
     card = root / MODEL_CARD
     if card.is_file():
         create_markdown_artifact(card.read_text(), key="model-card", description=str(MODEL_CARD))
@@ -169,10 +168,7 @@ def publish_run(workdir: str, rows: list[dict]) -> None:
 
 def class_rows(metrics: dict) -> list[dict]:
     """One row per class from `per_class` ({class: {accuracy, n}} or {class: accuracy}), then overall."""
-    rows = []
-    for name, value in (metrics.get("per_class") or {}).items():
-        value = value if isinstance(value, dict) else {"accuracy": value}
-        rows.append({"class": name, "accuracy": value.get("accuracy"), "n": value.get("n")})
+    rows = [{"class": name, "accuracy": v.get("accuracy"), "n": v.get("n")} for name, v in per_class(metrics).items()]
     rows.append({"class": "overall", "accuracy": metrics.get("overall_accuracy"), "n": metrics.get("n")})
     return rows
 

@@ -25,13 +25,11 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.dvc_graph import line_logger, read_json_at, remove_experiment, run_experiment
+from flows.dvc_graph import line_logger, one_line, read_json_at, remove_experiment, run_experiment
 from flows.gpu_stage import gpu_slots
 from flows.prescreen import PrescreenResult, load_reference_audio, prescreen_variant
-from flows.publish import markdown_table, publish_table
+from flows.publish import BLIP_METRICS, CLASS_METRICS, markdown_table, per_class, publish_table
 
-CLASS_METRICS = "reports/metrics/eval_classes.json"
-BLIP_METRICS = "reports/metrics/eval_blip.json"
 LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv and .md
 COLUMNS = ["rank", "name", "kind", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
            "false_positive_rate", "prescreen_false_trigger_rate", "overrides", "note"]
@@ -116,10 +114,9 @@ def experiment_metrics(workdir: str, rev: str) -> dict:
     classes, why_classes = read_json_at(workdir, CLASS_METRICS, rev)
     blip, why_blip = read_json_at(workdir, BLIP_METRICS, rev)
     classes, blip = classes or {}, blip or {}
-    tool_match = (classes.get("per_class") or {}).get("tool_match")
     return {
         "overall_accuracy": classes.get("overall_accuracy"),
-        "tool_match_accuracy": tool_match.get("accuracy") if isinstance(tool_match, dict) else tool_match,
+        "tool_match_accuracy": per_class(classes).get("tool_match", {}).get("accuracy"),
         "cb0_match_rate": blip.get("cb0_match_rate"),
         "false_positive_rate": blip.get("false_positive_rate"),
         "note": "; ".join(filter(None, [f"exp {rev[:7]}", why_classes, why_blip])),
@@ -188,7 +185,7 @@ def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", p
         try:
             row.update(future.result())
         except Exception as err:  # noqa: BLE001 - shown in the leaderboard, re-raised below
-            row.update(kind="failed", note=str(err).splitlines()[0])
+            row.update(kind="failed", note=one_line(err))
             errors.append(err)
         rows.append(row)
     rows = rank(rows)

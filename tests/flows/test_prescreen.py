@@ -1,10 +1,9 @@
 """CPU pre-screen: false-trigger rate and round-trip stability of a blip variant."""
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
+import yaml
 
 from flows.prescreen import apply_overrides, screen_codes
 
@@ -55,13 +54,16 @@ def test_overrides_use_dvc_set_syntax():
 
 
 @pytest.mark.slow
-def test_prescreen_variant_through_the_real_mimi_code_path(tiny_mimi, repo_root, tmp_path):
-    from flows.prescreen import prescreen_variant
+def test_prescreen_variant_through_the_real_mimi_code_path(tiny_lfm_dir, repo_root, tmp_path):
+    from flows.prescreen import _mimi, prescreen_variant
     from pipeline.audio import to_float32
     from tasks.blip import BlipParams, synthesize_blip
     from tasks.blip_codes import round_trip
 
-    shutil.copy(repo_root / "params.yaml", tmp_path / "params.yaml")
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["blip_codes"]["model_dir"] = str(tiny_lfm_dir)  # Mimi loaded by prescreen_variant itself
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    tiny_mimi = _mimi(str(tiny_lfm_dir))
     rng = np.random.default_rng(0)
     speech_like = (rng.standard_normal(24_000) * 0.1 * np.sin(np.linspace(0, 40, 24_000)) ** 2).astype(np.float32)
     # An opening that is the variant's preview itself: its codes are the signature (Mimi is causal).
@@ -69,7 +71,7 @@ def test_prescreen_variant_through_the_real_mimi_code_path(tiny_mimi, repo_root,
     opens_with_the_preview = np.concatenate([to_float32(preview), speech_like])
 
     result = prescreen_variant(tmp_path, ["blip.duration_ms=240"], [speech_like, opens_with_the_preview],
-                               max_false_trigger_rate=0.0, mimi=tiny_mimi)
+                               max_false_trigger_rate=0.0)
     assert len(result.signature) == 3  # 240 ms = 3 Mimi frames
     assert result.false_trigger_rate == 0.5 and not result.passed and "false-trigger rate 0.500" in result.reason
     assert result.roundtrip_stable or "round trip changes cb0" in result.reason
