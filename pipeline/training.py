@@ -285,6 +285,18 @@ def latest_checkpoint(directory: Path, fingerprint: str | None = None) -> Checkp
     return found[-1] if found else None
 
 
+def _to_cpu(obj: Any) -> Any:
+    """Tensors (nested in dicts/lists) moved to plain ``cpu``: a checkpoint must not name a device
+    (``cuda:1``, accelerate's ``cpu:0``) that the loading process may not have."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu")
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
 def _rng_state() -> dict[str, Any]:
     py_version, py_state, py_gauss = random.getstate()
     np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
@@ -549,7 +561,7 @@ class ResumableTrainer(Trainer):
         }
         self._publish(metrics)
         self._echo(
-            f"train: step={self.step}/{self.max_steps} epoch={self.epoch} loss={metrics['train/loss']:.4f} "
+            f"train: step={self.step}/{self.max_steps} epoch={self.step / self.batches_per_epoch:.2f} loss={metrics['train/loss']:.4f} "
             f"lr={metrics['train/lr']:.3e} grad_norm={w['grad_norm']:.3f} tokens/s={metrics['perf/tokens_per_s']:.1f} "
             f"peak={peak:.2f}GiB ({kind})"
         )
@@ -598,12 +610,12 @@ class ResumableTrainer(Trainer):
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
         acc.wait_for_everyone()
-        torch.save(_rng_state(), tmp / f"rng-{acc.process_index}.pt")
+        torch.save(_to_cpu(_rng_state()), tmp / f"rng-{acc.process_index}.pt")
         acc.wait_for_everyone()
         if acc.is_main_process:
             save_weights(acc.unwrap_model(self.model), tmp / WEIGHTS_NAME)
-            torch.save(self.optimizer.state_dict(), tmp / OPTIMIZER_NAME)
-            torch.save(self.scheduler.state_dict(), tmp / SCHEDULER_NAME)
+            torch.save(_to_cpu(self.optimizer.state_dict()), tmp / OPTIMIZER_NAME)
+            torch.save(_to_cpu(self.scheduler.state_dict()), tmp / SCHEDULER_NAME)
             files = sorted(p.name for p in tmp.iterdir())
             for name in files:
                 _fsync(tmp / name)
@@ -645,15 +657,83 @@ class ResumableTrainer(Trainer):
         if info.world_size != self.accelerator.num_processes:
             raise RuntimeError(f"{info.path}: made with {info.world_size} processes, this run has "
                                f"{self.accelerator.num_processes}")
-        device = self.accelerator.device
         load_weights(self.accelerator.unwrap_model(self.model), info.path / WEIGHTS_NAME)
-        self.optimizer.load_state_dict(torch.load(info.path / OPTIMIZER_NAME, map_location=device, weights_only=True))
+        # Loaded on CPU; Optimizer.load_state_dict moves each state tensor to its parameter's device.
+        self.optimizer.load_state_dict(torch.load(info.path / OPTIMIZER_NAME, map_location="cpu", weights_only=True))
         self.scheduler.load_state_dict(torch.load(info.path / SCHEDULER_NAME, map_location="cpu", weights_only=True))
         rng = info.path / f"rng-{self.accelerator.process_index}.pt"
         _set_rng_state(torch.load(rng, map_location="cpu", weights_only=True))
         self.step, self.epoch, self.batches_into_epoch = info.step, info.epoch, info.batches_into_epoch
         self.resumed_from_step = info.step
         self._echo(f"train: resumed from checkpoint {info.path} (step {info.step}, epoch {info.epoch})")
+
+
+def die_with_parent() -> bool:
+    """Linux: get SIGKILL when the launcher dies (PR_SET_PDEATHSIG).
+
+    ``accelerate launch`` / torchrun start the workers in their own process groups:
+    a ``kill -9`` of the launcher (or of DVC's process group) leaves them running,
+    still writing checkpoints, next to the rerun. Returns False where unsupported.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) != 0:  # PR_SET_PDEATHSIG = 1
+        return False
+    if os.getppid() != parent:  # the launcher died before the call
+        os.kill(os.getpid(), signal.SIGKILL)
+    return True
+
+
+class TrainingLockedError(RuntimeError):
+    """Another training run holds the checkpoint folder's lock."""
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``<checkpoint_dir>/.lock`` for the whole run (main process).
+
+    Two trainings writing the same checkpoints (a rerun next to a survivor of a
+    crash) fail loudly instead. The kernel drops the lock when its holder dies.
+    """
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / ".lock"
+        self.handle = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise TrainingLockedError(f"{self.path}: another training run holds the lock ({holder}); "
+                                      "stop it before rerunning") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        handle.flush()
+        self.handle = handle
+
+    def release(self) -> None:
+        if self.handle is not None:
+            self.handle.close()  # closing drops the flock
+            self.handle = None
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 def clean_checkpoint_dir(directory: Path, fingerprint: str) -> list[str]:

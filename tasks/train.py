@@ -111,6 +111,7 @@ class TrainOutcome:
     metrics: dict[str, Any]
     final_dir: Path
     removed_stale: list[str] = field(default_factory=list)
+    main_process: bool = True
 
 
 # --- launching ---------------------------------------------------------------
@@ -196,7 +197,7 @@ class LiveSink:
     def close(self, summary: dict[str, Any]) -> None:
         for name, value in summary.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self.live.log_metric(f"final/{name}", value, plot=False)
+                self.live.log_metric(f"final/{name.removeprefix('final_')}", value, plot=False)
         self.live.end()
 
 
@@ -205,22 +206,13 @@ class LiveSink:
 
 def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainOutcome:
     """Train (resuming if a checkpoint of this run exists) and write the final folder and metrics."""
-    import torch
     from accelerate.utils import broadcast_object_list
 
-    from pipeline.models import load_lfm
-    from pipeline.training import (
-        ResumableTrainer,
-        clean_checkpoint_dir,
-        export_model_folder,
-        hash_tree,
-        latest_checkpoint,
-        make_accelerator,
-        result_dict,
-        run_fingerprint,
-    )
+    from pipeline.training import RunLock, TrainingLockedError, die_with_parent, hash_tree, make_accelerator, run_fingerprint
 
     config = params.config
+    if launched_by_accelerate():
+        die_with_parent()
     accelerator = make_accelerator(config.mixed_precision)
     main_process = accelerator.is_main_process
     train_data = open_split(paths.train_data, config.context_length)
@@ -237,6 +229,39 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainOutcome:
         broadcast_object_list(holder)
     fingerprint = holder[0]
 
+    # One training per checkpoint folder; every process learns whether the main one got the lock.
+    lock = RunLock(paths.checkpoint_dir) if main_process else None
+    status = [""]
+    if lock is not None:
+        try:
+            lock.acquire()
+        except TrainingLockedError as err:
+            status[0] = str(err)
+    if accelerator.num_processes > 1:
+        broadcast_object_list(status)
+    if status[0]:
+        raise TrainingLockedError(status[0])
+    try:
+        return _train(params, paths, accelerator, fingerprint, train_data, eval_data)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(params: TrainParams, paths: TrainPaths, accelerator, fingerprint: str, train_data, eval_data) -> TrainOutcome:
+    import torch
+
+    from pipeline.models import load_lfm
+    from pipeline.training import (
+        ResumableTrainer,
+        clean_checkpoint_dir,
+        export_model_folder,
+        latest_checkpoint,
+        result_dict,
+    )
+
+    config = params.config
+    main_process = accelerator.is_main_process
     removed: list[str] = []
     if main_process:
         removed = clean_checkpoint_dir(paths.checkpoint_dir, fingerprint)
@@ -275,7 +300,7 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainOutcome:
                     if metrics.get(k) is not None})
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainOutcome(metrics=metrics, final_dir=paths.final_dir, removed_stale=removed)
+    return TrainOutcome(metrics=metrics, final_dir=paths.final_dir, removed_stale=removed, main_process=main_process)
 
 
 def main() -> int:
@@ -299,11 +324,16 @@ def main() -> int:
         print(f"train: launching {' '.join(command)}", flush=True)
         os.execv(command[0], command)  # replaces this process: signals reach the launcher
 
+    from pipeline.models import ModelFolderError
+    from pipeline.training import TrainingLockedError
+
     try:
         outcome = run(params)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ModelFolderError, TrainingLockedError) as err:
         print(f"train: {err}", file=sys.stderr)
         return 1
+    if not outcome.main_process:
+        return 0
     m = outcome.metrics
     rate = "n/a" if m["tokens_per_s"] is None else f"{m['tokens_per_s']:.1f}"
     print(f"train: {m['steps']} steps (resumed from {m['resumed_from_step']}), final train loss {m['final_train_loss']}, "

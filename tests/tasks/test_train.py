@@ -195,7 +195,7 @@ def test_stage_resumes_after_kill_9(tiny_lfm_dir, preprocessed, tmp_path):
     assert read_tsv_steps(plots / "train" / "lr.tsv")[-1] == 6
     live_summary = json.loads((ws / "reports" / "train" / "metrics.json").read_text())
     assert live_summary["step"] == 6 and "final" in live_summary
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000005", "step-0000006"]
+    assert sorted(p.name for p in checkpoints.iterdir() if p.is_dir()) == ["step-0000005", "step-0000006"]
 
     final = load_lfm(ws / "models" / "final")
     assert {p.name for p in tiny_lfm_dir.iterdir()} <= {p.name for p in (ws / "models" / "final").iterdir()}
@@ -219,3 +219,51 @@ def test_gpu_bench_runs_tiny_on_cpu(tmp_path):
     assert variants["ours"]["max_grad_norm"] == 1.0 and variants["stock"]["max_grad_norm"] is None
     assert "unavailable" in document["fits_24gb_4090"]["answer"]
     assert "stock" in proc.stdout and "ours" in proc.stdout
+
+
+def test_two_processes_die_with_the_launcher_and_resume(tiny_lfm_dir, preprocessed, tmp_path):
+    """The production topology on CPU: 2 DDP processes (gloo) under torchrun, as `accelerate launch` starts them.
+
+    kill -9 of the launcher must take the workers with it (they run in their own
+    process groups; without PR_SET_PDEATHSIG they would keep training next to the
+    rerun), and the rerun resumes both processes (per-process RNG, sharded data).
+    """
+    psutil = pytest.importorskip("psutil")
+    ws = tmp_path / "ws"
+    shutil.copytree(preprocessed, ws / "data" / "preprocessed")
+    params = {**smoke(), "model_dir": str(tiny_lfm_dir), "num_processes": 2, "context_length": 512, "max_steps": 6,
+              "save_interval": 1, "val_interval": 3, "keep_checkpoints": 2}
+    (ws / "params.yaml").write_text(yaml.safe_dump({"train": params}))
+    env = {**stage_env(), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tasks.train"]
+    checkpoints = ws / "models" / "checkpoints"
+
+    launcher = subprocess.Popen(command, cwd=ws, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+    deadline = time.monotonic() + 300
+    while launcher.poll() is None and latest_checkpoint(checkpoints) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    workers = psutil.Process(launcher.pid).children(recursive=True)
+    os.killpg(launcher.pid, signal.SIGKILL)
+    launcher.wait(timeout=60)
+    assert launcher.returncode == -signal.SIGKILL, "the run ended before the kill"
+    assert len(workers) >= 2
+    _, alive = psutil.wait_procs(workers, timeout=20)
+    assert not alive, f"workers survived the launcher: {alive}"
+    killed_at = latest_checkpoint(checkpoints)
+    assert {"rng-0.pt", "rng-1.pt"} <= {p.name for p in killed_at.path.iterdir()}
+
+    with open(tmp_path / "second.log", "w") as log:  # a file, not a pipe: nothing can block on a full pipe
+        second = subprocess.Popen(command, cwd=ws, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            second.wait(timeout=300)
+        finally:
+            if second.poll() is None:
+                os.killpg(second.pid, signal.SIGKILL)
+    out = (tmp_path / "second.log").read_text()
+    assert second.returncode == 0, out[-3000:]
+    assert f"(step {killed_at.step}," in out and "resumed from checkpoint" in out
+    metrics = json.loads((ws / "reports" / "metrics" / "train.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_batch_size"] == 4
+    assert metrics["resumed_from_step"] == killed_at.step and metrics["steps"] == 6
+    assert read_tsv_steps(ws / "reports" / "train" / "plots" / "metrics" / "train" / "loss.tsv") == [1, 2, 3, 4, 5, 6]
