@@ -106,6 +106,7 @@ def main() -> int:
         "rows_per_s": {label: rows / s for label, s in seconds.items()},
         "speedup_after_blip_change_vs_scratch": seconds["ours_from_scratch"] / seconds["ours_after_blip_change"],
         "ours_scratch_vs_stock": seconds["stock_preprocess_dataset"] / seconds["ours_from_scratch"],
+        "codes_cache_from_scratch": scratch_metrics["codes_cache"],
         "codes_cache_after_blip_change": after_metrics["codes_cache"],
         "blip_prefix_match_rate": after_metrics["blip_prefix_match_rate"],
         "tts_first_run": {"synthesised": first_tts.syntheses, "hit_rate": first_tts.hit_rate},
