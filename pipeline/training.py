@@ -117,8 +117,8 @@ class TrainConfig:
             problems.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio!r}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             problems.append(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm!r}")
-        if self.mixed_precision not in ("bf16", "fp16", "no"):
-            problems.append(f"mixed_precision must be bf16, fp16 or no, got {self.mixed_precision!r}")
+        if self.mixed_precision not in ("bf16", "no"):  # the weights are bf16: fp16 autocast does not fit
+            problems.append(f"mixed_precision must be bf16 or no, got {self.mixed_precision!r}")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -429,6 +429,7 @@ class ResumableTrainer(Trainer):
         self.time = 0.0
         self.resumed_from_step: int | None = None
         self.last_grad_norm: float | None = None
+        self._restored_train_loss: float | None = None
         self.history: list[dict[str, float]] = []
         self._window = {"loss": 0.0, "steps": 0, "tokens": 0, "seconds": 0.0, "grad_norm": 0.0}
 
@@ -519,7 +520,7 @@ class ResumableTrainer(Trainer):
             final_val = self.validate()
         self.accelerator.wait_for_everyone()
         peak, kind = self._peak_memory()
-        last_train = next((h["train/loss"] for h in reversed(self.history) if "train/loss" in h), None)
+        last_train = self._last_train_loss()
         elapsed = int(time.monotonic() - self.time)
         self._echo(f"train: stopped at step {self.step}/{self.max_steps} after {elapsed // 60:02d}:{elapsed % 60:02d}")
         return TrainResult(
@@ -537,6 +538,11 @@ class ResumableTrainer(Trainer):
         )
 
     # -- metrics ------------------------------------------------------------
+
+    def _last_train_loss(self) -> float | None:
+        """Mean train loss of the last log interval (carried over a resume that trains no further step)."""
+        logged = next((h["train/loss"] for h in reversed(self.history) if "train/loss" in h), None)
+        return logged if logged is not None else self._restored_train_loss
 
     def _peak_memory(self) -> tuple[float, str]:
         peak, kind = peak_memory()
@@ -627,7 +633,7 @@ class ResumableTrainer(Trainer):
                 "fingerprint": self.fingerprint,
                 "world_size": acc.num_processes,
                 "files": {name: (tmp / name).stat().st_size for name in files},
-                "extra": {"config": asdict(self.config)},
+                "extra": {"config": asdict(self.config), "last_train_loss": self._last_train_loss()},
             }
             (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
             _fsync(tmp / MANIFEST_NAME)
@@ -665,6 +671,7 @@ class ResumableTrainer(Trainer):
         _set_rng_state(torch.load(rng, map_location="cpu", weights_only=True))
         self.step, self.epoch, self.batches_into_epoch = info.step, info.epoch, info.batches_into_epoch
         self.resumed_from_step = info.step
+        self._restored_train_loss = info.extra.get("last_train_loss")
         self._echo(f"train: resumed from checkpoint {info.path} (step {info.step}, epoch {info.epoch})")
 
 

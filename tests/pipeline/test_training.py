@@ -196,41 +196,51 @@ def test_clipping_bounds_the_update(base_model, tiny_data):
     assert raw > 1e-3 and clipped == pytest.approx(1e-3, rel=0.05)
 
 
-def test_schedule_steps_once_per_optimizer_step(base_model, tiny_data):
-    """Warmup then cosine to min_lr_ratio * lr at max_steps (the stock wrapper would step it per process)."""
-    config = small_config(max_steps=4, warmup_steps=2, lr=1e-3, min_lr_ratio=0.1, val_interval=0, save_interval=10)
-    trainer = make_trainer(base_model, tiny_data, config, None)
-    result = trainer.train()
-    lrs = [h["train/lr"] for h in result.history if "train/lr" in h]
-    assert lrs[1] == pytest.approx(1e-3)  # warmup done at step 2
-    assert lrs[-1] == pytest.approx(1e-4)  # cosine floor at max_steps
-
-
-def test_train_reports_metrics_and_resumes_exactly(base_model, tiny_data, tmp_path):
-    """Stop after 2 of 4 steps, restore from the checkpoint in a new trainer: same weights as a straight run."""
+@pytest.fixture(scope="module")
+def straight(base_model, tiny_data, tmp_path_factory):
+    """4 uninterrupted steps (checkpoint every 2): the reference the other tests compare with."""
     logged: list[tuple[int, dict]] = []
-    config = small_config(max_steps=4, save_interval=2, dataloader_workers=0)
+    config = small_config(max_steps=4, warmup_steps=1, lr=1e-3, min_lr_ratio=0.1, save_interval=2, val_interval=2)
+    trainer = make_trainer(base_model, tiny_data, config, tmp_path_factory.mktemp("straight"),
+                           sink=lambda s, m: logged.append((s, m)))
+    return trainer, trainer.train(), logged, config
 
-    straight = make_trainer(base_model, tiny_data, config, tmp_path / "a", sink=lambda s, m: logged.append((s, m)))
-    result = straight.train()
+
+def test_train_reports_metrics(straight):
+    _, result, logged, _ = straight
     assert result.steps == 4 and result.resumed_from_step is None
     assert math.isfinite(result.final_train_loss) and math.isfinite(result.final_val_loss)
     assert result.tokens_per_s > 0 and result.peak_memory_gib > 0 and result.peak_memory_kind == "cpu_peak_rss"
     names = set().union(*(m for _, m in logged))
     assert {"train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s", "perf/peak_rss_gib", "val/loss"} <= names
     assert [s for s, m in logged if "train/loss" in m] == [1, 2, 3, 4]
+    assert [s for s, m in logged if "val/loss" in m] == [2, 4]
 
-    first = make_trainer(base_model, tiny_data, config, tmp_path / "b")
-    first.train(stop_after=3)  # checkpoint at step 2, then one more step that the "crash" loses
-    info = latest_checkpoint(tmp_path / "b", "fp")
-    assert info.step == 2
-    second = make_trainer(base_model, tiny_data, config, tmp_path / "b")
+
+def test_schedule_steps_once_per_optimizer_step(straight):
+    """Warmup then cosine to min_lr_ratio * lr at max_steps (the stock wrapper would step it per process)."""
+    _, result, _, config = straight
+    lrs = [h["train/lr"] for h in result.history if "train/lr" in h]
+    assert lrs[0] == pytest.approx(config.lr)  # warmup (1 step) done
+    assert lrs[1] > lrs[2] > lrs[3] == pytest.approx(config.lr * config.min_lr_ratio)  # cosine floor at max_steps
+
+
+def test_resume_from_a_checkpoint_is_exact(straight, base_model, tiny_data, tmp_path):
+    """Stop after 2 of 4 steps, restore from the checkpoint in a new trainer: the straight run's weights, bit for bit."""
+    reference, result, _, config = straight
+    first = make_trainer(base_model, tiny_data, config, tmp_path)
+    first.train(stop_after=2)
+    info = latest_checkpoint(tmp_path, "fp")
+    assert info.step == 2 and info.extra["last_train_loss"] is not None
+    second = make_trainer(base_model, tiny_data, config, tmp_path)
     second.restore(info)
     resumed = second.train()
     assert resumed.resumed_from_step == 2 and resumed.steps == 4
-    a, b = weights(straight.model), weights(second.model)
+    a, b = weights(reference.model), weights(second.model)
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the straight run"
-    assert resumed.final_val_loss == pytest.approx(result.final_val_loss)
+    assert resumed.final_val_loss == result.final_val_loss
+    with pytest.raises(RuntimeError, match="another run"):
+        make_trainer(base_model, tiny_data, config, tmp_path, fingerprint="other").restore(info)
 
 
 def test_checkpoints_are_complete_atomic_and_pruned(base_model, tiny_data, tmp_path):
@@ -267,11 +277,10 @@ def test_checkpoints_are_complete_atomic_and_pruned(base_model, tiny_data, tmp_p
     assert clean_checkpoint_dir(ckpt, "another run") == [f"{CHECKPOINT_PREFIX}0000002", f"{CHECKPOINT_PREFIX}0000003"]
 
 
-def test_exported_folder_loads_with_the_trained_weights(base_model, tiny_lfm_dir, tiny_data, tmp_path):
+def test_exported_folder_loads_with_the_trained_weights(straight, tiny_lfm_dir, tmp_path):
     from pipeline.models import load_lfm
 
-    trainer = make_trainer(base_model, tiny_data, small_config(max_steps=2, val_interval=0), None)
-    trainer.train()
+    trainer = straight[0]
     out = export_model_folder(trainer.model, tiny_lfm_dir, tmp_path / "final")
     base_names = {p.name for p in tiny_lfm_dir.iterdir()}
     assert base_names <= {p.name for p in out.iterdir()}  # config, tokenizer, Mimi (+ mimi_config.json)
