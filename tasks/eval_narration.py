@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.inference import GenerationConfig, ManifestAudio, Reply, UserAudio, resolve_dtype, respond
+from pipeline.inference import GenerationConfig, ManifestAudio, Reply, resolve_dtype, respond
 from pipeline.io import ParamsError, load_params, require, write_json, write_text
 from pipeline.narration import NarrationScore, TrainingValues, score_narration
 from pipeline.records import DatasetRow, read_rows
