@@ -401,16 +401,19 @@ class ResumableTrainer(Trainer):
             weight_decay=config.weight_decay,
             fused=device.type in ("cuda", "cpu"),
         )
-        warmup = torch.optim.lr_scheduler.LinearLR(
-            self.optimizer, start_factor=1e-8, end_factor=1.0, total_iters=max(1, config.warmup_steps)
-        )
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=max(1, config.max_steps - config.warmup_steps), eta_min=config.lr * config.min_lr_ratio
         )
         # Not passed to accelerator.prepare: its wrapper would step it num_processes times a step.
-        self.scheduler = torch.optim.lr_scheduler.SequentialLR(
-            self.optimizer, schedulers=[warmup, cosine], milestones=[config.warmup_steps]
-        )
+        if config.warmup_steps > 0:
+            warmup = torch.optim.lr_scheduler.LinearLR(
+                self.optimizer, start_factor=1e-8, end_factor=1.0, total_iters=config.warmup_steps
+            )
+            self.scheduler = torch.optim.lr_scheduler.SequentialLR(
+                self.optimizer, schedulers=[warmup, cosine], milestones=[config.warmup_steps]
+            )
+        else:
+            self.scheduler = cosine
 
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self.train_sampler = ResumableSampler(len(train_data), seed=config.seed, rank=rank, world=world)

@@ -154,6 +154,29 @@ def test_sampler_is_seeded_sharded_and_resumable():
     assert set(shards[0]) | set(shards[1]) == set(range(5))
 
 
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_schedule_matches_the_stock_one_in_a_single_process(warmup):
+    """Same LinearLR warmup + cosine to 0.1 x lr as liquid-audio's Trainer (which with 1 process steps it once)."""
+    config = TrainConfig(max_steps=10, warmup_steps=warmup, lr=1e-3, min_lr_ratio=0.1)
+    trainer = ResumableTrainer(torch.nn.Linear(2, 2), [0, 1], None, config, echo=lambda line: None)
+    param = torch.nn.Parameter(torch.zeros(1))
+    stock_opt = torch.optim.AdamW([param], lr=config.lr)
+    stock = torch.optim.lr_scheduler.SequentialLR(stock_opt, [
+        torch.optim.lr_scheduler.LinearLR(stock_opt, start_factor=1e-8, end_factor=1.0, total_iters=warmup),
+        torch.optim.lr_scheduler.CosineAnnealingLR(stock_opt, T_max=config.max_steps - warmup, eta_min=1e-4),
+    ], milestones=[warmup]) if warmup else torch.optim.lr_scheduler.CosineAnnealingLR(stock_opt, T_max=10, eta_min=1e-4)
+    ours_lrs, stock_lrs = [], []
+    for _ in range(config.max_steps):
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+        stock_opt.step()
+        stock.step()
+        ours_lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        stock_lrs.append(stock_opt.param_groups[0]["lr"])
+    assert ours_lrs == pytest.approx(stock_lrs, rel=1e-12, abs=1e-15)
+    assert ours_lrs[-1] == pytest.approx(1e-4)
+
+
 def test_real_tokens_count_excludes_padding(tiny_data):
     from liquid_audio.data.dataloader import LFM2DataLoader, lfm2_collator
 
