@@ -86,15 +86,14 @@ def load_stages(workdir: str | os.PathLike, targets: Iterable[str] | None = None
 
     With `targets`, only those stages and everything upstream of them.
     """
-    with _repo(workdir) as repo:
+    with _INDEX_LOCK:
+        repo, _ = _INDEX.get(workdir)
+        root = repo.root_dir
         graph = repo.index.graph  # edges point from a stage to the stage it depends on
         order = nx.DiGraph()
-        metas = {}
-        for stage in graph.nodes:
-            order.add_node(_address(stage, repo.root_dir))
-            metas[_address(stage, repo.root_dir)] = stage.meta or {}
-        for stage, dependency in graph.edges:
-            order.add_edge(_address(dependency, repo.root_dir), _address(stage, repo.root_dir))
+        order.add_nodes_from(_address(stage, root) for stage in graph.nodes)
+        order.add_edges_from((_address(dep, root), _address(stage, root)) for stage, dep in graph.edges)
+        metas = {_address(stage, root): stage.meta or {} for stage in graph.nodes}
     if targets:
         unknown = sorted(set(targets) - set(order))
         if unknown:
@@ -146,7 +145,8 @@ class _StageIndex:
 
     repo = key = stages = None
 
-    def get(self, workdir: str | os.PathLike, name: str):
+    def get(self, workdir: str | os.PathLike) -> tuple:
+        """(the DVC Repo, {stage address: Stage}), current with the files on disk."""
         root = os.path.realpath(workdir)
         if self.repo is None or self.repo.root_dir != root or self._stat(self.key[1]) != self.key[2]:
             self.close()
@@ -156,7 +156,7 @@ class _StageIndex:
             self.stages = {_address(stage, root): stage for stage in self.repo.index.stages}
             files = sorted({f for stage in self.stages.values() for f in _stage_files(stage)})
             self.key = (root, files, self._stat(files))
-        return self.repo, self.stages[name]
+        return self.repo, self.stages
 
     @staticmethod
     def _stat(files: list[str]) -> list:
@@ -193,9 +193,9 @@ def stage_changed(workdir: str | os.PathLike, name: str) -> bool:
     Call it right before the stage would run: its answer depends on the upstream stages' outputs.
     """
     with _INDEX_LOCK:
-        repo, stage = _INDEX.get(workdir, name)
+        repo, stages = _INDEX.get(workdir)
         with repo.lock:
-            return stage.changed()
+            return stages[name].changed()
 
 
 def dvc_env() -> dict[str, str]:

@@ -1,7 +1,7 @@
 """A toy DVC pipeline (real git + DVC, tiny Python stages) for the flow tests and the benchmark.
 
 Each stage `s` runs `python stage.py s out/s.json <upstream outputs>`, reads its own
-params group `s` from params.yaml, and writes its params and inputs as JSON; a
+params group `s` from params.yaml, and writes its params, inputs and CUDA_VISIBLE_DEVICES as JSON; a
 stage fails when its params say `fail: true`; a `metrics` stage also writes
 reports/metrics/eval_classes.json and eval_blip.json (numbers from the `boost`
 param of its first input).
@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 STAGE_SCRIPT = '''\
-import json, pathlib, sys, yaml
+import json, os, pathlib, sys, yaml
 stage, out, *deps = sys.argv[1:]
 params = (yaml.safe_load(open("params.yaml")) or {}).get(stage, {})
 if params.get("fail"):
@@ -24,7 +24,8 @@ if params.get("fail"):
 print(f"{stage}: working")
 inputs = [json.loads(pathlib.Path(d).read_text()) for d in deps]
 pathlib.Path(out).parent.mkdir(parents=True, exist_ok=True)
-pathlib.Path(out).write_text(json.dumps({"stage": stage, "params": params, "inputs": inputs}))
+gpus = os.environ.get("CUDA_VISIBLE_DEVICES")  # what a worker pinned this stage to
+pathlib.Path(out).write_text(json.dumps({"stage": stage, "params": params, "inputs": inputs, "gpus": gpus}))
 if params.get("metrics"):
     boost = inputs[0]["params"].get("boost", 0)
     metrics = pathlib.Path("reports/metrics")

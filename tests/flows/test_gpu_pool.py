@@ -19,7 +19,7 @@ def gpu_worker(prefect_api, tmp_path):
 
     setup(pool="test-gpu", gpus=1, queues={"train": (1, "test training queue")}, cpu_pool=None)
     deploy(pool="test-gpu", source=REPO)
-    command, env = worker_command("test-gpu", None, None, poll_seconds=1)
+    command, env = worker_command("test-gpu", None, "7", poll_seconds=1)  # CUDA_VISIBLE_DEVICES=7
     env.update(get_current_settings().to_environment_variables(exclude_unset=True))  # API URL, PREFECT_HOME
     log = tmp_path / "worker.log"
     with open(log, "w") as out:
@@ -43,7 +43,8 @@ def test_gpu_stage_runs_on_the_pool_and_cpu_stages_in_process(toy, gpu_worker):
     assert {s: r["status"] for s, r in rows.items()} == dict.fromkeys(rows, "ran")
     assert (rows["train"]["pool"], rows["train"]["queue"]) == ("test-gpu", "train")
     assert {r["pool"] for s, r in rows.items() if s != "train"} == {"local"}
-    assert json.loads((toy / "out/train.json").read_text())["stage"] == "train"
+    assert json.loads((toy / "out/train.json").read_text())["gpus"] == "7"  # pinned by the worker
+    assert json.loads((toy / "out/feat.json").read_text())["gpus"] != "7"
 
 
 def test_missing_pool_runs_gpu_stages_in_process(toy, prefect_api):
