@@ -285,14 +285,10 @@ def _train(params: TrainParams, paths: TrainPaths, accelerator, fingerprint: str
     result = trainer.train()
 
     metrics = result_dict(result)
-    metrics.update({
-        "max_steps": config.max_steps,
-        "tokens_per_s_scope": "non-padding tokens/s over all processes, train steps of this invocation only",
-        "peak_memory_scope": ("torch.cuda.max_memory_allocated, max over processes" if result.peak_memory_kind
-                              == "cuda_max_allocated" else "process peak RSS (CPU run), max over processes"),
-        "global_batch_size": config.batch_size * accelerator.num_processes,
-        "fingerprint": fingerprint,
-    })
+    # tokens_per_s: non-padding tokens/s over all processes, this invocation's train steps only;
+    # peak_memory_gib: torch.cuda.max_memory_allocated on GPU, process peak RSS on CPU (peak_memory_kind
+    # says which), max over processes. Both are documented in docs/training.md.
+    metrics.update({"max_steps": config.max_steps, "global_batch_size": config.batch_size * accelerator.num_processes})
     if main_process:
         export_model_folder(accelerator.unwrap_model(trainer.model), params.model_dir, paths.final_dir)
         write_json(paths.metrics_json, metrics)
