@@ -21,12 +21,13 @@ $(STAMP): requirements.txt constraints.txt
 	$(PY) -m pip install -q -r requirements.txt -c constraints.txt
 	@touch $(STAMP)
 
+# The retrain Prefect flow (ephemeral server unless PREFECT_API_URL is set) runs every DVC stage in order.
 run: setup
 ifeq ($(PROFILE),v4.1)
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH HF_HUB_OFFLINE=0 $(VENV)/bin/dvc repro
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH HF_HUB_OFFLINE=0 $(PY) -m flows.retrain --workdir .
 else
-	@WS=$$($(PY) -m pipeline.workspace --profile $(PROFILE)) && cd $$WS && \
-	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH dvc repro
+	@WS=$$($(PY) -m pipeline.workspace --profile $(PROFILE)) && \
+	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m flows.retrain --workdir $$WS
 endif
 
 test: setup
