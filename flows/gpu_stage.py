@@ -26,10 +26,12 @@ def gpu_slots(gpus: int) -> contextlib.AbstractContextManager:
 
     with get_client(sync_client=True) as client:
         try:
-            client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+            limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
         except ObjectNotFound:
             get_run_logger().info("no '%s' concurrency limit on this server: GPU use is not limited", GPU_LIMIT)
             return contextlib.nullcontext()
+    if gpus > limit.limit:  # would wait forever
+        raise ValueError(f"needs {gpus} GPUs but the '{GPU_LIMIT}' concurrency limit has {limit.limit} slots")
     return concurrency(GPU_LIMIT, occupy=gpus, strict=True)
 
 
