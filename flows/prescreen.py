@@ -92,13 +92,15 @@ def prescreen_variant(workdir: str | os.PathLike, overrides: Sequence[str], spee
 
     The Mimi folder is `blip_codes.model_dir` of the params (loaded once per process) unless `mimi` is given.
     """
-    from pipeline.models import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE, encode_codes
     from tasks.blip import BlipParams, synthesize_blip
-    from tasks.blip_codes import round_trip
 
     workdir = Path(workdir)
     params = apply_overrides(yaml.safe_load((workdir / "params.yaml").read_text()) or {}, overrides)
-    blip = BlipParams.from_params(params.get("blip", {}))
+    blip = BlipParams.from_params(params.get("blip", {}))  # invalid variants fail here, before torch loads
+
+    from pipeline.models import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE, encode_codes
+    from tasks.blip_codes import round_trip
+
     if mimi is None:
         mimi = _mimi(str(workdir / params.get("blip_codes", {}).get("model_dir", "models/base/lfm2.5-audio")))
     trip = round_trip(mimi, synthesize_blip(blip), blip.sample_rate)
