@@ -86,7 +86,18 @@ def test_launch_command_runs_this_module_under_accelerate():
     joined = " ".join(command)
     assert "--num_processes 2" in joined and "--mixed_precision bf16" in joined
     assert "--config_file configs/accelerate_2gpu.yaml" in joined
-    assert (REPO / "configs" / "accelerate_2gpu.yaml").is_file()
+    # accelerate's own parser and validation (no launch): 2 GPU processes, bf16, this module.
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+
+    args = launch_command_parser().parse_args(command[3:])
+    monkey_cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        args, _, _ = _validate_launch_command(args)
+    finally:
+        os.chdir(monkey_cwd)
+    assert args.multi_gpu and not args.use_cpu and args.num_processes == 2 and args.mixed_precision == "bf16"
+    assert args.module and args.training_script == "tasks.train"
 
 
 def test_two_processes_without_two_gpus_fail_loudly(tmp_path, monkeypatch, capsys):
