@@ -9,7 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if compgen -G ".whl/*.whl" > /dev/null; then
-  "$PY" -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
+  if "$PY" -m pip --version > /dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --upgrade --target /tmp/site .whl/*.whl
+  else  # no pip: a wheel is a zip of importable files; enough for imports
+    echo "run_gpu_bench: no pip, unzipping the wheels into /tmp/site" >&2
+    for wheel in .whl/*.whl; do "$PY" -m zipfile -e "$wheel" /tmp/site; done
+  fi
   export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 else
   echo "run_gpu_bench: no .whl/*.whl here; using the installed packages" >&2
