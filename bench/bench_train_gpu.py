@@ -22,6 +22,8 @@ per-GPU memory includes DDP's gradient buckets as under ``accelerate launch``:
 - ``ours``: ``pipeline.training.ResumableTrainer.train_step`` (the same plus
   gradient clipping at ``--max-grad-norm`` and the grad norm) with our DDP
   settings (adds ``gradient_as_bucket_view=True``);
+- with ``--variants``, also ``ours-noclip``, ``ours-stockddp``, ``stock-ourddp``
+  (one difference at a time, to find where ``stock`` and ``ours`` part);
 
 each once with ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` (the
 card's setting) and once with the default allocator. Reported: non-padding
@@ -137,6 +139,15 @@ def build_model(config: dict, device):
 
 # --- one variant (runs in a child process, or in-process for --tiny) ----------
 
+# variant -> (whose train_step, whose DDP settings, clip?). The last three isolate where the two main ones differ.
+VARIANTS = {
+    "stock": ("stock", "stock", False),
+    "ours": ("ours", "ours", True),
+    "ours-noclip": ("ours", "ours", False),  # grad norm still computed (get_total_norm), no clipping
+    "ours-stockddp": ("ours", "stock", True),  # without gradient_as_bucket_view
+    "stock-ourddp": ("stock", "ours", False),  # the stock step with gradient_as_bucket_view
+}
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -163,17 +174,18 @@ def run_variant(variant: str, args) -> dict:
             for i in range(args.batch_size * 4)]
     batches = [lfm2_collator(rows[i : i + args.batch_size]) for i in range(0, len(rows), args.batch_size)]
 
+    step_kind, ddp_kind, clip = VARIANTS[variant]
+    ddp_kwargs = DDP_KWARGS if ddp_kind == "ours" else STOCK_DDP_KWARGS
     train_config = TrainConfig(max_steps=1000, batch_size=args.batch_size, context_length=args.ctx, lr=5e-5,
-                               warmup_steps=100, max_grad_norm=args.max_grad_norm if variant == "ours" else None)
+                               warmup_steps=100, max_grad_norm=args.max_grad_norm if clip else None)
     accelerator = Accelerator(mixed_precision="bf16", cpu=not cuda)
     trainer = ResumableTrainer(model, rows, None, train_config, accelerator=accelerator, echo=lambda line: None)
     if args.ddp:  # world size 1: DDP's buckets and hooks, as each process has them under accelerate launch
         if not dist.is_initialized():
             dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{free_port()}",
                                     rank=0, world_size=1)
-        kwargs = DDP_KWARGS if variant == "ours" else STOCK_DDP_KWARGS
-        trainer.model = DDP(trainer.model, device_ids=[device.index or 0] if cuda else None, **kwargs)
-    step = trainer.train_step if variant == "ours" else (lambda batch: Trainer.train_step(trainer, batch))
+        trainer.model = DDP(trainer.model, device_ids=[device.index or 0] if cuda else None, **ddp_kwargs)
+    step = trainer.train_step if step_kind == "ours" else (lambda batch: Trainer.train_step(trainer, batch))
     trainer.model.train()
 
     def sync():
@@ -206,7 +218,9 @@ def run_variant(variant: str, args) -> dict:
         "ddp_world_size_1": bool(args.ddp),
         "attn_implementation": "flash_attention_2" if module_exists("flash_attn") else "sdpa",
         "causal_conv1d_kernel": module_exists("causal_conv1d"),  # else transformers' slower reference conv
-        "ddp_kwargs": (DDP_KWARGS if variant == "ours" else STOCK_DDP_KWARGS) if args.ddp else None,
+        "train_step": "pipeline.training.ResumableTrainer.train_step" if step_kind == "ours"
+        else "liquid_audio.trainer.Trainer.train_step",
+        "ddp_kwargs": ddp_kwargs if args.ddp else None,
         "max_grad_norm": train_config.max_grad_norm,
         "timed_steps": len(times),
         "step_s_mean": statistics.fmean(times),
@@ -231,6 +245,7 @@ def run_variant(variant: str, args) -> dict:
 
 def child_command(variant: str, alloc: str, args, json_out: Path) -> tuple[list[str], dict]:
     command = [sys.executable, str(Path(__file__).resolve()), "--child", variant, "--child-json", str(json_out),
+               "--variants", variant,
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batch-size", str(args.batch_size),
                "--ctx", str(args.ctx), "--fill", str(args.fill), "--max-grad-norm", str(args.max_grad_norm)]
     if args.tiny:
@@ -252,7 +267,7 @@ def run_all(args) -> list[dict]:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for alloc in allocs:
-            for variant in ("stock", "ours"):
+            for variant in args.variants:
                 out = Path(tmp) / f"{variant}-{len(results)}.json"
                 command, env = child_command(variant, alloc, args, out)
                 print(f"bench: {variant} with PYTORCH_CUDA_ALLOC_CONF={alloc} ...", flush=True)
@@ -272,11 +287,11 @@ def run_all(args) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    head = f"{'variant':8} {'allocator':26} {'tokens/s':>10} {'step s':>8} {'peak alloc GiB':>15} {'peak reserved GiB':>18} {'fits 4090':>10}"
+    head = f"{'variant':14} {'allocator':26} {'tokens/s':>10} {'step s':>8} {'peak alloc GiB':>15} {'peak reserved GiB':>18} {'fits 4090':>10}"
     lines = [head, "-" * len(head)]
     for r in results:
         if "error" in r:
-            lines.append(f"{r['variant']:8} {r['alloc_conf']:26} {'failed: ' + r['error']:>10}")
+            lines.append(f"{r['variant']:14} {r['alloc_conf']:26} {'failed: ' + r['error']:>10}")
             continue
 
         def gib(v):
@@ -284,7 +299,7 @@ def table(results: list[dict]) -> str:
 
         mem_alloc = gib(r["peak_allocated_gib"]) if r["peak_allocated_gib"] is not None else f"rss {gib(r['peak_rss_gib'])}"
         fits = {True: "yes", False: "NO"}.get(r.get("fits_4090"), "n/a")
-        lines.append(f"{r['variant']:8} {r['alloc_conf']:26} {r['tokens_per_s']:>10.1f} {r['step_s_median']:>8.3f} "
+        lines.append(f"{r['variant']:14} {r['alloc_conf']:26} {r['tokens_per_s']:>10.1f} {r['step_s_median']:>8.3f} "
                      f"{mem_alloc:>15} {gib(r['peak_reserved_gib']):>18} {fits:>10}")
     return "\n".join(lines)
 
@@ -322,7 +337,9 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--in-process", action="store_true", help="run the variants in this process (default with --tiny)")
     parser.add_argument("--isolate", action="store_true", help="one child process per variant (default without --tiny)")
     parser.add_argument("--out", type=Path, default=None)
-    parser.add_argument("--child", choices=("stock", "ours"), help=argparse.SUPPRESS)
+    parser.add_argument("--variants", default="stock,ours",
+                        help=f"comma-separated, from {', '.join(VARIANTS)} (default stock,ours)")
+    parser.add_argument("--child", choices=tuple(VARIANTS), help=argparse.SUPPRESS)
     parser.add_argument("--child-json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps is None:
@@ -331,6 +348,10 @@ def parse_args(argv: list[str] | None):
         args.warmup = 1 if args.tiny else 3
     if args.tiny and not args.isolate:
         args.in_process = True
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown or not args.variants:
+        parser.error(f"--variants: unknown {unknown} (known: {', '.join(VARIANTS)})")
     return args
 
 
@@ -345,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.in_process:
         results = []
-        for variant in ("stock", "ours"):
+        for variant in args.variants:
             started = time.monotonic()
             result = run_variant(variant, args)
             result["wall_s"] = round(time.monotonic() - started, 1)

@@ -767,13 +767,40 @@ def clean_checkpoint_dir(directory: Path, fingerprint: str) -> list[str]:
 WEIGHT_FILES = {WEIGHTS_NAME, "model.safetensors.index.json", "pytorch_model.bin"}
 
 
+def base_layout_state_dict(model: torch.nn.Module, base_weights: Path) -> dict[str, torch.Tensor]:
+    """The trained tensors under exactly the names the base weights file has.
+
+    A tied tensor stored under both names in the base file (Hub layout) is written
+    under both (a copy each, as safetensors wants); one stored once stays once.
+    Names the base file has and the model lacks are an error.
+    """
+    from safetensors import safe_open
+
+    with safe_open(str(base_weights), framework="pt") as handle:
+        base_names = set(handle.keys())
+    state = model.state_dict()
+    unknown = sorted(base_names - set(state))
+    if unknown:
+        raise RuntimeError(f"{base_weights}: {len(unknown)} tensors the model does not have: {unknown[:8]}")
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in state.items():
+        if name not in base_names:
+            continue
+        out = tensor.detach().cpu().contiguous()
+        tensors[name] = out.clone() if tensor.data_ptr() in seen else out
+        seen.add(tensor.data_ptr())
+    return tensors
+
+
 def export_model_folder(model: torch.nn.Module, base_dir: Path, out_dir: Path) -> Path:
     """A complete model folder: everything of the base folder but its weights, plus the trained weights.
 
     The stock Trainer writes only ``model.safetensors``; ``pipeline.models.load_lfm``
     also needs config.json, the tokenizer files and the Mimi checkpoint (and
-    ``mimi_config.json`` for a fabricated folder). Written atomically; the
-    weights' coverage of the model is checked before the folder is swapped in.
+    ``mimi_config.json`` for a fabricated folder). The weights keep the base
+    file's tensor names. Written atomically; the weights' coverage of the model
+    is checked before the folder is swapped in.
     """
     from pipeline.io import atomic_dir
     from pipeline.models import uncovered_weight_keys
@@ -787,7 +814,7 @@ def export_model_folder(model: torch.nn.Module, base_dir: Path, out_dir: Path) -
                 shutil.copytree(item, tmp / item.name)
             else:
                 shutil.copy2(item, tmp / item.name)
-        save_weights(model, tmp / WEIGHTS_NAME)
+        save_file(base_layout_state_dict(model, base_dir / WEIGHTS_NAME), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         missing = uncovered_weight_keys(model, tmp / WEIGHTS_NAME)
         if missing:
             raise RuntimeError(f"{out_dir}/{WEIGHTS_NAME}: {len(missing)} weights missing from the export: {missing[:8]}")

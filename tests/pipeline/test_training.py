@@ -312,4 +312,23 @@ def test_exported_folder_loads_with_the_trained_weights(straight, tiny_lfm_dir, 
     on_disk = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(reloaded.model.state_dict()[k], trained[k]) for k in on_disk)
     base = load_file(str(tiny_lfm_dir / "model.safetensors"))
+    assert set(on_disk) == set(base), "the export keeps the base file's tensor names"
     assert any(not torch.equal(base[k], on_disk[k]) for k in on_disk), "export holds the base weights"
+
+
+def test_export_mirrors_a_base_file_that_stores_tied_tensors_twice(base_model, tmp_path):
+    from safetensors.torch import save_file
+
+    from pipeline.training import base_layout_state_dict
+
+    state = base_model.state_dict()
+    both = {k: v.clone().contiguous() for k, v in state.items()}  # every alias under its own name
+    save_file(both, str(tmp_path / "model.safetensors"))
+    tensors = base_layout_state_dict(base_model, tmp_path / "model.safetensors")
+    assert set(tensors) == set(state)
+    by_storage: dict[int, list[str]] = {}
+    for name, tensor in state.items():
+        by_storage.setdefault(tensor.data_ptr(), []).append(name)
+    tied = [names for names in by_storage.values() if len(names) > 1]
+    assert tied and all(torch.equal(tensors[a], tensors[b]) for a, b in tied)
+    save_file(tensors, str(tmp_path / "again.safetensors"))  # no shared storage left
