@@ -82,7 +82,9 @@ def load_lfm(path: Path, device: str = "cpu", dtype: torch.dtype = torch.bfloat1
 
     path = Path(path)
     processor = load_processor(path, device=device)
-    model = LFM2AudioModel.from_pretrained(path, device=device, dtype=dtype)
+    # liquid-audio returns the module in training mode (dropout on: greedy decoding would not be
+    # deterministic). Inference wants eval mode; the train stage switches to train() itself.
+    model = LFM2AudioModel.from_pretrained(path, device=device, dtype=dtype).eval()
     missing = uncovered_weight_keys(model, path / "model.safetensors")
     if missing:
         shown = ", ".join(missing[:8]) + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
