@@ -169,7 +169,8 @@ def run_variant(variant: str, args) -> dict:
     device = torch.device("cuda" if cuda else "cpu")
     config = model_config(args.tiny)
     model = build_model(config, device)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in model.parameters())  # tied weights once
+    n_params_with_aliases = sum(p.numel() for _, p in model.named_parameters(remove_duplicate=False))
     rows = [synthetic_row(args.ctx, args.fill, config["lfm"]["vocab_size"], config["codebooks"], seed=i)
             for i in range(args.batch_size * 4)]
     batches = [lfm2_collator(rows[i : i + args.batch_size]) for i in range(0, len(rows), args.batch_size)]
@@ -215,6 +216,7 @@ def run_variant(variant: str, args) -> dict:
         "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "default") if cuda else "n/a (cpu)",
         "device": torch.cuda.get_device_name(device) if cuda else f"cpu ({platform.processor() or platform.machine()})",
         "n_params": n_params,
+        "n_params_counting_tied_aliases": n_params_with_aliases,  # 1,470,291,072 for the full config (notes' count)
         "ddp_world_size_1": bool(args.ddp),
         "attn_implementation": "flash_attention_2" if module_exists("flash_attn") else "sdpa",
         "causal_conv1d_kernel": module_exists("causal_conv1d"),  # else transformers' slower reference conv

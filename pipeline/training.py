@@ -390,7 +390,7 @@ class ResumableTrainer(Trainer):
         # Seeds dropout & co. (per process); restore() replaces these states with the checkpoint's.
         set_seed(config.seed, device_specific=True)
         device = self.accelerator.device
-        model = model.to(device)
+        model = model.to(device).train()  # load_lfm hands out eval mode (inference); dropout/BN train here
 
         # Fused AdamW (as stock) where torch has a fused kernel: CUDA, and CPU since torch 2.4.
         self.optimizer = torch.optim.AdamW(
