@@ -20,10 +20,10 @@ per-GPU memory includes DDP's gradient buckets as under ``accelerate launch``:
   autocast forward, backward, fused AdamW step, scheduler step) with the stock
   DDP settings (``find_unused_parameters=True``);
 - ``ours``: ``pipeline.training.ResumableTrainer.train_step`` (the same plus
-  gradient clipping at ``--max-grad-norm`` and the grad norm) with our DDP
-  settings (adds ``gradient_as_bucket_view=True``);
-- with ``--variants``, also ``ours-noclip``, ``ours-stockddp``, ``stock-ourddp``
-  (one difference at a time, to find where ``stock`` and ``ours`` part);
+  gradient clipping at ``--max-grad-norm`` and the grad norm), same DDP settings;
+- with ``--variants``, also ``ours-noclip`` (production's ``max_grad_norm: null``:
+  the grad norm only on logged steps, so never in the bench), ``ours-bucketview``
+  and ``stock-bucketview`` (DDP ``gradient_as_bucket_view=True``);
 
 each once with ``PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`` (the
 card's setting) and once with the default allocator. Reported: non-padding
@@ -143,9 +143,9 @@ def build_model(config: dict, device):
 VARIANTS = {
     "stock": ("stock", "stock", False),
     "ours": ("ours", "ours", True),
-    "ours-noclip": ("ours", "ours", False),  # grad norm still computed (get_total_norm), no clipping
-    "ours-stockddp": ("ours", "stock", True),  # without gradient_as_bucket_view
-    "stock-ourddp": ("stock", "ours", False),  # the stock step with gradient_as_bucket_view
+    "ours-noclip": ("ours", "ours", False),  # production's max_grad_norm: null (grad norm on logged steps only)
+    "ours-bucketview": ("ours", "bucketview", True),  # + DDP gradient_as_bucket_view
+    "stock-bucketview": ("stock", "bucketview", False),
 }
 
 
@@ -163,7 +163,15 @@ def run_variant(variant: str, args) -> dict:
     from liquid_audio.trainer import Trainer
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from pipeline.training import DDP_KWARGS, STOCK_DDP_KWARGS, ResumableTrainer, TrainConfig, peak_memory, real_tokens
+    from pipeline.training import (
+        BUCKET_VIEW_DDP_KWARGS,
+        DDP_KWARGS,
+        STOCK_DDP_KWARGS,
+        ResumableTrainer,
+        TrainConfig,
+        peak_memory,
+        real_tokens,
+    )
 
     cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if cuda else "cpu")
@@ -176,7 +184,7 @@ def run_variant(variant: str, args) -> dict:
     batches = [lfm2_collator(rows[i : i + args.batch_size]) for i in range(0, len(rows), args.batch_size)]
 
     step_kind, ddp_kind, clip = VARIANTS[variant]
-    ddp_kwargs = DDP_KWARGS if ddp_kind == "ours" else STOCK_DDP_KWARGS
+    ddp_kwargs = {"ours": DDP_KWARGS, "stock": STOCK_DDP_KWARGS, "bucketview": BUCKET_VIEW_DDP_KWARGS}[ddp_kind]
     train_config = TrainConfig(max_steps=1000, batch_size=args.batch_size, context_length=args.ctx, lr=5e-5,
                                warmup_steps=100, max_grad_norm=args.max_grad_norm if clip else None)
     accelerator = Accelerator(mixed_precision="bf16", cpu=not cuda)

@@ -65,11 +65,13 @@ GIB = 1024**3
 
 MetricsSink = Callable[[int, dict[str, float]], None]
 
-# DDP settings under `accelerate launch`. find_unused_parameters as stock (a batch without user
-# audio leaves the conformer unused); gradient_as_bucket_view saves one gradient-sized copy per GPU
-# (~2.9 GB for the 1.5B model), which the stock Trainer does not.
-DDP_KWARGS: dict[str, Any] = {"find_unused_parameters": True, "gradient_as_bucket_view": True}
+# DDP settings under `accelerate launch`: the stock Trainer's (a batch without user audio leaves
+# the conformer unused). gradient_as_bucket_view was measured (bench --variants ours-bucketview):
+# on one H200 it left the allocated peak unchanged (the peak is in backward, where fresh gradients
+# still appear with zero_grad(set_to_none=True)) and only trimmed reserved memory, so it is off.
+DDP_KWARGS: dict[str, Any] = {"find_unused_parameters": True}
 STOCK_DDP_KWARGS: dict[str, Any] = {"find_unused_parameters": True}
+BUCKET_VIEW_DDP_KWARGS: dict[str, Any] = {"find_unused_parameters": True, "gradient_as_bucket_view": True}
 
 
 # --- configuration -----------------------------------------------------------
@@ -452,19 +454,27 @@ class ResumableTrainer(Trainer):
 
     # -- step ---------------------------------------------------------------
 
+    def _logs_next_step(self) -> bool:
+        upcoming = self.step + 1
+        return upcoming % self.logging_interval == 0 or upcoming >= self.max_steps
+
     def train_step(self, batch):
-        """Stock step plus clipping; returns the model output like the stock one (grad norm in ``last_grad_norm``)."""
+        """Stock step plus clipping; returns the model output like the stock one (grad norm in ``last_grad_norm``).
+
+        Without clipping the global grad norm (an extra pass over the gradients) is
+        computed only on steps that get logged.
+        """
         self.optimizer.zero_grad(set_to_none=True)
         batch = batch.to(self.accelerator.device)
         with self.accelerator.autocast():
             out = self.model(batch)
         self.accelerator.backward(out.loss)
-        parameters = [p for p in self.model.parameters() if p.grad is not None]
         if self.config.max_grad_norm is not None:
-            norm = self.accelerator.clip_grad_norm_(parameters, self.config.max_grad_norm)
-        else:
-            norm = torch.nn.utils.get_total_norm([p.grad for p in parameters])
-        self.last_grad_norm = norm
+            parameters = [p for p in self.model.parameters() if p.grad is not None]
+            self.last_grad_norm = self.accelerator.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        elif self._logs_next_step():
+            self.last_grad_norm = torch.nn.utils.get_total_norm(
+                [p.grad for p in self.model.parameters() if p.grad is not None])
         self.optimizer.step()
         self.scheduler.step()
         return out
