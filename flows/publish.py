@@ -12,7 +12,7 @@ from typing import Any
 
 UNAVAILABLE = "unavailable"
 # The metrics the eval stages write (contract: docs/orchestration.md).
-CLASS_METRICS = "reports/metrics/eval_classes.json"  # overall_accuracy, per_class.<class>.{accuracy, n}
+CLASS_METRICS = "reports/metrics/eval_classes.json"  # overall_accuracy, n, per_class, per_class_counts
 BLIP_METRICS = "reports/metrics/eval_blip.json"  # cb0_match_rate, false_positive_rate, ...
 
 
@@ -57,9 +57,16 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def per_class(metrics: Mapping[str, Any]) -> dict[str, dict]:
-    """`per_class` of eval_classes.json as {class: {"accuracy", "n"}} (a bare number is the accuracy)."""
-    return {name: dict(value) if isinstance(value, Mapping) else {"accuracy": value}
-            for name, value in (metrics.get("per_class") or {}).items()}
+    """eval_classes.json's classes as {class: {"accuracy", "n"}}: `per_class` holds the accuracy (a number,
+    or a dict with `accuracy`), `per_class_counts` the row counts (`n`)."""
+    counts = metrics.get("per_class_counts") or {}
+    classes = {}
+    for name, value in (metrics.get("per_class") or {}).items():
+        row = dict(value) if isinstance(value, Mapping) else {"accuracy": value}
+        if "n" not in row and isinstance(counts.get(name), Mapping):
+            row["n"] = counts[name].get("n")
+        classes[name] = row
+    return classes
 
 
 def publish_table(key: str, rows: list[dict], description: str, missing: str = UNAVAILABLE) -> None:

@@ -34,14 +34,28 @@ LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv and .md
 COLUMNS = ["rank", "name", "kind", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
            "false_positive_rate", "prescreen_false_trigger_rate", "overrides", "note"]
 
-# From seed/model-card-v4.1.txt (held-out eval, 119 rows; blip validation n=40). v4 has no blip.
-BASELINES = [
-    {"name": "v4", "kind": "baseline", "overall_accuracy": 0.933, "tool_match_accuracy": 0.867,
-     "cb0_match_rate": None, "false_positive_rate": None, "overrides": "", "note": "model card v4.1 (no blip)"},
-    {"name": "v4.1", "kind": "baseline", "overall_accuracy": 0.950, "tool_match_accuracy": 1.000,
-     "cb0_match_rate": 0.950, "false_positive_rate": None, "overrides": "",
-     "note": "model card v4.1 (38/40 cb0 matches)"},
-]
+BASELINES = Path("configs/baselines.yaml")  # the model cards' numbers, in percent (shared with the report stage)
+
+
+def baseline_rows(workdir: str) -> list[dict]:
+    """Leaderboard rows of the published versions (v4, v4.1), as fractions; what a card lacks is None."""
+    path = Path(workdir) / BASELINES
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: baselines file not found") from None
+
+    def fraction(*keys):
+        node = doc
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        return None if node is None else node / 100
+
+    return [{"name": v, "kind": "baseline", "overrides": "", "note": f"published ({BASELINES})",
+             "overall_accuracy": fraction("classes", "overall", v),
+             "tool_match_accuracy": fraction("classes", "tool_match", v),
+             "cb0_match_rate": fraction("blip", v, "cb0"), "false_positive_rate": None}
+            for v in doc.get("versions", [])]
 
 
 @dataclass(frozen=True)
@@ -166,7 +180,7 @@ def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", p
     logger = get_run_logger()
     workdir = str(Path(workdir).resolve())
     plan = load_sweep(sweep_file)
-    rows: list[dict] = [dict(b) for b in BASELINES]
+    rows = baseline_rows(workdir)
     survivors = list(plan.variants)
     if prescreen_variants:
         reference_splits = reference_splits or ["train", "eval"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 
 import pytest
 import yaml
@@ -14,11 +15,13 @@ def write_sweep(path, variants, **extra):
     return path
 
 
-def test_two_toy_variants_make_a_two_row_leaderboard_plus_baselines(toy, prefect_api, tmp_path):
+def test_two_toy_variants_make_a_two_row_leaderboard_plus_baselines(toy, prefect_api, tmp_path, repo_root):
     from prefect.artifacts import Artifact
 
     from flows.sweep import sweep
 
+    (toy / "configs").mkdir()
+    shutil.copy(repo_root / "configs/baselines.yaml", toy / "configs/baselines.yaml")  # v4, v4.1 from the card
     params_before = (toy / "params.yaml").read_text()
     sweep_file = write_sweep(tmp_path / "sweep.yaml", [
         {"name": "boost-1", "overrides": ["train.boost=1"]},
@@ -34,6 +37,7 @@ def test_two_toy_variants_make_a_two_row_leaderboard_plus_baselines(toy, prefect
     assert float(best["tool_match_accuracy"]) == pytest.approx(0.87)
     assert float(best["false_positive_rate"]) == pytest.approx(0.007)
     assert rows[2]["cb0_match_rate"] == ""  # v4 had no blip: unavailable, not zero
+    assert float(rows[1]["overall_accuracy"]) == pytest.approx(0.95) and float(rows[1]["cb0_match_rate"]) == 0.95
     assert "| boost-7 | experiment |" in (toy / "reports/sweep/leaderboard.md").read_text()
     assert "boost-7" in Artifact.get("sweep-leaderboard").data
     assert (toy / "params.yaml").read_text() == params_before  # experiments ran in temp dirs
