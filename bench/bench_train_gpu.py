@@ -297,11 +297,11 @@ def run_all(args) -> list[dict]:
 
 
 def table(results: list[dict]) -> str:
-    head = f"{'variant':14} {'allocator':26} {'tokens/s':>10} {'step s':>8} {'peak alloc GiB':>15} {'peak reserved GiB':>18} {'fits 4090':>10}"
+    head = f"{'variant':16} {'allocator':26} {'tokens/s':>10} {'step s':>8} {'peak alloc GiB':>15} {'peak reserved GiB':>18} {'fits 4090':>10}"
     lines = [head, "-" * len(head)]
     for r in results:
         if "error" in r:
-            lines.append(f"{r['variant']:14} {r['alloc_conf']:26} {'failed: ' + r['error']:>10}")
+            lines.append(f"{r['variant']:16} {r['alloc_conf']:26} {'failed: ' + r['error']:>10}")
             continue
 
         def gib(v):
@@ -309,7 +309,7 @@ def table(results: list[dict]) -> str:
 
         mem_alloc = gib(r["peak_allocated_gib"]) if r["peak_allocated_gib"] is not None else f"rss {gib(r['peak_rss_gib'])}"
         fits = {True: "yes", False: "NO"}.get(r.get("fits_4090"), "n/a")
-        lines.append(f"{r['variant']:14} {r['alloc_conf']:26} {r['tokens_per_s']:>10.1f} {r['step_s_median']:>8.3f} "
+        lines.append(f"{r['variant']:16} {r['alloc_conf']:26} {r['tokens_per_s']:>10.1f} {r['step_s_median']:>8.3f} "
                      f"{mem_alloc:>15} {gib(r['peak_reserved_gib']):>18} {fits:>10}")
     return "\n".join(lines)
 
