@@ -5,8 +5,11 @@ Two questions, answered with the same Mimi the pipeline trains with:
    taken from the preview round trip = what the model learns to emit) already
    occur at the start of ordinary (non-blip) assistant audio? Each such opening
    would fire the coordinator without a tool call: the false-trigger rate.
-2. Is the preview round trip stable: encode -> decode -> re-encode gives the same
-   codebook-0 codes? If not, the trained-on codes and the raw blip's codes differ.
+2. Is the preview's signature stable where training puts it: does the preview,
+   followed by ordinary speech (as in every tool_match ack), still encode to the
+   signature in codebook 0? If not, training rows do not carry the signature the
+   coordinator watches for. (Whether the raw blip and its preview share codes does
+   not matter: training and detection both use the preview's codes.)
 
 `screen_codes` is the numpy-only core; `prescreen_variant` synthesises the blip
 from params (+ sweep overrides) and encodes through `pipeline.models`.
@@ -36,21 +39,24 @@ class PrescreenResult:
         return self.reason is None
 
 
-def screen_codes(raw_codes: np.ndarray, roundtrip_codes: np.ndarray, speech_codes: Sequence[np.ndarray],
-                 max_false_trigger_rate: float) -> PrescreenResult:
+def screen_codes(signature_codes: np.ndarray, prefixed_codes: Sequence[np.ndarray],
+                 speech_codes: Sequence[np.ndarray], max_false_trigger_rate: float) -> PrescreenResult:
     """Decide from codes alone. All arrays are (1, 8, frames) = (batch, codebook, frame).
 
-    raw_codes: the synthesised blip's codes; roundtrip_codes: codes of its decoded
-    preview; speech_codes: codes of non-blip assistant audio, one array per utterance.
+    signature_codes: codes of the blip's preview (what training prepends);
+    prefixed_codes: codes of the preview followed by ordinary speech, one per utterance;
+    speech_codes: codes of non-blip assistant audio, one array per utterance.
     """
-    signature = np.asarray(roundtrip_codes)[0, 0, :]  # codebook 0 across frames, not [0, :, 0]
-    stable = bool(np.array_equal(np.asarray(raw_codes)[0, 0, :], signature))
+    signature = np.asarray(signature_codes)[0, 0, :]  # codebook 0 across frames, not [0, :, 0]
     frames = len(signature)
+    opens_with_signature = [np.array_equal(np.asarray(c)[0, 0, :frames], signature) for c in prefixed_codes]
+    stable = bool(opens_with_signature) and all(opens_with_signature)
     hits = sum(np.array_equal(np.asarray(codes)[0, 0, :frames], signature) for codes in speech_codes)
     rate = hits / len(speech_codes) if len(speech_codes) else None
     reasons = []
-    if not stable:
-        reasons.append(f"preview round trip changes cb0: {np.asarray(raw_codes)[0, 0].tolist()} -> {signature.tolist()}")
+    if opens_with_signature and not stable:
+        reasons.append(f"preview followed by speech loses cb0 {signature.tolist()} in "
+                       f"{opens_with_signature.count(False)}/{len(opens_with_signature)} acks")
     if rate is None:
         reasons.append("false-trigger rate unavailable: no non-blip assistant audio to screen against")
     elif rate > max_false_trigger_rate:
@@ -98,6 +104,7 @@ def prescreen_variant(workdir: str | os.PathLike, overrides: Sequence[str], spee
     params = apply_overrides(yaml.safe_load((workdir / "params.yaml").read_text()) or {}, overrides)
     blip = BlipParams.from_params(params.get("blip", {}))  # invalid variants fail here, before torch loads
 
+    from pipeline.audio import resample, to_float32, to_int16
     from pipeline.models import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE, encode_codes
     from tasks.blip_codes import round_trip
 
@@ -106,8 +113,12 @@ def prescreen_variant(workdir: str | os.PathLike, overrides: Sequence[str], spee
     trip = round_trip(mimi, synthesize_blip(blip), blip.sample_rate)
     # Mimi is causal: the first F frames depend only on the first F frames of audio.
     opening = -(-trip.n_frames * MIMI_FRAME_SAMPLES * speech_rate // MIMI_SAMPLE_RATE)
-    speech_codes = [encode_codes(mimi, np.asarray(wave)[:opening], speech_rate) for wave in speech]
-    return screen_codes(trip.raw_codes, trip.codes, speech_codes, max_false_trigger_rate)
+    openings = [resample(np.asarray(wave)[:opening], speech_rate, MIMI_SAMPLE_RATE) for wave in speech]
+    speech_codes = [encode_codes(mimi, wave, MIMI_SAMPLE_RATE) for wave in openings]
+    preview = to_float32(trip.preview)
+    prefixed_codes = [encode_codes(mimi, to_int16(np.concatenate([preview, wave])), MIMI_SAMPLE_RATE)
+                      for wave in openings]
+    return screen_codes(trip.codes, prefixed_codes, speech_codes, max_false_trigger_rate)
 
 
 def load_reference_audio(workdir: str | os.PathLike, splits: Sequence[str] = ("train", "eval"),

@@ -4,7 +4,7 @@
 
 1. Pre-screen each variant on CPU (flows/prescreen.py): reject it when its
    detection signature already opens ordinary assistant audio too often, or when
-   the preview round trip changes its codebook-0 codes.
+   the preview followed by speech no longer encodes to it.
 2. Run the survivors as `dvc exp run --temp -n <name> -S ...` (the workspace is
    untouched), each holding `gpus_per_experiment` slots of the Prefect global
    concurrency limit `gpu` while it runs.
