@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -81,6 +82,48 @@ class GenerationConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class InferenceRunConfig:
+    """The params every stage that generates over a row file shares: model, rows, user audio, generation.
+
+    One parser, so ``eval_classes`` and ``eval_narration`` read these keys the
+    same way and every error names ``<section>.<key>``; each stage's config adds
+    only its own keys next to it.
+    """
+
+    model_dir: Path
+    rows_path: Path
+    manifest_path: Path
+    tts_cache_dir: Path
+    generation: GenerationConfig
+    device: str = "auto"
+    dtype: str = "bfloat16"
+    max_rows: int | None = None
+    max_skipped_fraction: float = 0.0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any], section: str) -> "InferenceRunConfig":
+        from pipeline.io import ParamsError, require
+
+        max_rows = params.get("max_rows")
+        if max_rows is not None and (not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1):
+            raise ParamsError(f"params.yaml: '{section}.max_rows' must be a positive int or null, got {max_rows!r}")
+        fraction = require(params, "max_skipped_fraction", section, (int, float))
+        dtype = str(params.get("dtype", "bfloat16"))
+        resolve_dtype(dtype)  # fail on a bad dtype at parse time, not after the rows are read
+        return cls(
+            model_dir=Path(require(params, "model_dir", section, str)),
+            rows_path=Path(require(params, "rows", section, str)),
+            manifest_path=Path(require(params, "tts_manifest", section, str)),
+            tts_cache_dir=Path(require(params, "tts_cache_dir", section, str)),
+            generation=GenerationConfig.from_params(params, section),
+            device=str(params.get("device", "auto")),
+            dtype=dtype,
+            max_rows=max_rows,
+            max_skipped_fraction=float(fraction),
+        )
 
 
 @dataclass

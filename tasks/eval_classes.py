@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from pipeline.inference import (
-    GenerationConfig,
+    InferenceRunConfig,
     ManifestAudio,
     MissingAudio,
     Reply,
@@ -37,7 +37,7 @@ from pipeline.inference import (
     resolve_dtype,
     respond,
 )
-from pipeline.io import ParamsError, load_params, require, write_json, write_text
+from pipeline.io import ParamsError, load_params, write_json, write_text
 from pipeline.judge import BEHAVIOURS, EXPECTED, Verdict, judge
 from pipeline.records import CLASSES, DatasetRow, read_rows
 
@@ -49,40 +49,18 @@ RECORDS_PATH = Path("reports/eval/eval_classes.jsonl")
 
 @dataclass(frozen=True)
 class EvalClassesConfig:
-    model_dir: Path
-    rows_path: Path
-    manifest_path: Path
-    tts_cache_dir: Path
-    generation: GenerationConfig
-    device: str = "auto"
-    dtype: str = "bfloat16"
-    max_rows: int | None = None
-    max_skipped_fraction: float = 0.0
+    """The shared inference-run params plus the judge's narration coverage threshold."""
+
+    run: InferenceRunConfig
     narration_min_coverage: float = 1.0
 
     @classmethod
     def from_params(cls, params: dict[str, Any], section: str = SECTION) -> "EvalClassesConfig":
-        max_rows = params.get("max_rows")
-        if max_rows is not None and (not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1):
-            raise ParamsError(f"params.yaml: '{section}.max_rows' must be a positive int or null, got {max_rows!r}")
-        fraction = require(params, "max_skipped_fraction", section, (int, float))
+        shared = InferenceRunConfig.from_params(params, section)
         coverage = params.get("narration_min_coverage", 1.0)
         if not 0 < float(coverage) <= 1:
             raise ParamsError(f"params.yaml: '{section}.narration_min_coverage' must be in (0, 1], got {coverage!r}")
-        dtype = str(params.get("dtype", "bfloat16"))
-        resolve_dtype(dtype)
-        return cls(
-            model_dir=Path(require(params, "model_dir", section, str)),
-            rows_path=Path(require(params, "rows", section, str)),
-            manifest_path=Path(require(params, "tts_manifest", section, str)),
-            tts_cache_dir=Path(require(params, "tts_cache_dir", section, str)),
-            generation=GenerationConfig.from_params(params, section),
-            device=str(params.get("device", "auto")),
-            dtype=dtype,
-            max_rows=max_rows,
-            max_skipped_fraction=float(fraction),
-            narration_min_coverage=float(coverage),
-        )
+        return cls(run=shared, narration_min_coverage=float(coverage))
 
 
 # --------------------------------------------------------------------------- per row
@@ -287,20 +265,21 @@ def load_model(config_dir: Path, device: str, dtype: str):
 def run(config: EvalClassesConfig, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
         records_path: Path = RECORDS_PATH, lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    read = read_rows(config.rows_path)
+    settings = config.run
+    read = read_rows(settings.rows_path)
     bad = [str(b) for b in read.bad]
-    rows = select_rows(read.rows, config.max_rows)
-    source = audio_source or ManifestAudio(config.manifest_path, config.tts_cache_dir)
+    rows = select_rows(read.rows, settings.max_rows)
+    source = audio_source or ManifestAudio(settings.manifest_path, settings.tts_cache_dir)
     audio = lookup_audio(rows, source)
-    check_skips(audio, len(bad), len(rows), config.max_skipped_fraction, SECTION)
+    check_skips(audio, len(bad), len(rows), settings.max_skipped_fraction, SECTION)
     if lfm is None:
-        lfm = load_model(config.model_dir, config.device, config.dtype)
+        lfm = load_model(settings.model_dir, settings.device, settings.dtype)
     started = time.perf_counter()
-    results = evaluate(rows, audio, lambda row, wave: respond(lfm, row, wave, config.generation),
+    results = evaluate(rows, audio, lambda row, wave: respond(lfm, row, wave, settings.generation),
                        config.narration_min_coverage, log)
     metrics = summarize(results, read.lines_read, bad)
-    metrics["generation"] = config.generation.to_json()
-    metrics["model_dir"] = str(config.model_dir)
+    metrics["generation"] = settings.generation.to_json()
+    metrics["model_dir"] = str(settings.model_dir)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_records(results, records_path)
     write_json(metrics_path, metrics)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.inference import GenerationConfig, ManifestAudio, Reply, resolve_dtype, respond
+from pipeline.inference import InferenceRunConfig, ManifestAudio, Reply, respond
 from pipeline.io import ParamsError, load_params, require, write_json, write_text
 from pipeline.narration import NarrationScore, TrainingValues, score_narration
 from pipeline.records import DatasetRow, read_rows
@@ -34,36 +34,15 @@ RECORDS_PATH = Path("reports/eval/eval_narration.jsonl")
 
 @dataclass(frozen=True)
 class EvalNarrationConfig:
-    model_dir: Path
-    rows_path: Path
+    """The shared inference-run params plus the training rows whose fact values count as memorized."""
+
+    run: InferenceRunConfig
     train_path: Path
-    manifest_path: Path
-    tts_cache_dir: Path
-    generation: GenerationConfig
-    device: str = "auto"
-    dtype: str = "bfloat16"
-    max_rows: int | None = None
-    max_skipped_fraction: float = 0.0
 
     @classmethod
     def from_params(cls, params: dict[str, Any], section: str = SECTION) -> "EvalNarrationConfig":
-        max_rows = params.get("max_rows")
-        if max_rows is not None and (not isinstance(max_rows, int) or isinstance(max_rows, bool) or max_rows < 1):
-            raise ParamsError(f"params.yaml: '{section}.max_rows' must be a positive int or null, got {max_rows!r}")
-        dtype = str(params.get("dtype", "bfloat16"))
-        resolve_dtype(dtype)
-        return cls(
-            model_dir=Path(require(params, "model_dir", section, str)),
-            rows_path=Path(require(params, "rows", section, str)),
-            train_path=Path(require(params, "train_rows", section, str)),
-            manifest_path=Path(require(params, "tts_manifest", section, str)),
-            tts_cache_dir=Path(require(params, "tts_cache_dir", section, str)),
-            generation=GenerationConfig.from_params(params, section),
-            device=str(params.get("device", "auto")),
-            dtype=dtype,
-            max_rows=max_rows,
-            max_skipped_fraction=float(require(params, "max_skipped_fraction", section, (int, float))),
-        )
+        shared = InferenceRunConfig.from_params(params, section)
+        return cls(run=shared, train_path=Path(require(params, "train_rows", section, str)))
 
 
 @dataclass
@@ -140,18 +119,19 @@ def summarize(results: list[NarrationResult], n_rows_read: int, bad: list[str], 
 def run(config: EvalNarrationConfig, metrics_path: Path = METRICS_PATH, records_path: Path = RECORDS_PATH,
         lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    read = read_rows(config.rows_path)
+    settings = config.run
+    read = read_rows(settings.rows_path)
     bad = [str(b) for b in read.bad]
-    rows = read.rows[: config.max_rows] if config.max_rows else read.rows
+    rows = read.rows[: settings.max_rows] if settings.max_rows else read.rows
     not_narration = [r for r in rows if r.row_class != "tool_result_speak"]
-    bad += [f"{config.rows_path}: row '{r.id}' is {r.row_class}, not tool_result_speak" for r in not_narration]
+    bad += [f"{settings.rows_path}: row '{r.id}' is {r.row_class}, not tool_result_speak" for r in not_narration]
     rows = [r for r in rows if r.row_class == "tool_result_speak"]
     train = read_rows(config.train_path)
     training = training_values(train.rows)
-    audio = lookup_audio(rows, audio_source or ManifestAudio(config.manifest_path, config.tts_cache_dir))
-    check_skips(audio, len(bad), len(rows), config.max_skipped_fraction, SECTION)
+    audio = lookup_audio(rows, audio_source or ManifestAudio(settings.manifest_path, settings.tts_cache_dir))
+    check_skips(audio, len(bad), len(rows), settings.max_skipped_fraction, SECTION)
     if lfm is None:
-        lfm = load_model(config.model_dir, config.device, config.dtype)
+        lfm = load_model(settings.model_dir, settings.device, settings.dtype)
     started = time.perf_counter()
     replies: dict[str, Reply | str] = {}
     for n, row in enumerate(rows, start=1):
@@ -160,12 +140,12 @@ def run(config: EvalNarrationConfig, metrics_path: Path = METRICS_PATH, records_
             replies[row.id] = source
             log(f"[{n}/{len(rows)}] {row.id}: skipped, {source}")
             continue
-        reply = respond(lfm, row, source, config.generation)
+        reply = respond(lfm, row, source, settings.generation)
         replies[row.id] = reply
         log(f"[{n}/{len(rows)}] {row.id}: ({reply.seconds:.1f}s) {reply.text[:70]!r}")
     results = score_rows(rows, replies, training)
     metrics = summarize(results, read.lines_read, bad, training)
-    metrics["generation"] = config.generation.to_json()
+    metrics["generation"] = settings.generation.to_json()
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_text(records_path, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in results))
     write_json(metrics_path, metrics)

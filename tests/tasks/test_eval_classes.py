@@ -118,4 +118,4 @@ def test_params_errors_name_the_key():
         EvalClassesConfig.from_params({k: v for k, v in PARAMS.items() if k != "rows"})
     with pytest.raises(ParamsError, match="eval_classes.max_rows"):
         EvalClassesConfig.from_params({**PARAMS, "max_rows": 0})
-    assert EvalClassesConfig.from_params(PARAMS).generation == GenerationConfig(max_new_tokens=16)
+    assert EvalClassesConfig.from_params(PARAMS).run.generation == GenerationConfig(max_new_tokens=16)
