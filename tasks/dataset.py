@@ -27,7 +27,7 @@ import argparse
 import random
 import sys
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -216,22 +216,30 @@ def leak_free(rows: list[DatasetRow]) -> list[DatasetRow]:
 
 
 def split_ingested(rows: list[DatasetRow], config: DatasetConfig) -> Splits:
-    """heldout_per_class leak-free rows per class, then a stratified eval of eval_size; the rest is train."""
+    """heldout_per_class leak-free rows per class, then a stratified eval of eval_size; the rest is train.
+
+    Real distilled data repeats templates and fact values, so a class can have fewer leak-free
+    rows than ``heldout_per_class``. The shortfall is filled with rows generated from the
+    held-out side of the pools (redrawn if they touch a training row), marked
+    ``"origin": "generated"`` in the file and counted in the metrics, never silently.
+    """
     rng = random.Random(f"{config.seed}:ingest-split")
     candidates = leak_free(rows)
     held_out_ids: set[str] = set()
+    shortfall: dict[str, int] = {}
     for name in CLASSES:
         pool = [row.id for row in candidates if row.row_class == name]
-        if len(pool) < config.heldout_per_class:
-            total = sum(row.row_class == name for row in rows)
-            raise DatasetError(
-                f"{config.ingest_path}: only {len(pool)} of {total} {name} rows share no text or fact value with "
-                f"another row; dataset.heldout_per_class needs {config.heldout_per_class}")
-        held_out_ids.update(rng.sample(pool, config.heldout_per_class))
+        take = min(len(pool), config.heldout_per_class)
+        held_out_ids.update(rng.sample(pool, take))
+        shortfall[name] = config.heldout_per_class - take
     remaining = [row for row in rows if row.id not in held_out_ids]
     eval_rows, train_rows = stratified_take(remaining, min(config.eval_size, len(remaining)), rng)
+    avoid = frozenset(key for row in remaining for key in iter_leak_keys(row))
+    topped_up = generate_rows(_maker(config, "heldout", "heldout"), shortfall, "heldout-gen",
+                              config.hard_negative_share, unique=True, avoid=avoid)
+    topped_up = [replace(row, extra={**row.extra, "origin": "generated"}) for row in topped_up]
     return {"train": train_rows, "eval": eval_rows,
-            "heldout": [row for row in rows if row.id in held_out_ids],
+            "heldout": [row for row in rows if row.id in held_out_ids] + topped_up,
             "novel_facts": generate_novel_facts(config, remaining)}
 
 
@@ -275,6 +283,8 @@ def dataset_metrics(config: DatasetConfig, read: ReadResult, splits: Splits | No
     if splits is not None:
         metrics["counts"] = {name: {**class_counts(rows), "total": len(rows)} for name, rows in splits.items()}
         metrics["hard_negative_fraction"] = {name: hard_negative_fraction(rows) for name, rows in splits.items()}
+        metrics["heldout_generated"] = class_counts(
+            [row for row in splits["heldout"] if row.extra.get("origin") == "generated"])
     if config.source == "generate":
         metrics["catalog"] = {"tools": len(TOOLS),
                               "ack_templates": len(templates.on_side(templates.ACK_TEMPLATES, "train")),

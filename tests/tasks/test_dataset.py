@@ -231,13 +231,16 @@ def test_ingest_fails_past_max_bad_fraction_but_keeps_quarantine_and_metrics(tmp
     assert not (tmp_path / "data/dataset/train.jsonl").exists()
 
 
-def test_ingest_refuses_heldout_it_cannot_keep_leak_free(tmp_path):
+def test_ingest_tops_up_heldout_it_cannot_keep_leak_free_with_marked_generated_rows(tmp_path):
     splits = generate_splits(config())
     path = tmp_path / "raw.jsonl"  # every row twice (new ids): nothing is leak-free
     path.write_text("".join(json.dumps({**row.to_json(), "id": f"{row.id}-{copy}"}) + "\n"
                             for row in splits["train"] for copy in (1, 2)))
-    with pytest.raises(DatasetError, match="share no text or fact value with another row"):
-        run_in(tmp_path, config(source="ingest", ingest_path=str(path)))
+    metrics = run_in(tmp_path, config(source="ingest", ingest_path=str(path)))
+    heldout = [json.loads(line) for line in (tmp_path / "data/dataset/heldout.jsonl").read_text().splitlines()]
+    assert len(heldout) == 8 and all(row["origin"] == "generated" for row in heldout)
+    assert metrics["heldout_generated"] == {name: 2 for name in CLASSES}
+    assert metrics["counts"]["train"]["total"] + metrics["counts"]["eval"]["total"] == 48  # nothing lost
 
 
 def test_params_errors_name_the_key():
