@@ -132,7 +132,9 @@ class StreamingDecoder:
 
     def add(self, frame: np.ndarray) -> None:
         codes = np.asarray(frame, dtype=np.int64).reshape(1, -1, 1)  # (1, 8, 1)
-        if self.mimi is None:
+        # Code 2048 (end of audio) is only legal in codebook 0, where generation stops; a model
+        # can still sample it in a deeper codebook, which Mimi cannot decode: play silence then.
+        if self.mimi is None or (codes >= END_OF_AUDIO_CODE).any():
             self.pcm.append(np.zeros(1920, dtype=np.float32))
         else:
             import torch
@@ -268,7 +270,10 @@ def plot_timeline(turns: list[DemoTurn], path: Path, note: str = "") -> None:
                Line2D([], [], color="tab:orange", marker="o", linestyle="", label="ack-end fallback (tool called)"),
                Line2D([], [], color="tab:orange", marker="x", linestyle="", label="ack-end fallback (not an ack: no call)")]
     axes[1].legend(handles=handles, fontsize=7, loc="lower right")
-    fig.suptitle("Coordinator demo: dispatch vs audio" + (f"\n{note}" if note else ""), fontsize=10)
+    import textwrap
+
+    wrapped = "\n".join(textwrap.wrap(note, 140)) if note else ""
+    fig.suptitle("Coordinator demo: dispatch vs audio" + (f"\n{wrapped}" if wrapped else ""), fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -81,3 +81,19 @@ def test_main_runs_the_tiny_model_with_fallbacks(tiny_lfm_dir, tmp_path, monkeyp
     assert "demo: 2 turns" in out and "tool turns dispatched" in out
     assert sorted(p.name for p in (tmp_path / "reports/demo").iterdir()) == ["d-m1.wav", "d-n1.wav"]
     assert (tmp_path / "reports/plots/demo_timeline.png").exists()
+
+
+def test_streaming_decoder_plays_silence_for_a_frame_mimi_cannot_decode(tiny_mimi, tmp_path):
+    """A sampled 2048 in a deep codebook (legal only in codebook 0) must not crash the demo."""
+    from tasks.demo import StreamingDecoder, WavStream
+
+    decoder = StreamingDecoder(tiny_mimi, WavStream(tmp_path / "turn.wav"), chunk_frames=2)
+    good = np.arange(8, dtype=np.int64) * 100
+    bad = good.copy()
+    bad[3] = 2048
+    for frame in (good, bad, good):
+        decoder.add(frame)
+    decoder.close()
+    audio, rate = soundfile.read(tmp_path / "turn.wav", dtype="float32")
+    assert rate == 24_000 and audio.shape == (3 * 1920,)
+    assert not audio[1920:3840].any()  # the undecodable frame is silence
