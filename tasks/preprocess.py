@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from coordinator import BlipSignature, SignatureError, StreamingBlipDetector
 from pipeline.audio import SAMPLE_RATE, read_wav, resample, to_float32
 from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, row_messages
 from pipeline.io import ParamsError, atomic_dir, load_params, read_json, require, write_json
@@ -64,39 +65,31 @@ class SplitReport:
     written: int = 0
     overlong: list[dict] = field(default_factory=list)
     tool_match_rows: int = 0
-    blip_prefix_detection_matches: int = 0  # detection codebooks equal the signature in frames 0..F-1
+    blip_prefix_detection_matches: int = 0  # the coordinator's detector matches the sample's opening
     blip_prefix_full_matches: int = 0  # all 8 codebooks equal (a deep-codebook near-tie may flip)
     blip_prefix_codebook_matches: list[int] = field(default_factory=lambda: [0] * 8)  # per codebook, all F frames
     mismatched_ids: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class BlipSignatureCodes:
-    """The signature as preprocessing checks it (the runtime's BlipSignature lives in coordinator/)."""
+def prefix_check(signature: BlipSignature, audio_out: np.ndarray) -> tuple[bool, np.ndarray]:
+    """Would the coordinator detect the blip at the start of this sample's audio out?
 
-    codes: np.ndarray  # (8, F)
-    detection_codebooks: tuple[int, ...]
-
-    @classmethod
-    def load(cls, codes_npy: Path, signature_json: Path) -> "BlipSignatureCodes":
-        signature = read_json(signature_json)
-        codes = np.load(codes_npy, allow_pickle=False)
-        if codes.shape != tuple(signature["shape"]):
-            raise ValueError(f"{codes_npy}: shape {codes.shape} disagrees with {signature_json} {signature['shape']}")
-        return cls(codes=codes[0], detection_codebooks=tuple(signature["detection"]["codebooks"]))
-
-    def codebook_matches(self, audio_out: np.ndarray) -> np.ndarray:
-        """Per codebook: do a sample's first F audio-out frames equal the signature's?"""
-        n_frames = self.codes.shape[1]
-        head = audio_out[:, :n_frames]
-        if head.shape != self.codes.shape:
-            return np.zeros(self.codes.shape[0], dtype=bool)
-        return (head == self.codes).all(axis=1)
-
-    def check(self, audio_out: np.ndarray) -> tuple[bool, bool]:
-        """(detection codebooks match, all codebooks match) for a sample's first F audio-out frames."""
-        per_codebook = self.codebook_matches(audio_out)
-        return bool(per_codebook[list(self.detection_codebooks)].all()), bool(per_codebook.all())
+    Runs the runtime's own streaming detector (with the signature's matcher) over the
+    sample's first audio frames, so training rows are checked exactly as serving
+    will watch them; also returns, per codebook, whether all F frames equal the blip's.
+    """
+    detector = StreamingBlipDetector(signature)
+    decision = None
+    for frame in audio_out.T:
+        decision = detector.feed(frame)
+        if decision.decided:
+            break
+    head = audio_out[:, : signature.n_frames]
+    per_codebook = np.array([
+        head.shape[1] == signature.n_frames and np.array_equal(head[k], signature.codebook_across_frames(k))
+        for k in range(signature.n_codebooks)
+    ])
+    return bool(decision is not None and decision.is_match), per_codebook
 
 
 def row_audio(row: DatasetRow, manifest_entry: dict, tts_cache_dir: Path) -> RowAudio:
@@ -141,7 +134,7 @@ def samples_for_split(
     mapper: CachedCodesMapper,
     params: PreprocessParams,
     preview: np.ndarray,
-    signature: BlipSignatureCodes,
+    signature: BlipSignature,
     report: SplitReport,
     oversample: int,
     desc: str,
@@ -160,8 +153,7 @@ def samples_for_split(
             continue
         if is_match:
             report.tool_match_rows += 1
-            per_codebook = signature.codebook_matches(sample.audio_out.numpy())
-            detection = bool(per_codebook[list(signature.detection_codebooks)].all())
+            detection, per_codebook = prefix_check(signature, sample.audio_out.numpy())
             report.blip_prefix_detection_matches += detection
             report.blip_prefix_full_matches += bool(per_codebook.all())
             report.blip_prefix_codebook_matches = [a + int(b) for a, b in zip(report.blip_prefix_codebook_matches, per_codebook)]
@@ -218,7 +210,7 @@ def run(params: PreprocessParams) -> dict:
     mapper = CachedCodesMapper(processor, cache)
     preview_samples, preview_rate = read_wav(PREVIEW_WAV)
     preview = to_float32(resample(preview_samples, preview_rate, SAMPLE_RATE))
-    signature = BlipSignatureCodes.load(CODES_NPY, SIGNATURE_JSON)
+    signature = BlipSignature.load(CODES_NPY, SIGNATURE_JSON)  # verifies shape and hashes
 
     reports: dict[str, SplitReport] = {}
     for split in SPLITS:
@@ -269,7 +261,7 @@ def main() -> int:
     try:
         params = PreprocessParams.from_params(load_params("preprocess"))
         metrics = run(params)
-    except (ParamsError, FileNotFoundError, ValueError, KeyError) as err:
+    except (ParamsError, FileNotFoundError, ValueError, KeyError, SignatureError) as err:
         print(f"preprocess: {err}", file=sys.stderr)
         return 1
     print(

@@ -13,7 +13,8 @@ from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, row_m
 from pipeline.records import DatasetRow
 from tasks import blip_codes
 from tasks.blip import BlipParams, synthesize_blip
-from tasks.preprocess import BlipSignatureCodes, SplitReport, samples_for_split, write_dataset
+from coordinator import BlipSignature
+from tasks.preprocess import SplitReport, prefix_check, samples_for_split, write_dataset
 
 TOOLS = [{"name": "weather", "description": "get current weather and forecasts for a location"},
          {"name": "alarm", "description": "set or cancel alarms"}]
@@ -45,7 +46,7 @@ def audio_for(row: DatasetRow) -> RowAudio:
 @pytest.fixture(scope="module")
 def signature(tiny_mimi, tmp_path_factory):
     trip = blip_codes.round_trip(tiny_mimi, synthesize_blip(BlipParams()), 24000)
-    return trip, BlipSignatureCodes(codes=trip.codes[0], detection_codebooks=(0,))
+    return trip, BlipSignature.from_codes(trip.codes)
 
 
 @pytest.fixture()
@@ -69,13 +70,14 @@ def test_chat_layout_follows_the_prompt_module(tiny_lfm):
 
 
 def test_tool_match_ack_starts_with_the_blip_signature(signature, mapper):
-    trip, check = signature
+    trip, blip = signature
     row = DatasetRow.from_json(ROWS["tool_match"])
     sample = mapper(row_messages(row, audio_for(row), blip_prefix=to_float32(trip.preview)))
-    detection, _full = check.check(sample.audio_out.numpy())
-    assert detection
+    detected, per_codebook = prefix_check(blip, sample.audio_out.numpy())
+    assert detected and per_codebook[0]  # the coordinator's cb0 detector fires on the training row
     no_blip = mapper(row_messages(row, audio_for(row)))
     assert no_blip.audio_out.shape[1] == sample.audio_out.shape[1] - 2  # the blip adds exactly F = 2 frames
+    assert not prefix_check(blip, no_blip.audio_out.numpy())[0]
 
 
 def test_codes_cache_reencodes_only_changed_audio(tiny_lfm, tmp_path, signature):
