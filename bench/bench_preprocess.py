@@ -60,6 +60,7 @@ def main() -> int:
     from pipeline.io import load_params
     from pipeline.models import load_processor
     from pipeline.records import read_rows
+    from pipeline.tts_cache import read_manifest
     from tasks import blip, blip_codes, dataset, preprocess, tts
 
     seconds: dict[str, float] = {}
@@ -83,7 +84,7 @@ def main() -> int:
             preview = to_float32(resample(*read_wav(preprocess.PREVIEW_WAV), SAMPLE_RATE))
             chats = []
             for split in preprocess.SPLITS:
-                manifest = preprocess.read_manifest(preprocess.TTS_DIR / f"{split}.jsonl")
+                manifest = read_manifest(preprocess.TTS_DIR / f"{split}.jsonl")
                 for row in read_rows(preprocess.DATASET_DIR / f"{split}.jsonl").rows:
                     audio = preprocess.row_audio(row, manifest[row.id], params.tts_cache_dir)
                     chats.append(row_messages(row, audio, preview if row.row_class == "tool_match" else None))

@@ -126,20 +126,14 @@ def load_reference_audio(workdir: str | os.PathLike, splits: Sequence[str] = ("t
     """Non-blip assistant utterances at 24 kHz: the assistant clips of the `tts` stage's manifests
     (`data/tts/<split>.jsonl`, audio in `tts.cache_dir`). The blip is only added later, in
     `preprocess`, so every one of them is ordinary assistant audio. At most `limit` clips."""
-    import json
-
     from pipeline.audio import SAMPLE_RATE, resample
-    from pipeline.tts_cache import TTSCache
+    from pipeline.tts_cache import TTSCache, read_manifest
 
     workdir = Path(workdir)
     params = yaml.safe_load((workdir / "params.yaml").read_text()) or {}
     keys: list[str] = []
     for split in splits:
-        manifest = workdir / "data" / "tts" / f"{split}.jsonl"
-        if not manifest.exists():
-            raise FileNotFoundError(f"{manifest}: no TTS manifest (run `dvc repro tts`, or sweep without the pre-screen)")
-        for line in manifest.read_text().splitlines():
-            row = json.loads(line)
+        for row in read_manifest(workdir / "data" / "tts" / f"{split}.jsonl").values():
             keys += [k for k in (row.get("assistant_key"), row.get("turn1_assistant_key")) if k]
     keys = list(dict.fromkeys(keys))[:limit]
     clips = TTSCache(workdir / params.get("tts", {}).get("cache_dir", "data/tts/cache")).get_many(keys)

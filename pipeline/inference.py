@@ -376,26 +376,12 @@ class ManifestAudio:
     """
 
     def __init__(self, manifest_path, cache_dir, loader: Callable[[Any, str], UserAudio] | None = None) -> None:
-        import json
-        from pathlib import Path
+        from pipeline.tts_cache import read_manifest
 
         self.manifest_path = Path(manifest_path)
         self.cache_dir = Path(cache_dir)
         self._loader = loader
-        self.keys: dict[str, dict[str, Any]] = {}
-        self.bad_lines: list[str] = []
-        try:
-            lines = self.manifest_path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{self.manifest_path}: TTS manifest not found (run the tts stage)") from None
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-                self.keys[str(obj["id"])] = obj
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                self.bad_lines.append(f"{self.manifest_path}:{number}: {err}")
+        self.keys: dict[str, dict[str, Any]] = read_manifest(self.manifest_path)
 
     def key_for(self, row: DatasetRow) -> str:
         entry = self.keys.get(row.id)

@@ -269,6 +269,29 @@ def open_cache(cache_dir: str | os.PathLike) -> TTSCache:
     return _readers[path][1]
 
 
+def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
+    """A tts manifest (``data/tts/<split>.jsonl``) as {row id: {user_key, assistant_key, ...}}.
+
+    The manifests are this stage's own output, so a bad line means a damaged
+    file: it fails loudly, naming the file and line, instead of being skipped.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: TTS manifest not found (run the tts stage)") from None
+    entries: dict[str, dict] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+            entries[str(entry["id"])] = entry
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{number}: bad manifest line ({type(err).__name__}: {err})") from None
+    return entries
+
+
 def load_audio(cache_dir: str | os.PathLike, key: str) -> tuple[np.ndarray, int]:
     """(float32 mono samples, sample rate) of the clip ``key`` -- the read API for later stages."""
     clip = open_cache(cache_dir).get(key)

@@ -21,6 +21,7 @@ from pipeline.audio import SAMPLE_RATE, read_wav, resample, to_float32
 from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, row_messages
 from pipeline.io import ParamsError, atomic_dir, load_params, read_json, require, write_json
 from pipeline.records import DatasetRow, read_rows, write_jsonl
+from pipeline.tts_cache import load_audio, read_manifest
 
 DATASET_DIR = Path("data/dataset")
 TTS_DIR = Path("data/tts")
@@ -93,8 +94,6 @@ def prefix_check(signature: BlipSignature, audio_out: np.ndarray) -> tuple[bool,
 
 
 def row_audio(row: DatasetRow, manifest_entry: dict, tts_cache_dir: Path) -> RowAudio:
-    from pipeline.tts_cache import load_audio
-
     def wave(key_name: str) -> np.ndarray | None:
         key = manifest_entry.get(key_name)
         if key is None:
@@ -108,24 +107,6 @@ def row_audio(row: DatasetRow, manifest_entry: dict, tts_cache_dir: Path) -> Row
         turn1_user=wave("turn1_user_key"),
         turn1_assistant=wave("turn1_assistant_key"),
     )
-
-
-def read_manifest(path: Path) -> dict[str, dict]:
-    import json
-
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found (run the tts stage)") from None
-    entries = {}
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            try:
-                entry = json.loads(line)
-                entries[entry["id"]] = entry
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{number}: bad manifest line ({err})") from None
-    return entries
 
 
 def samples_for_split(

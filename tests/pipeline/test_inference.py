@@ -89,7 +89,7 @@ def test_manifest_audio(tmp_path):
     manifest.write_text(
         json.dumps({"id": "m1", "user_key": "k-user", "assistant_key": "a", "turn1_user_key": None, "turn1_assistant_key": None}) + "\n"
         + json.dumps({"id": "s1", "user_key": "k-user2", "assistant_key": "b", "turn1_user_key": "k-t1", "turn1_assistant_key": "c"}) + "\n"
-        + "not json\n")
+    )
     waves = {"k-user": np.ones(10, dtype=np.float32), "k-t1": np.ones(5, dtype=np.float32)}
 
     def loader(cache_dir, key):
@@ -97,8 +97,12 @@ def test_manifest_audio(tmp_path):
             raise KeyError(key)
         return waves[key], 24_000
 
+    damaged = tmp_path / "damaged" / "heldout.jsonl"
+    damaged.parent.mkdir()
+    damaged.write_text(manifest.read_text() + "not json\n")
+    with pytest.raises(ValueError, match="heldout.jsonl:3"):  # a damaged manifest is never half-read
+        ManifestAudio(damaged, tmp_path / "cache", loader=loader)
     source = ManifestAudio(manifest, tmp_path / "cache", loader=loader)
-    assert source.bad_lines and "heldout.jsonl:3" in source.bad_lines[0]
     assert source.audio_for(MATCH)[0].size == 10
     assert source.audio_for(SPEAK)[0].size == 5  # tool_result_speak uses the turn-1 request
     other = DatasetRow.from_json({**MATCH.to_json(), "id": "zz"})
