@@ -103,15 +103,11 @@ def encode_codes(mimi, wave: np.ndarray, sample_rate: int = MIMI_SAMPLE_RATE) ->
 
     Accepts int16 or float samples; resamples to 24 kHz the way liquid-audio's mapper does.
     """
-    import torchaudio
+    from pipeline.audio import resample, to_float32
 
-    wave = np.asarray(wave)
-    if wave.dtype == np.int16:
-        wave = wave.astype(np.float32) / 32768.0
-    tensor = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).reshape(1, -1)
-    if sample_rate != MIMI_SAMPLE_RATE:
-        tensor = torchaudio.functional.resample(tensor, sample_rate, MIMI_SAMPLE_RATE)
-    codes = mimi.encode(tensor.unsqueeze(0))[:, :N_CODEBOOKS]
+    wave = resample(to_float32(np.asarray(wave)), sample_rate, MIMI_SAMPLE_RATE)
+    tensor = torch.from_numpy(np.ascontiguousarray(wave)).reshape(1, 1, -1)
+    codes = mimi.encode(tensor)[:, :N_CODEBOOKS]
     return codes.to(torch.int64).cpu().numpy()
 
 
