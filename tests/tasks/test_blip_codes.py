@@ -26,13 +26,19 @@ def test_encoding_is_deterministic(tiny_mimi):
     np.testing.assert_array_equal(encode_codes(tiny_mimi, BLIP, 24000), encode_codes(tiny_mimi, BLIP, 24000))
 
 
-def test_blip_then_speech_starts_with_the_blips_frames(tiny_mimi):
-    """Mimi is causal: what follows the blip cannot change the blip's own frames."""
+def test_blip_then_speech_starts_with_the_blips_detection_codes(tiny_mimi):
+    """Mimi is causal: what follows the blip keeps the blip's codebook-0 frames.
+
+    Only the detection codebook is asserted: deep codebooks may flip on a near-tie whose
+    side depends on the input length and the CPU's BLAS kernels (codebook 7 at frame 0
+    differed on an AMD EPYC with OPENBLAS_CORETYPE=Haswell); the pipeline never relies on them.
+    """
     rng = np.random.default_rng(0)
     speech = (rng.normal(0, 3000, 24000)).astype(np.int16)
     alone = encode_codes(tiny_mimi, BLIP, 24000)
     joined = encode_codes(tiny_mimi, np.concatenate([BLIP, speech]), 24000)
-    np.testing.assert_array_equal(joined[:, :, :2], alone)
+    assert joined.shape[:2] == alone.shape[:2] and joined.shape[2] > alone.shape[2]
+    np.testing.assert_array_equal(joined[0, 0, :2], alone[0, 0])
 
 
 def test_preview_prefix_reproduces_the_detection_codes(tiny_mimi):
