@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import save_file
 
 from pipeline.io import atomic_path, write_json
-from pipeline.mimi_config import MIMI_CONFIG_NAME, MIMI_WEIGHTS_NAME, SMALL_MIMI, mimi_settings
+from pipeline.hub_layout import MIMI_CONFIG_NAME, MIMI_WEIGHTS_NAME
+from pipeline.mimi_config import SMALL_MIMI, mimi_settings
 
 # Special-token ids the liquid-audio code relies on (7, 128 and 130 are hard-coded in generation).
 SPECIAL_TOKENS: dict[int, str] = {
@@ -29,9 +30,6 @@ SPECIAL_TOKENS: dict[int, str] = {
     130: "<|text_end|>",
 }
 N_SPECIAL = 256  # ids 0-255 are special (unnamed ones reserved), 256-511 are the 256 bytes
-
-# Layout every loader checks (HF repo LiquidAI/LFM2.5-Audio-1.5B).
-LFM_REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", MIMI_WEIGHTS_NAME)
 
 TINY_LFM_OVERRIDES = {
     "encoder": {"n_layers": 1, "d_model": 32, "n_heads": 4, "subsampling_conv_channels": 32},

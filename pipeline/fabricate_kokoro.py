@@ -26,15 +26,11 @@ from pathlib import Path
 import torch
 
 from pipeline.fabricate import FabricatedFolder
+from pipeline.hub_layout import (KOKORO_COMPONENTS, KOKORO_CONFIG_NAME, KOKORO_REPO_ID, KOKORO_WEIGHTS_NAME,
+                                 STATE_DICT_PREFIX, voice_path)
 from pipeline.io import write_bytes, write_json
 
-KOKORO_REPO_ID = "hexgrad/Kokoro-82M"
-KOKORO_CONFIG_NAME = "config.json"
-KOKORO_WEIGHTS_NAME = "kokoro-v1_0.pth"  # KModel.MODEL_NAMES[KOKORO_REPO_ID]
-KOKORO_REQUIRED_FILES = (KOKORO_CONFIG_NAME, KOKORO_WEIGHTS_NAME)
-KOKORO_COMPONENTS = ("bert", "bert_encoder", "predictor", "text_encoder", "decoder")
 VOICE_SHAPE = (510, 1, 256)  # one 256-d style vector per phoneme count 1..510
-STATE_DICT_PREFIX = "module."  # the Hub checkpoint was saved from DataParallel
 
 # Kokoro's phoneme -> token id table (config.json "vocab" of hexgrad/Kokoro-82M; 114 symbols, n_token 178).
 KOKORO_VOCAB: dict[str, int] = {
@@ -147,10 +143,6 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     buffer = io.BytesIO()
     torch.save(tensor, buffer)
     return buffer.getvalue()
-
-
-def voice_path(folder: Path, voice: str) -> Path:
-    return Path(folder) / "voices" / f"{voice}.pt"
 
 
 def fabricate_kokoro_folder(out_dir: Path, seed: int, voices: list[str]) -> FabricatedFolder:

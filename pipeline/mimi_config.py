@@ -16,9 +16,7 @@ from typing import Any, Iterator
 
 from liquid_audio.moshi.models import loaders
 
-# Project-specific file, present only in fabricated folders (the Hub repo has none).
-MIMI_CONFIG_NAME = "mimi_config.json"
-MIMI_WEIGHTS_NAME = loaders.MIMI_NAME  # "tokenizer-e351c8d8-checkpoint125.safetensors"
+from pipeline.hub_layout import MIMI_CONFIG_NAME, MIMI_WEIGHTS_NAME  # noqa: F401 (MIMI_WEIGHTS_NAME: old import path)
 
 # Small Mimi with the stock code path: same strides (12.5 Hz frames at 24 kHz),
 # same 2048-entry codebooks, far fewer channels and layers (~1 M params).

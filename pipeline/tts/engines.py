@@ -68,7 +68,7 @@ class KokoroEngine(TTSEngine):
     engine_id = "kokoro"
 
     def __init__(self, folder: Path, voices: Sequence[str] | None = None, g2p: str = "offline", device: str = "cpu"):
-        from pipeline.models import load_kokoro
+        from pipeline.kokoro_model import load_kokoro
 
         self.folder = Path(folder)
         self.loaded = load_kokoro(self.folder, voices=voices, g2p=g2p, device=device)
@@ -76,7 +76,7 @@ class KokoroEngine(TTSEngine):
 
     @cached_property
     def model_hash(self) -> str:
-        from pipeline.fabricate_kokoro import KOKORO_CONFIG_NAME, KOKORO_WEIGHTS_NAME
+        from pipeline.hub_layout import KOKORO_CONFIG_NAME, KOKORO_WEIGHTS_NAME
 
         return _digest(
             sha256_file(self.folder / KOKORO_CONFIG_NAME),

@@ -25,7 +25,8 @@ from pipeline.fabricate_kokoro import (
     tiny_kokoro_config,
 )
 from pipeline.io import read_json, sha256_file
-from pipeline.models import ModelFolderError, check_kokoro_folder, load_kokoro
+from pipeline.hub_layout import ModelFolderError, check_kokoro_folder
+from pipeline.kokoro_model import load_kokoro
 from pipeline.tts.engines import KokoroEngine, TTSError
 from pipeline.tts.g2p import G2PError
 from pipeline.tts_cache import TTSCache, request_for
