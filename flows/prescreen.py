@@ -98,15 +98,15 @@ def prescreen_variant(workdir: str | os.PathLike, overrides: Sequence[str], spee
 
     The Mimi folder is `blip_codes.model_dir` of the params (loaded once per process) unless `mimi` is given.
     """
-    from tasks.blip import BlipParams, synthesize_blip
+    from pipeline.blip import BlipParams, synthesize_blip
 
     workdir = Path(workdir)
     params = apply_overrides(yaml.safe_load((workdir / "params.yaml").read_text()) or {}, overrides)
     blip = BlipParams.from_params(params.get("blip", {}))  # invalid variants fail here, before torch loads
 
     from pipeline.audio import resample, to_float32, to_int16
+    from pipeline.blip_mimi import round_trip
     from pipeline.models import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE, encode_codes
-    from tasks.blip_codes import round_trip
 
     if mimi is None:
         mimi = _mimi(str(workdir / params.get("blip_codes", {}).get("model_dir", "models/base/lfm2.5-audio")))

@@ -141,6 +141,11 @@ class StageParams:
 
     SECTION: typing.ClassVar[str] = ""
 
+    @classmethod
+    def from_params(cls: type[T], raw: Any) -> T:
+        """This group parsed from its raw ``params.yaml`` mapping."""
+        return parse_params(cls, raw, cls.SECTION)
+
     def bad(self, key: str, why: str) -> ParamsError:
         return ParamsError(f"{PARAMS_FILE}: '{self.SECTION}.{key}' {why}")
 
@@ -211,10 +216,13 @@ def load_stage_params(cls: type[T], path: str | Path = PARAMS_FILE) -> T:
 
 
 def stage_main(stage: str, work: Callable[[], int | None], expected: tuple[type[BaseException], ...] = ()) -> int:
-    """Run a stage's entry; an expected error prints ``<stage>: <message>`` and returns 1."""
+    """Run a stage's entry; an expected error prints ``<stage>: <message>`` and returns 1.
+
+    Expected: any ``StageError``, a missing or unreadable file (its message names the path), and ``expected``.
+    """
     try:
         return work() or 0
-    except (StageError, *expected) as err:
+    except (StageError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, *expected) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"{stage}: {message}", file=sys.stderr)
         return 1

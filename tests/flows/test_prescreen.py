@@ -58,8 +58,8 @@ def test_overrides_use_dvc_set_syntax():
 def test_prescreen_variant_through_the_real_mimi_code_path(tiny_lfm_dir, repo_root, tmp_path):
     from flows.prescreen import _mimi, prescreen_variant
     from pipeline.audio import to_float32
-    from tasks.blip import BlipParams, synthesize_blip
-    from tasks.blip_codes import round_trip
+    from pipeline.blip import BlipParams, synthesize_blip
+    from pipeline.blip_mimi import round_trip
 
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
     params["blip_codes"]["model_dir"] = str(tiny_lfm_dir)  # Mimi loaded by prescreen_variant itself

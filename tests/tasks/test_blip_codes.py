@@ -11,7 +11,7 @@ import yaml
 from pipeline.audio import to_float32, to_int16
 from pipeline.models import encode_codes
 from tasks import blip_codes
-from tasks.blip import BlipParams, synthesize_blip
+from pipeline.blip import BlipParams, synthesize_blip
 
 BLIP = synthesize_blip(BlipParams())
 
@@ -79,9 +79,21 @@ def test_stage_writes_codes_preview_and_signature(tiny_lfm_dir, tmp_path, monkey
     assert all(p.read_bytes() == content for p, content in first.items())
 
 
-def test_stage_rejects_bad_detection_codebooks(tiny_lfm_dir, tmp_path, monkeypatch):
-    from pipeline.io import ParamsError
-
+def test_stage_rejects_bad_params_and_a_missing_model_in_one_line(tiny_lfm_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ParamsError, match="blip_codes.detect_codebooks"):
-        blip_codes.run(blip_codes.BLIP_WAV, tiny_lfm_dir, [9])
+    (tmp_path / "data/blips").mkdir(parents=True)
+    soundfile.write(tmp_path / blip_codes.BLIP_WAV, BLIP, 24000, subtype="PCM_16")
+    cases = [
+        ({"model_dir": str(tiny_lfm_dir), "detect_codebooks": [9]},
+         "blip_codes: params.yaml: 'blip_codes.detect_codebooks' must be in [0, 7], got 9"),
+        ({"model_dir": str(tiny_lfm_dir), "detect_codebooks": [0, 0]},
+         "blip_codes: params.yaml: 'blip_codes.detect_codebooks' must list distinct codebooks"),
+        ({"model_dir": str(tiny_lfm_dir), "detect": [0]}, "blip_codes: params.yaml: 'blip_codes.detect' is not a known key"),
+        ({"model_dir": "models/nope"}, "blip_codes: models/nope: model folder not found"),
+    ]
+    for params, message in cases:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"blip_codes": params}))
+        assert blip_codes.main() == 1
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1, err
+        assert not blip_codes.CODES_NPY.exists()

@@ -12,7 +12,7 @@ from pipeline.audio import to_float32
 from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, row_messages
 from pipeline.records import DatasetRow
 from tasks import blip_codes
-from tasks.blip import BlipParams, synthesize_blip
+from pipeline.blip import BlipParams, synthesize_blip
 from coordinator import BlipSignature
 from tasks.preprocess import SplitReport, prefix_check, samples_for_split, write_dataset
 
