@@ -103,8 +103,11 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
 
     from pipeline.io import write_json
 
+    from pipeline.base_models import preflight_workspace
+
     logger = get_run_logger()
     workdir = str(Path(workdir).resolve())
+    preflight_workspace(workdir)  # the Hub source fails here, before any stage, if it cannot work
     stages = load_stages(workdir, targets)
     forced = set(force or ())
     if unknown := forced - {s.name for s in stages}:
@@ -184,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cli-check", action="store_true",
                         help="start `dvc repro` for unchanged stages too (slower; same result)")
     args = parser.parse_args(argv)
+    from pipeline.base_models import preflight_workspace
+    from pipeline.params import StageError
+
+    try:  # before Prefect starts: an offline machine learns in seconds, in one line, what to do
+        preflight_workspace(args.workdir)
+    except StageError as err:
+        print(f"retrain: {err}", file=sys.stderr)
+        return 1
     with embedded_prefect(args.workdir):
         try:
             retrain(workdir=args.workdir, targets=args.targets, force=args.force,
