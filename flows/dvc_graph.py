@@ -69,16 +69,19 @@ class StageResult:
     pool: str = "local"  # where it ran: "local" (this process) or the work pool's name
     queue: str | None = None
     error: str | None = None  # first line of why it failed or was not run
+    started_at: str | None = None  # ISO 8601 (UTC); None for a stage that was not run
+    finished_at: str | None = None
 
     def row(self) -> dict:
         return {"stage": self.stage, "status": self.status, "seconds": round(self.seconds, 2),
-                "pool": self.pool, "queue": self.queue, "error": self.error}
+                "pool": self.pool, "queue": self.queue, "error": self.error,
+                "started_at": self.started_at, "finished_at": self.finished_at}
 
 
 def _repo(workdir: str | os.PathLike):
     from dvc.repo import Repo
 
-    return Repo(os.fspath(workdir))
+    return Repo(os.fspath(workdir), _wait_for_lock=True)  # see WAIT_FOR_LOCK
 
 
 def load_stages(workdir: str | os.PathLike, targets: Iterable[str] | None = None) -> list[StageSpec]:
@@ -152,7 +155,7 @@ class _StageIndex:
             self.close()
             from dvc.repo import Repo
 
-            self.repo = Repo(root)
+            self.repo = Repo(root, _wait_for_lock=True)  # = `dvc --wait-for-lock`: see WAIT_FOR_LOCK
             self.stages = {_address(stage, root): stage for stage in self.repo.index.stages}
             files = sorted({f for stage in self.stages.values() for f in _stage_files(stage)})
             self.key = (root, files, self._stat(files))
@@ -214,14 +217,20 @@ def line_logger(logger) -> Callable[[str], None]:
     return log
 
 
+# The one mechanism for running DVC concurrently (parallel stages, sweep experiments): every DVC
+# command waits for the repo lock instead of failing with "Unable to acquire lock". The lock is a
+# flock, released when its holder exits, so a crashed holder cannot make a waiter hang.
+WAIT_FOR_LOCK = ("--wait-for-lock",)
+
+
 def dvc(args: list[str], workdir: str | os.PathLike, on_line: Callable[[str], None] = print,
         tail_lines: int = 40) -> tuple[int, list[str]]:
-    """Run `dvc <args>` in `workdir`, handing each output line (stdout and stderr) to `on_line`.
+    """Run `dvc --wait-for-lock <args>` in `workdir`, handing each output line (stdout and stderr) to `on_line`.
 
     Returns the exit code and the last `tail_lines` lines.
     """
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", *args], cwd=workdir, env=dvc_env(), text=True,
+        [sys.executable, "-m", "dvc", *WAIT_FOR_LOCK, *args], cwd=workdir, env=dvc_env(), text=True,
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1, errors="replace",
     )
     lines: list[str] = []

@@ -2,7 +2,7 @@
 
 Each stage `s` runs `python stage.py s out/s.json <upstream outputs>`, reads its own
 params group `s` from params.yaml, and writes its params, inputs and CUDA_VISIBLE_DEVICES as JSON; a
-stage fails when its params say `fail: true`; a `metrics` stage also writes
+stage fails when its params say `fail: true` and sleeps `sleep` seconds first; a `metrics` stage also writes
 reports/metrics/eval_classes.json and eval_blip.json (numbers from the `boost`
 param of its first input).
 """
@@ -16,9 +16,10 @@ from pathlib import Path
 import yaml
 
 STAGE_SCRIPT = '''\
-import json, os, pathlib, sys, yaml
+import json, os, pathlib, sys, time, yaml
 stage, out, *deps = sys.argv[1:]
 params = (yaml.safe_load(open("params.yaml")) or {}).get(stage, {})
+time.sleep(params.get("sleep", 0))
 if params.get("fail"):
     sys.exit(f"{stage}: failing on purpose")
 print(f"{stage}: working")

@@ -85,3 +85,54 @@ def test_bad_meta_names_the_stage(toy):
     (toy / "dvc.yaml").write_text(text)
     with pytest.raises(ValueError, match=r"dvc.yaml: stage 'train': meta.pool must be 'cpu' or 'gpu', got 'GPU'"):
         load_stages(toy)
+
+
+def _intervals(root) -> dict[str, tuple]:
+    from datetime import datetime
+
+    rows = json.loads((root / "reports/last_run.json").read_text())
+    return {r["stage"]: (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["finished_at"]))
+            for r in rows if r["started_at"]}
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    return a[0] < b[1] and b[0] < a[1]
+
+
+def test_independent_stages_run_side_by_side_and_a_failure_stops_only_its_dependents(toy, prefect_api):
+    """feat and side both wait only for prep: they overlap. feat fails: train and eval are not run, side still runs."""
+    from flows.retrain import retrain
+
+    for stage in ("feat", "side"):
+        set_param(toy, stage, "sleep", 3)
+    retrain(workdir=str(toy))
+    spans = _intervals(toy)
+    assert _overlap(spans["feat"], spans["side"]), spans
+    assert spans["prep"][1] <= min(spans["feat"][0], spans["side"][0])  # upstream first
+    assert spans["eval"][0] >= max(spans["train"][1], spans["side"][1])
+
+    set_param(toy, "feat", "fail", True)
+    set_param(toy, "side", "v", 2)
+    state = retrain(workdir=str(toy), return_state=True)
+    assert state.is_failed()
+    assert last_run(toy) == {"prep": "skipped", "feat": "failed", "side": "ran", "train": "not_run", "eval": "not_run"}
+    rows = {r["stage"]: r for r in json.loads((toy / "reports/last_run.json").read_text())}
+    assert rows["train"]["started_at"] is None and rows["feat"]["finished_at"] is not None
+
+
+def test_gpu_stages_share_gpus_by_queue():
+    """eval_classes (gpu0) and eval_narration (gpu1) start together; train holds both GPUs."""
+    from flows.dvc_graph import StageSpec
+    from flows.retrain import Schedule
+
+    train = StageSpec("train", (), "gpu", "train", 2)
+    ec, en = StageSpec("eval_classes", (), "gpu", "gpu0"), StageSpec("eval_narration", (), "gpu", "gpu1")
+    eb = StageSpec("eval_blip", (), "gpu", "gpu0")
+    cpu = [StageSpec(f"c{i}") for i in range(3)]
+    schedule = Schedule([train, ec, en, eb, *cpu], cpu_limit=2)
+    assert [s.name for s in schedule.ready()] == ["train", "c0", "c1"]
+    schedule.running |= {"train", "c0", "c1"}
+    assert schedule.ready() == []  # train holds both GPUs; two CPU stages run
+    schedule.running -= {"train", "c0"}
+    schedule.finished.update(train="ran", c0="ran")
+    assert [s.name for s in schedule.ready()] == ["eval_classes", "eval_narration", "c2"]
