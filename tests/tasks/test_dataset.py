@@ -16,7 +16,8 @@ from pipeline import templates
 from pipeline.catalog import RELATED, TOOLS, is_hard_negative
 from pipeline.records import CLASSES, DatasetRow, Tool, read_rows
 from tasks import dataset as stage
-from tasks.dataset import (DatasetConfig, DatasetError, allocate, check_no_leakage, find_leaks, generate_splits,
+from pipeline.params import ParamsError, parse_params
+from tasks.dataset import (DatasetError, DatasetParams, allocate, check_no_leakage, find_leaks, generate_splits,
                            run_stage, stratified_take, validate_files)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,16 +31,16 @@ PARAMS = {  # the smoke profile's sizes
 PRODUCTION = {**PARAMS, "train_size": 3000, "eval_size": 400, "heldout_per_class": 30, "novel_facts": 60}
 
 
-def config(**overrides) -> DatasetConfig:
-    return DatasetConfig.from_params({**PARAMS, **overrides})
+def config(**overrides) -> DatasetParams:
+    return parse_params(DatasetParams, {**PARAMS, **overrides})
 
 
 @pytest.fixture(scope="module")
 def production_splits():
-    return generate_splits(DatasetConfig.from_params(PRODUCTION))
+    return generate_splits(parse_params(DatasetParams, PRODUCTION))
 
 
-def run_in(tmp_path: Path, cfg: DatasetConfig) -> dict:
+def run_in(tmp_path: Path, cfg: DatasetParams) -> dict:
     return run_stage(cfg, tmp_path / "data/dataset", tmp_path / "reports/metrics/dataset.json")
 
 
@@ -150,7 +151,7 @@ def test_stratified_take_keeps_class_proportions():
 
 @pytest.mark.parametrize("seed", [41, 7, 2024])
 def test_generated_heldout_and_novel_facts_do_not_leak(seed):
-    assert find_leaks(generate_splits(DatasetConfig.from_params({**PRODUCTION, "seed": seed}))) == []
+    assert find_leaks(generate_splits(parse_params(DatasetParams, {**PRODUCTION, "seed": seed}))) == []
 
 
 def test_leak_check_catches_a_copied_row():
@@ -243,13 +244,27 @@ def test_ingest_tops_up_heldout_it_cannot_keep_leak_free_with_marked_generated_r
     assert metrics["counts"]["train"]["total"] + metrics["counts"]["eval"]["total"] == 48  # nothing lost
 
 
-def test_params_errors_name_the_key():
-    with pytest.raises(stage.ParamsError, match="dataset.source"):
-        config(source="scrape")
-    with pytest.raises(stage.ParamsError, match="dataset.class_shares"):
-        config(class_shares={"tool_match": 1.0})
-    with pytest.raises(stage.ParamsError, match="missing key 'dataset.seed'"):
-        DatasetConfig.from_params({key: value for key, value in PARAMS.items() if key != "seed"})
+@pytest.mark.parametrize(("change", "message"), [
+    ({"source": "scrape"}, "'dataset.source' must be one of 'generate', 'ingest', got 'scrape'"),
+    ({"class_shares": {"tool_match": 1.0}}, "'dataset.class_shares' must give a share > 0 to each of"),
+    ({"class_shares": {**PARAMS["class_shares"], "non_tool": 0.0, "tool_match": 0.52}}, "'dataset.class_shares'"),
+    ({"train_size": 0}, "'dataset.train_size' must be in [1, inf], got 0"),
+    ({"eval_size": -1}, "'dataset.eval_size' must be in [1, inf]"),
+    ({"max_bad_fraction": float("nan")}, "'dataset.max_bad_fraction' must be a number, got nan"),
+    ({"tools_per_row": [5, 2]}, "'dataset.tools_per_row' must be [low, high] with low <= high"),
+    ({"tools_per_row": [2, 9]}, "'dataset.tools_per_row' must be in [1, 8], got 9"),
+    ({"source": "ingest", "ingest_path": None}, "'dataset.ingest_path' is required when dataset.source is 'ingest'"),
+    ({"train_sizes": 3}, "'dataset.train_sizes' is not a known key"),
+])
+def test_params_errors_name_the_key(change, message):
+    with pytest.raises(ParamsError) as caught:
+        config(**change)
+    assert str(caught.value).startswith("params.yaml: ") and message in str(caught.value)
+
+
+def test_a_missing_params_key_is_named():
+    with pytest.raises(ParamsError, match="'dataset.seed' is missing"):
+        parse_params(DatasetParams, {key: value for key, value in PARAMS.items() if key != "seed"})
 
 
 def test_main_runs_the_stage_from_params_yaml(tmp_path, monkeypatch, capsys):
