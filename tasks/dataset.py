@@ -267,13 +267,16 @@ def size_shortfalls(splits: Splits, config: DatasetParams) -> list[str]:
     Training needs every behaviour (at least one train row of each class) and the
     validation loss needs ``dataset.eval_size`` rows.
     """
+    def rows(n: int) -> str:
+        return f"{n} row" if n == 1 else f"{n} rows"
+
     shortfalls = []
     train = class_counts(splits["train"])
     if not all(train.values()):
         shown = ", ".join(f"{name} {count}" for name, count in train.items())
-        shortfalls.append(f"train has {len(splits['train'])} rows ({shown}; needs at least 1 of each class)")
+        shortfalls.append(f"train has {rows(len(splits['train']))} ({shown}; needs at least 1 of each class)")
     if len(splits["eval"]) < config.eval_size:
-        shortfalls.append(f"eval has {len(splits['eval'])} rows, dataset.eval_size is {config.eval_size}")
+        shortfalls.append(f"eval has {rows(len(splits['eval']))}, dataset.eval_size is {config.eval_size}")
     return shortfalls
 
 
