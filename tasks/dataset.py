@@ -72,7 +72,7 @@ class DatasetParams(StageParams):
     heldout_per_class: int = field(lo=0)
     novel_facts: int = field(lo=0)
     max_bad_fraction: float = field(lo=0, hi=1)
-    class_shares: dict[str, float] = field()  # generate only: share of each class in train and eval
+    class_shares: dict[str, float]  # generate only: share of each class in train and eval
     hard_negative_share: float = field(lo=0, hi=1)  # generate only: share of tool_miss rows listing a related tool
     tools_per_row: tuple[int, ...] = field(lo=1, hi=8)  # generate only: inclusive [low, high] of listed tools
     ingest_path: Path | None = None        # required for ingest

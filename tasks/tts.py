@@ -56,8 +56,8 @@ class TTSParams(StageParams):
     assistant_voice: str
     user_voices: tuple[str, ...]
     speed: float = stage_params.field(lo=0, lo_open=True)
-    espeak_voices: dict[str, str] = stage_params.field()  # pipeline voice name -> espeak-ng voice
-    cache_dir: Path = stage_params.field()
+    espeak_voices: dict[str, str]  # pipeline voice name -> espeak-ng voice
+    cache_dir: Path
     g2p: G2PChoice = "offline"  # Kokoro G2P: offline | spacy (pipeline/tts/g2p.py)
     device: str = "cpu"
     shard_size: int = stage_params.field(DEFAULT_SHARD_SIZE, lo=1)
