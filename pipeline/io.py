@@ -25,14 +25,18 @@ class ParamsError(ValueError):
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temp path next to ``target``; rename it onto ``target`` on success.
+def atomic_path(target: str | os.PathLike, suffix: str = "", tmp_dir: str | os.PathLike | None = None) -> Iterator[Path]:
+    """Yield a temp path next to ``target`` (or in ``tmp_dir``); rename it onto ``target`` on success.
 
-    On any exception the temp file is removed and ``target`` is untouched.
+    On any exception the temp file is removed and ``target`` is untouched. ``tmp_dir``
+    (same filesystem) keeps the temp file out of a folder DVC tracks as one output, so a
+    killed writer cannot leave it there.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=target.parent)
+    where = Path(tmp_dir) if tmp_dir is not None else target.parent
+    where.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=suffix or target.suffix, dir=where)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -1,28 +1,30 @@
-"""Dataset rows: typed dataclasses, strict parsing, and JSONL reading/writing.
+"""Dataset rows: typed dataclasses, strict parsing, and reading/writing row files.
 
 One row is one JSON object on one line (the format is documented in
-``docs/data-format.md``). Every stage that reads ``data/dataset/*.jsonl`` goes
+``docs/data-format.md``; lines and JSON are read and written by ``pipeline.jsonl``,
+the one JSONL layer). Every stage that reads ``data/dataset/*.jsonl`` goes
 through :func:`read_rows`, so a row is judged by the same rules everywhere:
 
 - :meth:`DatasetRow.from_json` turns a decoded object into a row or raises
   :class:`RowError` with a one-line reason (never another exception);
-- :func:`read_rows` reads a file line by line and returns the good rows plus a
-  :class:`BadLine` (path, line number, reason, raw text) for every bad one, so
-  nothing is dropped silently.
+- :func:`read_rows` reads a file line by line; under ``on_bad="quarantine"`` it
+  returns the good rows plus a :class:`BadLine` (path, line number, reason, raw
+  text) for every bad one, so nothing is dropped silently; under ``"fail"`` it
+  raises ``FILE:LINE: reason`` at the first.
 
 :func:`normalize_text` and :func:`fact_values` define what "the same text" and
 "the same fact" mean for the held-out leakage check and for narration scoring.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from pipeline.io import write_text
+from pipeline.jsonl import BadLine, JsonlError, OnBad, encode_line, iter_lines, read_bytes, split_lines, write_jsonl
+
+__all__ = ["BadLine", "write_jsonl"]  # re-exported: one JSONL layer, reachable from the row module
 
 CLASSES = ("tool_match", "tool_result_speak", "tool_miss", "non_tool")
 """The four row classes, in the order reports list them."""
@@ -54,6 +56,21 @@ def _text(obj: dict, key: str, name: str) -> str:
         raise RowError(f"field '{name}' must be a string, got {type(value).__name__}")
     if not value.strip():
         raise RowError(f"empty field '{name}'")
+    if "\0" in value:
+        raise RowError(f"field '{name}' contains U+0000 (speech synthesis stops reading at it)")
+    return value
+
+
+_UNSAFE_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
+MAX_ID_CHARS = 200
+
+
+def _row_id(obj: dict) -> str:
+    """Ids name files (``reports/demo/<id>.wav``): no path separators, no control characters."""
+    value = _text(obj, "id", "id")
+    if _UNSAFE_ID.search(value) or value in (".", "..") or len(value) > MAX_ID_CHARS:
+        raise RowError(f"field 'id' must be usable as a file name: at most {MAX_ID_CHARS} characters, "
+                       "no '/', '\\' or control characters")
     return value
 
 
@@ -162,7 +179,7 @@ class DatasetRow:
     def _parse(cls, obj: Any) -> DatasetRow:
         if not isinstance(obj, dict):
             raise RowError(f"not a JSON object (got {type(obj).__name__})")
-        row_id = _text(obj, "id", "id")
+        row_id = _row_id(obj)
         row_class = _text(obj, "class", "class")
         if row_class not in CLASSES:
             raise RowError(f"unknown class '{row_class}' (expected one of {', '.join(CLASSES)})")
@@ -244,30 +261,14 @@ class DatasetRow:
 
     def to_line(self) -> str:
         """One JSONL line (no newline); the same row always gives the same bytes."""
-        return json.dumps(self.to_json(), ensure_ascii=False)
+        return encode_line(self.to_json())
 
 
 # --------------------------------------------------------------------------- reading and writing files
 
-@dataclass(frozen=True)
-class BadLine:
-    """A line that is not a valid row; kept (never dropped) for the quarantine file."""
-
-    path: str
-    line: int
-    reason: str
-    raw: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.reason}"
-
-    def to_json(self) -> dict:
-        return {"path": self.path, "line": self.line, "reason": self.reason, "raw": self.raw}
-
-
 @dataclass
 class ReadResult:
-    """What one JSONL file held: good rows, bad lines, and how many non-blank lines were read."""
+    """What one row file held: good rows, bad lines, and how many non-blank lines were read."""
 
     rows: list[DatasetRow]
     bad: list[BadLine]
@@ -278,69 +279,43 @@ class ReadResult:
         return len(self.bad) / self.lines_read if self.lines_read else 0.0
 
 
-def parse_lines(lines: Iterable[bytes | str], path: str) -> ReadResult:
-    """Parse JSONL lines (line numbers start at 1; blank lines are skipped, not counted).
+def parse_lines(lines: Iterable[bytes | str], path: str, on_bad: OnBad = "quarantine") -> ReadResult:
+    """Parse JSONL lines into rows (line numbers start at 1; blank lines are skipped, not counted).
 
-    Every non-blank line ends up either as a row or as a BadLine; an id already
-    seen earlier in the same file makes the later line bad.
+    Every non-blank line ends up either as a row or as a BadLine (``on_bad="fail"``: the
+    first bad line raises JsonlError ``FILE:LINE: reason``); an id already seen earlier in
+    the same file makes the later line bad.
     """
     rows: list[DatasetRow] = []
     bad: list[BadLine] = []
     first_line_of: dict[str, int] = {}
     lines_read = 0
-    for number, raw in enumerate(lines, start=1):
-        if isinstance(raw, bytes):
-            try:
-                raw = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                lines_read += 1
-                bad.append(BadLine(path, number, f"not valid UTF-8 ({err.reason} at byte {err.start})",
-                                   raw.decode("utf-8", errors="replace").rstrip("\r\n")))
-                continue
-        raw = raw.rstrip("\r\n")
-        if not raw.strip():
-            continue
+    for item in iter_lines(lines, path):
         lines_read += 1
-        try:
-            row = DatasetRow.from_json(_decode(raw))
-            if row.id in first_line_of:
-                raise RowError(f"duplicate id '{row.id}' (first on line {first_line_of[row.id]})")
-        except RowError as err:
-            bad.append(BadLine(path, number, err.reason, raw))
-            continue
-        first_line_of[row.id] = number
-        rows.append(row)
+        if not isinstance(item, BadLine):
+            try:
+                row = DatasetRow.from_json(item.value)
+                if row.id in first_line_of:
+                    raise RowError(f"duplicate id '{row.id}' (first on line {first_line_of[row.id]})")
+                first_line_of[row.id] = item.number
+                rows.append(row)
+                continue
+            except RowError as err:
+                item = BadLine(path, item.number, err.reason, item.raw)
+        if on_bad == "fail":
+            raise JsonlError(str(item))
+        bad.append(item)
     return ReadResult(rows, bad, lines_read)
 
 
-def _decode(raw: str) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise RowError(f"invalid JSON ({err.msg} at column {err.colno})") from None
-    except RecursionError:
-        raise RowError("invalid JSON (nested too deeply)") from None
-
-
-def read_rows(path: str | os.PathLike) -> ReadResult:
-    """Read a JSONL file of rows. A missing file raises FileNotFoundError naming it; bad rows never raise."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise FileNotFoundError(f"{path}: is a directory, not a JSONL file") from None
-    return parse_lines(data.split(b"\n"), str(path))
+def read_rows(path: str | os.PathLike, on_bad: OnBad = "quarantine") -> ReadResult:
+    """Read a JSONL file of rows. A missing file raises MissingFile naming it; ``on_bad`` decides bad rows."""
+    return parse_lines(split_lines(read_bytes(path)), str(path), on_bad)
 
 
 def write_rows(path: str | os.PathLike, rows: Iterable[DatasetRow]) -> None:
     """Write rows as JSONL, atomically (an interrupted write leaves the old file or none)."""
     write_jsonl(path, (row.to_json() for row in rows))
-
-
-def write_jsonl(path: str | os.PathLike, objects: Iterable[dict]) -> None:
-    write_text(path, "".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in objects))
 
 
 # --------------------------------------------------------------------------- text identity

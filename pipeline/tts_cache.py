@@ -1,10 +1,19 @@
-"""Content-addressed TTS audio cache in append-only Parquet shards.
+"""Content-addressed TTS audio cache in append-only, checksummed Parquet shards.
 
 A clip's key is the sha256 of everything that determines it: engine, model
 hash, voice (name and what it resolves to), speed and text. Clips live in
-``<cache_dir>/shard-<n>.parquet`` files; a shard is written once, atomically
-(temp file + rename), and never rewritten, so an interrupted run loses at most
-the shard being written, and DVC (``persist: true``) stores each shard once.
+``<cache_dir>/shard-<n>-<checksum>.parquet`` files, ``<checksum>`` being the first
+16 hex digits of the sha256 of the file's bytes, verified before a shard is used.
+A shard is written once and never rewritten, so DVC (``persist: true``) stores each
+shard once. It is written to a temp file in the staging folder next to the cache
+(``.<cache name>.staging``, which DVC does not track) and renamed in, so a killed
+writer leaves nothing inside the cache folder.
+
+``TTSCache.repair()`` (the tts stage runs it first) removes temp files an older
+version left inside the cache, renames shards without a checksum (written before
+checksums existed) to checksummed names once it has read them back, and moves a
+damaged shard to ``.<cache name>.damaged`` so its clips are synthesised again.
+Readers (preprocess, eval) fail on a damaged shard, naming it.
 
 Columns: key, engine, model_hash, voice, voice_hash, speed, text, sample_rate,
 n_samples, pcm (16-bit little-endian PCM bytes).
@@ -27,9 +36,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.audio import to_float32, to_int16
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, sha256_file
+from pipeline.jsonl import JsonlError, read_jsonl
+from pipeline.params import StageError
 
-SHARD_PATTERN = re.compile(r"^shard-(\d+)\.parquet$")
+SHARD_PATTERN = re.compile(r"^shard-(\d+)(?:-([0-9a-f]{16}))?\.parquet$")  # no checksum: a shard from before checksums
+CHECKSUM_CHARS = 16
+STALE_STAGED_S = 3600.0  # a staged temp file this old belongs to a writer that died
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError)  # what reading a damaged shard raises (seen: all three)
 ROW_GROUP_SIZE = 16  # a single clip is read by row group, not by whole shard
 DEFAULT_SHARD_SIZE = 64  # clips per shard while filling: an interruption loses at most this many
 
@@ -49,8 +63,31 @@ SCHEMA = pa.schema(
 )
 
 
-class CacheError(RuntimeError):
-    """A shard is unreadable or a key is not in the cache."""
+class CacheError(StageError, RuntimeError):
+    """A shard is damaged or unreadable, or a key is not in the cache; the message names the shard."""
+
+
+def shard_name(number: int, checksum: str) -> str:
+    return f"shard-{number:05d}-{checksum}.parquet"
+
+
+def checksum_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:CHECKSUM_CHARS]
+
+
+def staging_dir(cache_dir: str | os.PathLike) -> Path:
+    """Where shards are written before they are renamed in: next to the cache, outside what DVC tracks."""
+    cache_dir = Path(cache_dir)
+    return cache_dir.parent / f".{cache_dir.name}.staging"
+
+
+def damaged_dir(cache_dir: str | os.PathLike) -> Path:
+    """Where ``repair`` moves damaged shards (kept for inspection, never read)."""
+    cache_dir = Path(cache_dir)
+    return cache_dir.parent / f".{cache_dir.name}.damaged"
+
+
+REPAIR_HINT = "rerun the tts stage to re-synthesise its clips (dvc repro --force --single-item tts)"
 
 
 @dataclass(frozen=True)
@@ -115,6 +152,36 @@ class FillReport:
         return self.hits / self.requested if self.requested else None
 
 
+@dataclass
+class RepairReport:
+    """What ``TTSCache.repair`` did, for the stage's metrics and log."""
+
+    temp_files_removed: list[str] = field(default_factory=list)
+    migrated: list[str] = field(default_factory=list)  # "old name -> new name"
+    damaged: list[dict] = field(default_factory=list)  # {"shard", "reason", "moved_to"}
+
+
+def _read_back(shard: Path) -> str | None:
+    """Why a shard without a checksum cannot be read back whole (every clip, every key), or None."""
+    try:
+        handle = pq.ParquetFile(shard)
+        for group in range(handle.num_row_groups):
+            for row in handle.read_row_group(group).to_pylist():
+                _clip_from_row(row, shard)
+    except _READ_ERRORS as err:
+        return f"unreadable TTS cache shard ({err})"
+    except CacheError:
+        return "a row's stored key does not match its fields"
+    return None
+
+
+def _stale(path: Path, older_than_s: float) -> bool:
+    try:
+        return time.time() - path.stat().st_mtime > older_than_s
+    except FileNotFoundError:
+        return False
+
+
 class TTSCache:
     """Index over every shard's keys; reads clips by row group; appends new shards."""
 
@@ -123,15 +190,29 @@ class TTSCache:
         self.hits = 0
         self.misses = 0
         self._index: dict[str, _Location] | None = None
+        self._verified: set[str] = set()  # shard names whose checksum matched in this instance
 
     # -- index -------------------------------------------------------------
     def shards(self) -> list[Path]:
         if not self.dir.is_dir():
             return []
-        found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := SHARD_PATTERN.match(p.name))]
-        return [p for _, p in sorted(found)]
+        found = [(int(m.group(1)), p.name, p) for p in self.dir.iterdir() if (m := SHARD_PATTERN.match(p.name))]
+        return [p for _, _, p in sorted(found)]
+
+    def damage(self, shard: Path) -> str | None:
+        """Why ``shard`` cannot be trusted, or None: its bytes do not match the checksum in its name."""
+        expected = SHARD_PATTERN.match(shard.name).group(2)
+        if expected is None or shard.name in self._verified:
+            return None
+        actual = sha256_file(shard)[:CHECKSUM_CHARS]
+        if actual != expected:
+            return f"damaged TTS cache shard (its bytes hash to {actual}, its name says {expected})"
+        self._verified.add(shard.name)
+        return None
 
     def _index_shard(self, shard: Path, index: dict[str, _Location]) -> None:
+        if why := self.damage(shard):
+            raise CacheError(f"{shard}: {why}; {REPAIR_HINT}")
         try:
             handle = pq.ParquetFile(shard)
             for group in range(handle.num_row_groups):
@@ -139,8 +220,8 @@ class TTSCache:
                 keys, lengths, rates = (table.column(c).to_pylist() for c in ("key", "n_samples", "sample_rate"))
                 for row, (key, n, rate) in enumerate(zip(keys, lengths, rates)):
                     index.setdefault(key, _Location(shard, group, row, n, rate))
-        except (pa.ArrowException, OSError) as err:
-            raise CacheError(f"{shard}: unreadable TTS cache shard ({err})") from None
+        except _READ_ERRORS as err:
+            raise CacheError(f"{shard}: unreadable TTS cache shard ({err}); {REPAIR_HINT}") from None
 
     @property
     def index(self) -> dict[str, _Location]:
@@ -161,6 +242,39 @@ class TTSCache:
         location = self.index[key]
         return location.n_samples / location.sample_rate
 
+    # -- repair (the tts stage, before filling) ---------------------------------
+    def repair(self, older_than_s: float = STALE_STAGED_S) -> RepairReport:
+        """Leave only verified, checksummed shards in the cache folder (see the module docstring).
+
+        Readers never repair: they fail naming the shard.
+        """
+        report = RepairReport()
+        if not self.dir.is_dir():
+            return report
+        for leftover in sorted(self.dir.glob(".shard-*")):  # temp files of writers from before the staging folder
+            leftover.unlink(missing_ok=True)
+            report.temp_files_removed.append(str(leftover))
+        staging = staging_dir(self.dir)
+        for leftover in sorted(staging.glob(".shard-*")) if staging.is_dir() else []:
+            if _stale(leftover, older_than_s):
+                leftover.unlink(missing_ok=True)
+                report.temp_files_removed.append(str(leftover))
+        for shard in self.shards():
+            number, checksum = SHARD_PATTERN.match(shard.name).groups()
+            why = self.damage(shard) if checksum else _read_back(shard)
+            if why:
+                moved_to = damaged_dir(self.dir) / shard.name
+                moved_to.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(shard, moved_to)
+                report.damaged.append({"shard": str(shard), "reason": why, "moved_to": str(moved_to)})
+            elif checksum is None:
+                migrated = shard.with_name(shard_name(int(number), sha256_file(shard)[:CHECKSUM_CHARS]))
+                os.replace(shard, migrated)
+                self._verified.add(migrated.name)
+                report.migrated.append(f"{shard.name} -> {migrated.name}")
+        self._index = None
+        return report
+
     # -- read ----------------------------------------------------------------
     def get_many(self, keys: Iterable[str]) -> dict[str, Clip]:
         """Clips for the keys present (hits); absent keys count as misses."""
@@ -174,9 +288,12 @@ class TTSCache:
             wanted.setdefault((location.shard, location.row_group), []).append(key)
         clips: dict[str, Clip] = {}
         for (shard, group), group_keys in wanted.items():
-            rows = pq.ParquetFile(shard).read_row_group(group).to_pylist()
+            try:
+                rows = pq.ParquetFile(shard).read_row_group(group).to_pylist()
+            except _READ_ERRORS as err:
+                raise CacheError(f"{shard}: unreadable TTS cache shard ({err}); {REPAIR_HINT}") from None
             for key in group_keys:
-                clips[key] = _clip_from_row(rows[self.index[key].row])
+                clips[key] = _clip_from_row(rows[self.index[key].row], shard)
         return clips
 
     def get(self, key: str) -> Clip:
@@ -193,10 +310,14 @@ class TTSCache:
             return None
         shards = self.shards()
         number = int(SHARD_PATTERN.match(shards[-1].name).group(1)) + 1 if shards else 0
-        target = self.dir / f"shard-{number:05d}.parquet"
         table = pa.Table.from_pylist([_row_from_clip(c) for c in fresh], schema=SCHEMA)
-        with atomic_path(target) as tmp:
-            pq.write_table(table, tmp, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+        buffer = pa.BufferOutputStream()
+        pq.write_table(table, buffer, row_group_size=ROW_GROUP_SIZE, compression="zstd")
+        data = buffer.getvalue().to_pybytes()
+        target = self.dir / shard_name(number, checksum_of(data))
+        with atomic_path(target, tmp_dir=staging_dir(self.dir)) as tmp:
+            tmp.write_bytes(data)
+        self._verified.add(target.name)
         self._index_shard(target, self.index)
         return target
 
@@ -247,10 +368,10 @@ def _row_from_clip(clip: Clip) -> dict:
     }  # fmt: skip
 
 
-def _clip_from_row(row: dict) -> Clip:
+def _clip_from_row(row: dict, shard: Path) -> Clip:
     request = TTSRequest(row["engine"], row["model_hash"], row["voice"], row["voice_hash"], row["speed"], row["text"])
     if request.key != row["key"]:
-        raise CacheError(f"cache row {row['key']}: stored key does not match its fields")
+        raise CacheError(f"{shard}: cache row {row['key']}: stored key does not match its fields")
     pcm = np.frombuffer(row["pcm"], dtype="<i2").astype(np.int16)
     return Clip(request, pcm, int(row["sample_rate"]))
 
@@ -275,20 +396,15 @@ def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
     The manifests are this stage's own output, so a bad line means a damaged
     file: it fails loudly, naming the file and line, instead of being skipped.
     """
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: TTS manifest not found (run the tts stage)") from None
+    read = read_jsonl(path, on_bad="fail", missing="TTS manifest not found (run the tts stage)")
     entries: dict[str, dict] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            entries[str(entry["id"])] = entry
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise ValueError(f"{path}:{number}: bad manifest line ({type(err).__name__}: {err})") from None
+    for line in read.lines:
+        row_id = line.value.get("id")
+        if not isinstance(row_id, str) or not row_id:
+            raise JsonlError(f"{path}:{line.number}: bad manifest line (no string 'id')")
+        if row_id in entries:
+            raise JsonlError(f"{path}:{line.number}: bad manifest line (duplicate id {row_id!r})")
+        entries[row_id] = line.value
     return entries
 
 
@@ -296,15 +412,3 @@ def load_audio(cache_dir: str | os.PathLike, key: str) -> tuple[np.ndarray, int]
     """(float32 mono samples, sample rate) of the clip ``key`` -- the read API for later stages."""
     clip = open_cache(cache_dir).get(key)
     return clip.audio(), clip.sample_rate
-
-
-def remove_stale_temp_files(cache_dir: str | os.PathLike, older_than_s: float = 3600.0) -> list[Path]:
-    """Temp shards left by a killed writer (``.shard-*``); they are never read."""
-    cache_dir = Path(cache_dir)
-    if not cache_dir.is_dir():
-        return []
-    now = time.time()
-    stale = [p for p in cache_dir.glob(".shard-*") if now - p.stat().st_mtime > older_than_s]
-    for path in stale:
-        path.unlink(missing_ok=True)
-    return stale

@@ -18,7 +18,11 @@ What the stage does (format and rules: ``docs/data-format.md``):
    pass; ingested held-out rows are picked among rows that share nothing with
    any other row; novel facts are always generated (for ingested data, redrawn
    when they would share text or a fact value with the ingested rows).
-4. Splits are written atomically; per-class counts, bad counts and the bad
+4. The splits must be big enough to train on: ``eval_size`` rows in eval and at
+   least one row of every class in train; otherwise the stage fails naming the
+   counts per split and class against the params (a tiny or empty ingest file
+   would otherwise surface only in preprocess).
+5. Splits are written atomically; per-class counts, bad counts and the bad
    fraction go to ``reports/metrics/dataset.json``.
 """
 from __future__ import annotations
@@ -29,13 +33,15 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Literal, TextIO
 
 from pipeline import templates
 from pipeline.catalog import TOOLS, RowMaker, is_hard_negative
-from pipeline.io import ParamsError, load_params, require, write_json
+from pipeline.io import write_json
+from pipeline.jsonl import write_jsonl
+from pipeline.params import StageError, StageParams, field, load_stage_params, stage_main
 from pipeline.records import (CLASSES, BadLine, DatasetRow, ReadResult, iter_leak_keys, normalize_text,
-                              parse_lines, read_rows, write_jsonl, write_rows)
+                              parse_lines, read_rows, write_rows)
 from pipeline.templates import Side
 
 SPLITS = ("train", "eval", "heldout", "novel_facts")
@@ -47,56 +53,45 @@ METRICS_PATH = Path("reports/metrics/dataset.json")
 Splits = dict[str, list[DatasetRow]]
 
 
-class DatasetError(RuntimeError):
+class DatasetError(StageError):
     """The stage cannot produce a sound dataset; the message says why."""
 
 
 # --------------------------------------------------------------------------- params
 
 @dataclass(frozen=True)
-class DatasetConfig:
-    """The ``dataset`` group of params.yaml, checked."""
+class DatasetParams(StageParams):
+    """The ``dataset`` group of params.yaml."""
 
-    source: str                       # "generate" | "ingest"
-    ingest_path: Path | None          # required for ingest
+    SECTION = "dataset"
+
+    source: Literal["generate", "ingest"]
     seed: int
-    train_size: int                   # generate only; ingest keeps every row not held out or in eval
-    eval_size: int
-    heldout_per_class: int
-    novel_facts: int
-    max_bad_fraction: float
-    class_shares: dict[str, float]    # generate only: share of each class in train and eval
-    hard_negative_share: float        # generate only: share of tool_miss rows that list a related tool
-    tools_per_row: tuple[int, int]    # generate only: inclusive range of listed tools
+    train_size: int = field(lo=1)          # generate only; ingest keeps every row not held out or in eval
+    eval_size: int = field(lo=1)
+    heldout_per_class: int = field(lo=0)
+    novel_facts: int = field(lo=0)
+    max_bad_fraction: float = field(lo=0, hi=1)
+    class_shares: dict[str, float]  # generate only: share of each class in train and eval
+    hard_negative_share: float = field(lo=0, hi=1)  # generate only: share of tool_miss rows listing a related tool
+    tools_per_row: tuple[int, ...] = field(lo=1, hi=8)  # generate only: inclusive [low, high] of listed tools
+    ingest_path: Path | None = None        # required for ingest
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any]) -> DatasetConfig:
-        def get(key: str, kind: type | tuple[type, ...]) -> Any:
-            return require(params, key, "dataset", kind)
+    @property
+    def shares(self) -> dict[str, float]:
+        """``class_shares`` in class order (ties in ``allocate`` go by this order)."""
+        return {name: self.class_shares[name] for name in CLASSES}
 
-        def check(ok: bool, key: str, expectation: str) -> None:
-            if not ok:
-                raise ParamsError(f"params.yaml: 'dataset.{key}' must be {expectation}, got {params[key]!r}")
-
-        source = get("source", str)
-        check(source in ("generate", "ingest"), "source", "'generate' or 'ingest'")
-        ingest_path = Path(get("ingest_path", str)) if source == "ingest" else None
-        sizes = {key: get(key, int) for key in ("seed", "train_size", "eval_size", "heldout_per_class", "novel_facts")}
-        for key in ("train_size", "eval_size", "heldout_per_class", "novel_facts"):
-            check(sizes[key] >= 0, key, "a non-negative integer")
-        fractions = {key: float(get(key, (int, float))) for key in ("max_bad_fraction", "hard_negative_share")}
-        for key, value in fractions.items():
-            check(0.0 <= value <= 1.0, key, "between 0 and 1")
-        shares = get("class_shares", dict)
-        check(set(shares) == set(CLASSES) and all(isinstance(v, (int, float)) and v >= 0 for v in shares.values())
-              and abs(sum(shares.values()) - 1.0) < 1e-6,
-              "class_shares", f"a share >= 0 for each of {', '.join(CLASSES)}, summing to 1")
-        tools_per_row = get("tools_per_row", list)
-        check(len(tools_per_row) == 2 and all(isinstance(n, int) for n in tools_per_row)
-              and 1 <= tools_per_row[0] <= tools_per_row[1] <= 8, "tools_per_row", "[low, high] with 1 <= low <= high <= 8")
-        return cls(source=source, ingest_path=ingest_path, **sizes, **fractions,
-                   class_shares={name: float(shares[name]) for name in CLASSES},
-                   tools_per_row=(tools_per_row[0], tools_per_row[1]))
+    def check(self) -> None:
+        if self.source == "ingest" and self.ingest_path is None:
+            raise self.bad("ingest_path", "is required when dataset.source is 'ingest'")
+        shares = self.class_shares
+        if (set(shares) != set(CLASSES) or not all(value > 0 for value in shares.values())
+                or abs(sum(shares.values()) - 1.0) > 1e-6):
+            raise self.bad("class_shares", f"must give a share > 0 to each of {', '.join(CLASSES)}, summing to 1, "
+                                           f"got {shares!r}")
+        if len(self.tools_per_row) != 2 or self.tools_per_row[0] > self.tools_per_row[1]:
+            raise self.bad("tools_per_row", f"must be [low, high] with low <= high, got {list(self.tools_per_row)}")
 
 
 # --------------------------------------------------------------------------- counting and stratifying
@@ -165,11 +160,11 @@ def generate_rows(maker: RowMaker, counts: dict[str, int], id_prefix: str, hard_
     return rows
 
 
-def _maker(config: DatasetConfig, split: str, side: Side) -> RowMaker:
+def _maker(config: DatasetParams, split: str, side: Side) -> RowMaker:
     return RowMaker(random.Random(f"{config.seed}:{split}"), side, config.tools_per_row)
 
 
-def generate_novel_facts(config: DatasetConfig, training_rows: list[DatasetRow] = ()) -> list[DatasetRow]:
+def generate_novel_facts(config: DatasetParams, training_rows: list[DatasetRow] = ()) -> list[DatasetRow]:
     """tool_result_speak rows whose facts come from the held-out side of every pool.
 
     ``training_rows`` matter for ingested data only: a row sharing text or a fact value with
@@ -180,13 +175,13 @@ def generate_novel_facts(config: DatasetConfig, training_rows: list[DatasetRow] 
     return generate_rows(_maker(config, "novel_facts", "heldout"), counts, "novel", 0.0, unique=True, avoid=avoid)
 
 
-def generate_splits(config: DatasetConfig) -> Splits:
+def generate_splits(config: DatasetParams) -> Splits:
     """All four splits, synthetic; train/eval from the train side, heldout/novel_facts from the held-out side."""
     held_out_counts = {name: config.heldout_per_class for name in CLASSES}
     return {
-        "train": generate_rows(_maker(config, "train", "train"), allocate(config.train_size, config.class_shares),
+        "train": generate_rows(_maker(config, "train", "train"), allocate(config.train_size, config.shares),
                                "train", config.hard_negative_share),
-        "eval": generate_rows(_maker(config, "eval", "train"), allocate(config.eval_size, config.class_shares),
+        "eval": generate_rows(_maker(config, "eval", "train"), allocate(config.eval_size, config.shares),
                               "eval", config.hard_negative_share),
         "heldout": generate_rows(_maker(config, "heldout", "heldout"), held_out_counts,
                                  "heldout", config.hard_negative_share, unique=True),
@@ -200,7 +195,7 @@ def revalidate(splits: Splits) -> tuple[Splits, ReadResult]:
     bad: list[BadLine] = []
     lines_read = 0
     for name, rows in splits.items():
-        result = parse_lines((row.to_line() for row in rows), f"<generated {name}>")
+        result = parse_lines((row.to_line() for row in rows), f"<generated {name}>", on_bad="quarantine")
         checked[name] = result.rows
         bad += result.bad
         lines_read += result.lines_read
@@ -215,7 +210,7 @@ def leak_free(rows: list[DatasetRow]) -> list[DatasetRow]:
     return [row for row in rows if all(owners[key] == 1 for key in iter_leak_keys(row))]
 
 
-def split_ingested(rows: list[DatasetRow], config: DatasetConfig) -> Splits:
+def split_ingested(rows: list[DatasetRow], config: DatasetParams) -> Splits:
     """heldout_per_class leak-free rows per class, then a stratified eval of eval_size; the rest is train.
 
     Real distilled data repeats templates and fact values, so a class can have fewer leak-free
@@ -261,7 +256,38 @@ def check_no_leakage(splits: Splits) -> None:
     leaks = find_leaks(splits)
     if leaks:
         shown = "\n  ".join(leaks[:10])
-        raise DatasetError(f"{len(leaks)} leak(s) from held-out/novel facts into train/eval:\n  {shown}")
+        raise DatasetError(f"{len(leaks)} leak(s) from held-out/novel facts into train/eval, first: {leaks[0]}\n  {shown}")
+
+
+# --------------------------------------------------------------------------- sizes
+
+def size_shortfalls(splits: Splits, config: DatasetParams) -> list[str]:
+    """What is too small to train on, per split and class, against the params ([] = enough).
+
+    Training needs every behaviour (at least one train row of each class) and the
+    validation loss needs ``dataset.eval_size`` rows.
+    """
+    def rows(n: int) -> str:
+        return f"{n} row" if n == 1 else f"{n} rows"
+
+    shortfalls = []
+    train = class_counts(splits["train"])
+    if not all(train.values()):
+        shown = ", ".join(f"{name} {count}" for name, count in train.items())
+        shortfalls.append(f"train has {rows(len(splits['train']))} ({shown}; needs at least 1 of each class)")
+    if len(splits["eval"]) < config.eval_size:
+        shortfalls.append(f"eval has {rows(len(splits['eval']))}, dataset.eval_size is {config.eval_size}")
+    return shortfalls
+
+
+def check_sizes(splits: Splits, config: DatasetParams, read: ReadResult) -> None:
+    shortfalls = size_shortfalls(splits, config)
+    if shortfalls:
+        source = f"{config.ingest_path}: {len(read.rows)} good rows" if config.source == "ingest" else "generated rows"
+        ingested_heldout = sum(row.extra.get("origin") != "generated" for row in splits["heldout"])
+        held = (f"; {ingested_heldout} went to heldout (dataset.heldout_per_class is {config.heldout_per_class})"
+                if config.source == "ingest" else "")
+        raise DatasetError(f"{source}, too few for the params: {'; '.join(shortfalls)}{held}")
 
 
 # --------------------------------------------------------------------------- the stage
@@ -272,7 +298,7 @@ def hard_negative_fraction(rows: list[DatasetRow]) -> float | None:
     return round(sum(map(is_hard_negative, misses)) / len(misses), 4) if misses else None
 
 
-def dataset_metrics(config: DatasetConfig, read: ReadResult, splits: Splits | None) -> dict[str, Any]:
+def dataset_metrics(config: DatasetParams, read: ReadResult, splits: Splits | None) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "source": config.source,
         "rows_read": read.lines_read,
@@ -292,15 +318,16 @@ def dataset_metrics(config: DatasetConfig, read: ReadResult, splits: Splits | No
     return metrics
 
 
-def run_stage(config: DatasetConfig, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS_PATH) -> dict[str, Any]:
+def run_stage(config: DatasetParams, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS_PATH) -> dict[str, Any]:
     """Produce the four splits, the quarantine file and the metrics; return the metrics.
 
-    Raises DatasetError (after writing quarantine and metrics) when too many rows are bad,
-    and when the splits cannot be made leak-free.
+    Raises DatasetError (after writing quarantine and metrics) when too many rows are bad
+    or the splits are too small for the params, and when the splits cannot be made leak-free.
+    Nothing is written to the splits unless every check passed.
     """
     if config.source == "ingest":
         assert config.ingest_path is not None
-        read = read_rows(config.ingest_path)
+        read = read_rows(config.ingest_path, on_bad="quarantine")
         splits = None
     else:
         splits, read = revalidate(generate_splits(config))
@@ -312,6 +339,11 @@ def run_stage(config: DatasetConfig, out_dir: Path = OUT_DIR, metrics_path: Path
             f"dataset.max_bad_fraction = {config.max_bad_fraction:.1%}; see {out_dir / 'quarantine.jsonl'}")
     if splits is None:
         splits = split_ingested(read.rows, config)
+    try:
+        check_sizes(splits, config, read)
+    except DatasetError:
+        write_json(metrics_path, dataset_metrics(config, read, splits))
+        raise
     check_no_leakage(splits)
     for name in SPLITS:
         write_rows(out_dir / f"{name}.jsonl", splits[name])
@@ -330,10 +362,9 @@ def validate_files(paths: list[Path], out: TextIO | None = None, err: TextIO | N
     unreadable = False
     for path in paths:
         try:
-            result = read_rows(path)
-        except OSError as error:
-            print(f"error: {error}" if isinstance(error, FileNotFoundError) else f"error: {path}: {error.strerror}",
-                  file=err)
+            result = read_rows(path, on_bad="quarantine")
+        except StageError as error:  # missing or unreadable file
+            print(f"error: {error}", file=err)
             unreadable = True
             continue
         for line in result.bad:
@@ -352,14 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "validate":
         return validate_files(args.paths)
-    try:
-        metrics = run_stage(DatasetConfig.from_params(load_params("dataset")))
-    except (ParamsError, DatasetError, FileNotFoundError) as error:
-        print(f"dataset: {error}", file=sys.stderr)
-        return 1
-    sizes = ", ".join(f"{name} {counts['total']}" for name, counts in metrics["counts"].items())
-    print(f"dataset: {sizes}; {metrics['bad_rows']} bad of {metrics['rows_read']} rows")
-    return 0
+
+    def work() -> int:
+        metrics = run_stage(load_stage_params(DatasetParams))
+        sizes = ", ".join(f"{name} {counts['total']}" for name, counts in metrics["counts"].items())
+        print(f"dataset: {sizes}; {metrics['bad_rows']} bad of {metrics['rows_read']} rows")
+        return 0
+
+    return stage_main("dataset", work)
 
 
 if __name__ == "__main__":

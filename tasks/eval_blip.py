@@ -27,6 +27,7 @@ import numpy as np
 from coordinator import BlipSignature, SignatureError
 from pipeline.blip_emission import NEGATIVE_CLASSES, POSITIVE_CLASSES, AudioReply, score_blip_emission
 from pipeline.io import ParamsError, load_params, write_json, write_text
+from pipeline.jsonl import read_jsonl
 
 SECTION = "eval_blip"
 RECORDS_IN = Path("reports/eval/eval_classes.jsonl")
@@ -55,16 +56,11 @@ def read_replies(path: Path) -> tuple[list[AudioReply], list[dict], list[str]]:
     """Replies with audio from eval_classes records; (replies, per-row info, problems)."""
     replies: list[AudioReply] = []
     info: list[dict] = []
-    problems: list[str] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: not found (run the eval_classes stage)") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    records = read_jsonl(path, on_bad="quarantine", missing="not found (run the eval_classes stage)")
+    problems = [f"{bad.path}:{bad.line}: unreadable record ({bad.reason})" for bad in records.bad]
+    for line in records.lines:
+        number, obj = line.number, line.value
         try:
-            obj = json.loads(line)
             reply = obj.get("reply")
             if reply is None:
                 problems.append(f"{path}:{number}: row '{obj.get('id')}' has no reply ({obj.get('skipped')})")
@@ -78,7 +74,7 @@ def read_replies(path: Path) -> tuple[list[AudioReply], list[dict], list[str]]:
                                       reply["finish_reason"] == "im_end"))
             info.append({"id": obj["id"], "behaviour": obj.get("behaviour"), "correct": obj.get("correct"),
                          "text": reply.get("text"), "audio_frames_before_text_end": reply.get("audio_frames_before_text_end")})
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError) as err:
             problems.append(f"{path}:{number}: unreadable record ({err})")
     return replies, info, problems
 

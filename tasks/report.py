@@ -18,7 +18,10 @@ from typing import Any
 
 import yaml
 
-from pipeline.io import ParamsError, write_text
+from pipeline import params as stage_params
+from pipeline.io import write_text
+from pipeline.jsonl import MissingFile, read_jsonl
+from pipeline.params import StageParams, parse_params, read_params_file, stage_main
 from pipeline.records import CLASSES
 
 SECTION = "report"
@@ -31,6 +34,16 @@ PLOTS = {  # embedded with paths relative to the card
     "blip_positions": "plots/blip_positions.png",
 }
 UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ReportParams(StageParams):
+    """The ``report`` group of params.yaml."""
+
+    SECTION = "report"
+
+    profile: str = "v4.1"  # "smoke" (or base_models.source: fabricate) puts the random-init warning on top
+    n_worst: int = stage_params.field(8, lo=0, hi=100)  # held-out failures listed under known limitations
 
 
 @dataclass
@@ -58,18 +71,14 @@ def load_json(path: Path) -> Loaded:
 
 
 def load_records(path: Path) -> Loaded:
+    """The eval records, or why they are unavailable: a damaged line makes every count from them unsound."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return Loaded(None, f"{path}: not found")
-    records, bad = [], 0
-    for line in lines:
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                bad += 1
-    return Loaded(records, f"{bad} unreadable lines" if bad else None)
+        read = read_jsonl(path, on_bad="quarantine", missing="not found")
+    except MissingFile as err:
+        return Loaded(None, str(err))
+    if read.bad:
+        return Loaded(None, f"{len(read.bad)} of {read.lines_read} lines unreadable, first {read.bad[0]}")
+    return Loaded(read.values)
 
 
 @dataclass
@@ -81,7 +90,7 @@ class ReportInputs:
     records: Loaded
     baselines: dict[str, Any]
     params: dict[str, Any]  # the whole params.yaml (the recipe reads several groups)
-    report_params: dict[str, Any] = field(default_factory=dict)
+    report_params: ReportParams = field(default_factory=ReportParams)
 
 
 # --------------------------------------------------------------------------- formatting helpers
@@ -136,8 +145,8 @@ def show(value: Any) -> str:
     return str(value)
 
 
-def is_smoke(params: dict[str, Any], report_params: dict[str, Any]) -> bool:
-    return report_params.get("profile") == "smoke" or get(params, "base_models.source") == "fabricate"
+def is_smoke(params: dict[str, Any], report_params: ReportParams) -> bool:
+    return report_params.profile == "smoke" or get(params, "base_models.source") == "fabricate"
 
 
 def unavailable(loaded: Loaded, key: str) -> str:
@@ -426,7 +435,7 @@ def section_footer(inputs: ReportInputs) -> list[str]:
 
 
 def render_card(inputs: ReportInputs) -> str:
-    n_worst = int(inputs.report_params.get("n_worst", 8))
+    n_worst = inputs.report_params.n_worst
     lines = (section_header(inputs) + section_classes(inputs) + section_narration(inputs) + section_blip(inputs)
              + section_recipe(inputs) + section_limitations(inputs, n_worst) + section_footer(inputs))
     return "\n".join(lines).rstrip() + "\n"
@@ -436,17 +445,12 @@ def render_card(inputs: ReportInputs) -> str:
 
 def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = CLASS_RECORDS, baselines: Path = BASELINES,
                 params_path: Path = Path("params.yaml")) -> ReportInputs:
-    try:
-        params = yaml.safe_load(Path(params_path).read_text()) or {}
-    except FileNotFoundError:
-        raise ParamsError(f"{params_path}: not found (run from the workspace root)") from None
+    params = read_params_file(params_path)  # the recipe reads several groups; only `report` is this stage's
+    report_params = parse_params(ReportParams, params.get(SECTION) or {})
     try:
         base = yaml.safe_load(Path(baselines).read_text()) or {}
     except FileNotFoundError:
-        raise FileNotFoundError(f"{baselines}: published baselines not found") from None
-    report_params = params.get(SECTION) or {}
-    if not isinstance(report_params, dict):
-        raise ParamsError(f"{params_path}: '{SECTION}' must be a mapping")
+        raise MissingFile(f"{baselines}: published baselines not found") from None
     return ReportInputs(
         classes=load_json(metrics_dir / "eval_classes.json"),
         narration=load_json(metrics_dir / "eval_narration.json"),
@@ -466,14 +470,13 @@ def run(card_path: Path = CARD_PATH, **kwargs: Any) -> str:
 
 
 def main() -> int:
-    try:
+    def work() -> int:
         card = run()
-    except (ParamsError, FileNotFoundError) as err:
-        print(f"{SECTION}: {err}", file=sys.stderr)
-        return 1
-    missing = card.count("unavailable (")
-    print(f"{SECTION}: wrote {CARD_PATH} ({len(card.splitlines())} lines, {missing} unavailable values)")
-    return 0
+        missing = card.count("unavailable (")
+        print(f"{SECTION}: wrote {CARD_PATH} ({len(card.splitlines())} lines, {missing} unavailable values)")
+        return 0
+
+    return stage_main(SECTION, work)
 
 
 if __name__ == "__main__":

@@ -11,86 +11,70 @@ only texts never made before. Outputs:
   turn1_assistant_key}`` per row (turn-1 keys null on other rows); read the
   audio with ``pipeline.tts_cache.load_audio(cache_dir, key)``;
 - ``reports/metrics/tts.json``: syntheses made, cache hits, hit rate, seconds
-  of audio, wall time.
+  of audio, wall time, and what the cache repair found (temp files removed,
+  shards migrated to checksummed names, damaged shards moved aside and
+  re-synthesised).
+
+A split line the stage cannot voice fails it, naming ``FILE:LINE`` (the rows are
+read by ``pipeline.records``, with the rules ``validate`` applies).
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from pipeline.io import ParamsError, load_params, require, write_json, write_text
-from pipeline.tts.engines import EspeakEngine, KokoroEngine, TTSEngine, TTSError
-from pipeline.tts.g2p import G2P_CHOICES, G2PError
-from pipeline.tts_cache import DEFAULT_SHARD_SIZE, CacheError, TTSCache, TTSRequest, remove_stale_temp_files, request_for
+from pipeline import params as stage_params
+from pipeline.io import write_json
+from pipeline.jsonl import MissingFile, write_jsonl
+from pipeline.params import StageParams, load_stage_params, stage_main
+from pipeline.records import DatasetRow, read_rows
+from pipeline.tts.engines import EspeakEngine, KokoroEngine, TTSEngine
+from pipeline.tts.g2p import G2PChoice
+from pipeline.tts_cache import DEFAULT_SHARD_SIZE, TTSCache, TTSRequest, request_for
 
 SPLITS = ("train", "eval", "heldout", "novel_facts")
 DATASET_DIR = Path("data/dataset")
 MANIFEST_DIR = Path("data/tts")
 METRICS_PATH = Path("reports/metrics/tts.json")
-ENGINES = ("kokoro", "espeak")
+Engine = Literal["kokoro", "espeak"]
+ENGINES = get_args(Engine)
 SECTION = "tts"
 
 
-class DatasetError(ValueError):
-    """A dataset line the stage cannot voice; the message names file and line."""
-
-
 @dataclass(frozen=True)
-class TTSParams:
-    engine: str  # kokoro | espeak
+class TTSParams(StageParams):
+    """The ``tts`` group of params.yaml."""
+
+    SECTION = "tts"
+
+    engine: Engine
     kokoro_dir: Path
     assistant_voice: str
     user_voices: tuple[str, ...]
-    speed: float
+    speed: float = stage_params.field(lo=0, lo_open=True)
     espeak_voices: dict[str, str]  # pipeline voice name -> espeak-ng voice
     cache_dir: Path
-    g2p: str = "offline"  # Kokoro G2P: offline | spacy (pipeline/tts/g2p.py)
+    g2p: G2PChoice = "offline"  # Kokoro G2P: offline | spacy (pipeline/tts/g2p.py)
     device: str = "cpu"
-    shard_size: int = DEFAULT_SHARD_SIZE
+    shard_size: int = stage_params.field(DEFAULT_SHARD_SIZE, lo=1)
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "TTSParams":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(params) - known)
-        if unknown:
-            raise ParamsError(f"params.yaml: unknown key '{SECTION}.{unknown[0]}' (known: {', '.join(sorted(known))})")
-        engine = require(params, "engine", SECTION, str)
-        if engine not in ENGINES:
-            raise ParamsError(f"params.yaml: '{SECTION}.engine' must be one of {', '.join(ENGINES)}, got {engine!r}")
-        user_voices = require(params, "user_voices", SECTION, list)
-        if not user_voices or not all(isinstance(v, str) and v for v in user_voices):
-            raise ParamsError(f"params.yaml: '{SECTION}.user_voices' must be a non-empty list of voice names")
-        speed = require(params, "speed", SECTION, (int, float))
-        if speed <= 0:
-            raise ParamsError(f"params.yaml: '{SECTION}.speed' must be positive, got {speed}")
-        espeak_voices = require(params, "espeak_voices", SECTION, dict)
-        g2p = params.get("g2p", cls.g2p)
-        if g2p not in G2P_CHOICES:
-            raise ParamsError(f"params.yaml: '{SECTION}.g2p' must be one of {', '.join(G2P_CHOICES)}, got {g2p!r}")
-        shard_size = params.get("shard_size", cls.shard_size)
-        if not isinstance(shard_size, int) or isinstance(shard_size, bool) or shard_size < 1:
-            raise ParamsError(f"params.yaml: '{SECTION}.shard_size' must be a positive integer, got {shard_size!r}")
-        tts = cls(
-            engine=engine,
-            kokoro_dir=Path(require(params, "kokoro_dir", SECTION, str)),
-            assistant_voice=require(params, "assistant_voice", SECTION, str),
-            user_voices=tuple(user_voices),
-            speed=float(speed),
-            espeak_voices={str(k): str(v) for k, v in espeak_voices.items()},
-            cache_dir=Path(require(params, "cache_dir", SECTION, str)),
-            g2p=g2p,
-            device=str(params.get("device", cls.device)),
-            shard_size=shard_size,
-        )
-        unmapped = [v for v in tts.voices if v not in tts.espeak_voices]
-        if engine == "espeak" and unmapped:
-            raise ParamsError(f"params.yaml: '{SECTION}.espeak_voices' has no espeak voice for {', '.join(unmapped)}")
-        return tts
+    def from_params(cls, raw: dict[str, Any]) -> "TTSParams":
+        """``parse_params`` for this group (kept for bench/bench_preprocess.py)."""
+        return stage_params.parse_params(cls, raw)
+
+    def check(self) -> None:
+        if not self.assistant_voice:
+            raise self.bad("assistant_voice", "must be a voice name")
+        if not self.user_voices or not all(self.user_voices):
+            raise self.bad("user_voices", "must be a non-empty list of voice names")
+        unmapped = [v for v in self.voices if v not in self.espeak_voices]
+        if self.engine == "espeak" and unmapped:
+            raise self.bad("espeak_voices", f"has no espeak voice for {', '.join(unmapped)}")
 
     @property
     def voices(self) -> tuple[str, ...]:
@@ -142,50 +126,24 @@ class TTSMetrics:
     audio_seconds_synthesized: float = 0.0
     wall_seconds: float = 0.0
     shards_written: list[str] = field(default_factory=list)
+    cache_repair: dict[str, list] = field(default_factory=dict)  # pipeline.tts_cache.RepairReport
 
 
-def _text_field(obj: dict, key: str, where: str, name: str) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise DatasetError(f"{where}: field '{name}' must be a non-empty string")
-    return value
+def row_texts(row: DatasetRow) -> RowTexts:
+    return RowTexts(
+        id=row.id,
+        user=row.user,
+        assistant=row.assistant,
+        turn1_user=None if row.turn1 is None else row.turn1.user,
+        turn1_assistant=None if row.turn1 is None else row.turn1.assistant,
+    )
 
 
 def read_split(path: Path) -> list[RowTexts]:
-    """The rows of one split file; any unusable line fails the stage, naming file and line."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: dataset split not found (run the dataset stage first)")
-    rows: list[RowTexts] = []
-    seen: set[str] = set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DatasetError(f"{where}: invalid JSON ({err.msg})") from None
-        if not isinstance(obj, dict):
-            raise DatasetError(f"{where}: a row must be a JSON object")
-        row_id = _text_field(obj, "id", where, "id")
-        if row_id in seen:
-            raise DatasetError(f"{where}: duplicate id {row_id!r}")
-        seen.add(row_id)
-        turn1 = obj.get("turn1")
-        if turn1 is None and obj.get("class") == "tool_result_speak":
-            raise DatasetError(f"{where}: tool_result_speak row without 'turn1'")
-        if turn1 is not None and not isinstance(turn1, dict):
-            raise DatasetError(f"{where}: field 'turn1' must be an object")
-        rows.append(
-            RowTexts(
-                id=row_id,
-                user=_text_field(obj, "user", where, "user"),
-                assistant=_text_field(obj, "assistant", where, "assistant"),
-                turn1_user=None if turn1 is None else _text_field(turn1, "user", where, "turn1.user"),
-                turn1_assistant=None if turn1 is None else _text_field(turn1, "assistant", where, "turn1.assistant"),
-            )
-        )
-    return rows
+    """The rows of one split file, parsed by the dataset's own rules; a bad line fails, naming FILE:LINE."""
+    if not Path(path).is_file():
+        raise MissingFile(f"{path}: dataset split not found (run the dataset stage first)")
+    return [row_texts(row) for row in read_rows(path, on_bad="fail").rows]
 
 
 def plan_row(row: RowTexts, engine: TTSEngine, params: TTSParams) -> tuple[ManifestRow, list[TTSRequest]]:
@@ -229,8 +187,8 @@ def run_tts(
         requests += [request for _, row_requests in planned for request in row_requests]
         metrics.rows[split] = len(rows)
 
-    remove_stale_temp_files(params.cache_dir)
     cache = TTSCache(params.cache_dir)
+    metrics.cache_repair = asdict(cache.repair())
     wrap = None
     if progress:
         from tqdm import tqdm
@@ -246,7 +204,7 @@ def run_tts(
         progress=wrap,
     )
     for split, rows in manifests.items():
-        write_text(Path(manifest_dir) / f"{split}.jsonl", "".join(json.dumps(asdict(m)) + "\n" for m in rows))
+        write_jsonl(Path(manifest_dir) / f"{split}.jsonl", (asdict(m) for m in rows))
 
     metrics.requests = report.requested
     metrics.syntheses = report.synthesized
@@ -263,21 +221,22 @@ def run_tts(
 def main() -> int:
     from pipeline.models import ModelFolderError
 
-    try:
-        params = TTSParams.from_params(load_params(SECTION))
-    except ParamsError as err:
-        print(f"tts: {err}", file=sys.stderr)
-        return 1
-    try:
+    def work() -> int:
+        params = load_stage_params(TTSParams)
         metrics = run_tts(params, build_engine(params))
-    except (DatasetError, FileNotFoundError, TTSError, G2PError, ModelFolderError, CacheError) as err:
-        print(f"tts: {err}", file=sys.stderr)
-        return 1
-    print(
-        f"tts: {metrics.requests} clips ({metrics.syntheses} synthesised, {metrics.cache_hits} cached), "
-        f"{metrics.audio_seconds:.0f} s of audio in {metrics.wall_seconds:.0f} s -> {MANIFEST_DIR}/"
-    )
-    return 0
+        repair = metrics.cache_repair
+        for damaged in repair["damaged"]:
+            print(f"tts: {damaged['shard']}: {damaged['reason']}; moved to {damaged['moved_to']}, "
+                  "its clips were synthesised again", file=sys.stderr)
+        if repair["migrated"]:
+            print(f"tts: {len(repair['migrated'])} cache shards from before checksums renamed to checksummed names")
+        print(
+            f"tts: {metrics.requests} clips ({metrics.syntheses} synthesised, {metrics.cache_hits} cached), "
+            f"{metrics.audio_seconds:.0f} s of audio in {metrics.wall_seconds:.0f} s -> {MANIFEST_DIR}/"
+        )
+        return 0
+
+    return stage_main(SECTION, work, expected=(ModelFolderError,))
 
 
 if __name__ == "__main__":

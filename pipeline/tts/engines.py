@@ -25,9 +25,10 @@ import numpy as np
 
 from pipeline.audio import SAMPLE_RATE, decode_wav, resample
 from pipeline.io import sha256_file
+from pipeline.params import StageError
 
 
-class TTSError(RuntimeError):
+class TTSError(StageError, RuntimeError):
     """An engine could not synthesise a text (or could not start)."""
 
 

@@ -20,18 +20,21 @@ The phonemes differ between the two, so the choice is part of the TTS cache key.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
+
+from pipeline.params import StageError
 
 if TYPE_CHECKING:
     from kokoro import KModel, KPipeline
 
-G2P_CHOICES = ("offline", "spacy")
+G2PChoice = Literal["offline", "spacy"]
+G2P_CHOICES = get_args(G2PChoice)
 SPACY_MODEL = "en_core_web_sm"
 
 _SENTENCE_END = frozenset(".!?…")
 
 
-class G2PError(RuntimeError):
+class G2PError(StageError, RuntimeError):
     """The chosen G2P is unknown or cannot run here; the message says what to do."""
 
 

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from pipeline.jsonl import JsonlError
 from pipeline.records import (DatasetRow, RowError, fact_values, iter_leak_keys, normalize_text, parse_lines,
                               read_rows, write_rows)
 
@@ -100,6 +101,14 @@ INVALID = [
     (mutated("tool_result_speak", user="something else"), "'user' must repeat 'turn1.user'"),
     (mutated("tool_result_speak", turn1={"user": "what's the weather in Paris", "assistant": "Sure."}),
      "missing field 'turn1.tool_call'"),
+    (mutated("non_tool", user="hi\0there"), "field 'user' contains U+0000 (speech synthesis stops reading at it)"),
+    (mutated("tool_result_speak", turn1={**VALID["tool_result_speak"]["turn1"], "assistant": "\0Sure."}),
+     "field 'turn1.assistant' contains U+0000"),
+    (mutated("non_tool", id="../../reports/x"), "field 'id' must be usable as a file name"),
+    (mutated("non_tool", id="a\\b"), "field 'id' must be usable as a file name"),
+    (mutated("non_tool", id="a\nb"), "field 'id' must be usable as a file name"),
+    (mutated("non_tool", id=".."), "field 'id' must be usable as a file name"),
+    (mutated("non_tool", id="x" * 201), "field 'id' must be usable as a file name"),
 ]
 
 
@@ -122,6 +131,17 @@ def test_parse_lines_keeps_every_bad_line_with_its_number_and_raw_text():
     assert str(result.bad[1]) == "in.jsonl:4: duplicate id 'n1' (first on line 1)"
     assert result.lines_read == 5  # blank lines are not rows
     assert result.bad_fraction == pytest.approx(3 / 5)
+
+
+def test_parse_lines_on_bad_fail_raises_at_the_first_bad_row_naming_file_and_line():
+    good = json.dumps(VALID["non_tool"])
+    with pytest.raises(JsonlError, match=r"^train.jsonl:3: duplicate id 'n1' \(first on line 1\)$"):
+        parse_lines([good, "", good, "{oops"], "train.jsonl", on_bad="fail")
+
+
+def test_ids_that_are_ordinary_file_names_are_valid():
+    for row_id in ("train-00017", "v4.distilled:17", "row 17", "ligne-é", "x" * 200):
+        assert DatasetRow.from_json(mutated("non_tool", id=row_id)).id == row_id
 
 
 def test_read_rows_missing_file_names_it(tmp_path):

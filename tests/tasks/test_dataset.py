@@ -14,9 +14,11 @@ import yaml
 
 from pipeline import templates
 from pipeline.catalog import RELATED, TOOLS, is_hard_negative
-from pipeline.records import CLASSES, DatasetRow, Tool, read_rows
+from pipeline.records import CLASSES, DatasetRow, Tool, iter_leak_keys, read_rows
 from tasks import dataset as stage
-from tasks.dataset import (DatasetConfig, DatasetError, allocate, check_no_leakage, find_leaks, generate_splits,
+from tasks import tts as tts_stage
+from pipeline.params import ParamsError, parse_params
+from tasks.dataset import (DatasetError, DatasetParams, allocate, check_no_leakage, find_leaks, generate_splits,
                            run_stage, stratified_take, validate_files)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,16 +32,16 @@ PARAMS = {  # the smoke profile's sizes
 PRODUCTION = {**PARAMS, "train_size": 3000, "eval_size": 400, "heldout_per_class": 30, "novel_facts": 60}
 
 
-def config(**overrides) -> DatasetConfig:
-    return DatasetConfig.from_params({**PARAMS, **overrides})
+def config(**overrides) -> DatasetParams:
+    return parse_params(DatasetParams, {**PARAMS, **overrides})
 
 
 @pytest.fixture(scope="module")
 def production_splits():
-    return generate_splits(DatasetConfig.from_params(PRODUCTION))
+    return generate_splits(parse_params(DatasetParams, PRODUCTION))
 
 
-def run_in(tmp_path: Path, cfg: DatasetConfig) -> dict:
+def run_in(tmp_path: Path, cfg: DatasetParams) -> dict:
     return run_stage(cfg, tmp_path / "data/dataset", tmp_path / "reports/metrics/dataset.json")
 
 
@@ -150,7 +152,7 @@ def test_stratified_take_keeps_class_proportions():
 
 @pytest.mark.parametrize("seed", [41, 7, 2024])
 def test_generated_heldout_and_novel_facts_do_not_leak(seed):
-    assert find_leaks(generate_splits(DatasetConfig.from_params({**PRODUCTION, "seed": seed}))) == []
+    assert find_leaks(generate_splits(parse_params(DatasetParams, {**PRODUCTION, "seed": seed}))) == []
 
 
 def test_leak_check_catches_a_copied_row():
@@ -243,13 +245,52 @@ def test_ingest_tops_up_heldout_it_cannot_keep_leak_free_with_marked_generated_r
     assert metrics["counts"]["train"]["total"] + metrics["counts"]["eval"]["total"] == 48  # nothing lost
 
 
-def test_params_errors_name_the_key():
-    with pytest.raises(stage.ParamsError, match="dataset.source"):
-        config(source="scrape")
-    with pytest.raises(stage.ParamsError, match="dataset.class_shares"):
-        config(class_shares={"tool_match": 1.0})
-    with pytest.raises(stage.ParamsError, match="missing key 'dataset.seed'"):
-        DatasetConfig.from_params({key: value for key, value in PARAMS.items() if key != "seed"})
+@pytest.mark.parametrize(("change", "message"), [
+    ({"source": "scrape"}, "'dataset.source' must be one of 'generate', 'ingest', got 'scrape'"),
+    ({"class_shares": {"tool_match": 1.0}}, "'dataset.class_shares' must give a share > 0 to each of"),
+    ({"class_shares": {**PARAMS["class_shares"], "non_tool": 0.0, "tool_match": 0.52}}, "'dataset.class_shares'"),
+    ({"train_size": 0}, "'dataset.train_size' must be in [1, inf], got 0"),
+    ({"eval_size": -1}, "'dataset.eval_size' must be in [1, inf]"),
+    ({"max_bad_fraction": float("nan")}, "'dataset.max_bad_fraction' must be a number, got nan"),
+    ({"tools_per_row": [5, 2]}, "'dataset.tools_per_row' must be [low, high] with low <= high"),
+    ({"tools_per_row": [2, 9]}, "'dataset.tools_per_row' must be in [1, 8], got 9"),
+    ({"source": "ingest", "ingest_path": None}, "'dataset.ingest_path' is required when dataset.source is 'ingest'"),
+    ({"train_sizes": 3}, "'dataset.train_sizes' is not a known key"),
+])
+def test_params_errors_name_the_key(change, message):
+    with pytest.raises(ParamsError) as caught:
+        config(**change)
+    assert str(caught.value).startswith("params.yaml: ") and message in str(caught.value)
+
+
+def test_a_missing_params_key_is_named():
+    with pytest.raises(ParamsError, match="'dataset.seed' is missing"):
+        parse_params(DatasetParams, {key: value for key, value in PARAMS.items() if key != "seed"})
+
+
+@pytest.mark.parametrize("n_rows", [0, 5])
+def test_an_ingest_file_too_small_for_the_params_fails_naming_what_is_short(tmp_path, n_rows):
+    splits = generate_splits(config(heldout_per_class=3))
+    path = tmp_path / "raw.jsonl"
+    path.write_text("".join(row.to_line() + "\n" for row in (splits["train"] + splits["eval"])[:n_rows]))
+    with pytest.raises(DatasetError) as caught:
+        run_in(tmp_path, config(source="ingest", ingest_path=str(path)))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {n_rows} good rows, too few for the params: train has 0 rows "
+                              "(tool_match 0, tool_result_speak 0, tool_miss 0, non_tool 0; needs at least 1 of each class)")
+    assert f"eval has {n_rows - 4 if n_rows else 0} row" in message and "dataset.eval_size is 8" in message
+    assert not (tmp_path / "data/dataset/train.jsonl").exists()  # nothing a later stage could pick up
+    assert json.loads((tmp_path / "reports/metrics/dataset.json").read_text())["counts"]["train"]["total"] == 0
+
+
+def test_a_class_missing_from_train_is_named(tmp_path):
+    splits = generate_splits(config())
+    path = tmp_path / "raw.jsonl"  # no tool_miss row at all
+    path.write_text("".join(row.to_line() + "\n" for name in ("train", "eval", "heldout") for row in splits[name]
+                            if row.row_class != "tool_miss"))
+    with pytest.raises(DatasetError, match=r"train has \d+ rows \(tool_match \d+, tool_result_speak \d+, "
+                                           r"tool_miss 0, non_tool \d+; needs at least 1 of each class\)"):
+        run_in(tmp_path, config(source="ingest", ingest_path=str(path)))
 
 
 def test_main_runs_the_stage_from_params_yaml(tmp_path, monkeypatch, capsys):
@@ -266,6 +307,13 @@ def test_main_reports_failures_in_one_line(tmp_path, monkeypatch, capsys):
                                                                       "ingest_path": "missing.jsonl"}}))
     assert stage.main([]) == 1
     assert capsys.readouterr().err == "dataset: missing.jsonl: file not found\n"
+    (tmp_path / "missing.jsonl").write_text("")
+    assert stage.main([]) == 1
+    assert capsys.readouterr().err.startswith("dataset: missing.jsonl: 0 good rows, too few for the params: ")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"dataset": {**PARAMS, "eval_sizes": 8}}))
+    assert stage.main([]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("dataset: params.yaml: 'dataset.eval_sizes' is not a known key") and err.count("\n") == 1
 
 
 # --------------------------------------------------------------------------- the validator
@@ -326,3 +374,89 @@ def test_validator_cli_never_prints_a_traceback_for_bad_data(tmp_path):
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
     assert result.stdout.splitlines()[-1] == "5 rows, 5 bad"
+
+
+# --------------------------------------------------------------------------- hostile input, through the stages
+
+def non_tool_line(user_json: str, row_id: str = "hostile") -> str:
+    """A non_tool row as raw text, with ``user`` given as raw JSON (so escapes stay as written)."""
+    return ('{"id": ' + json.dumps(row_id) + ', "class": "non_tool", "tools": [{"name": "weather", "description": '
+            '"forecasts"}], "user": ' + user_json + ', "assistant": "Glad to chat about that."}')
+
+
+def speak_line(facts_json: str) -> str:
+    """A tool_result_speak row as raw text, with ``facts`` given as raw JSON."""
+    return ('{"id": "hostile", "class": "tool_result_speak", "tools": [{"name": "weather", "description": '
+            '"forecasts"}], "user": "how warm is it in Quito", "assistant": "It is warm in Quito.", "turn1": {"user": '
+            '"how warm is it in Quito", "assistant": "Checking Quito.", "tool_call": {"name": "weather", '
+            '"arguments": {}}}, "facts": ' + facts_json + '}')
+
+
+def ingest_then_read_like_the_tts_stage(tmp_path: Path, hostile: str) -> tuple[Path, dict, dict]:
+    """Run the dataset stage on generated rows plus ``hostile`` (line 4), then read every split as tts does."""
+    path = ingest_file(tmp_path, [hostile])
+    metrics = run_in(tmp_path, config(source="ingest", ingest_path=str(path), max_bad_fraction=0.1))
+    voiced = {}
+    for name in stage.SPLITS:
+        split = tmp_path / "data/dataset" / f"{name}.jsonl"
+        rows = tts_stage.read_split(split)
+        assert len(rows) == split.read_bytes().count(b"\n") == metrics["counts"][name]["total"]
+        voiced.update({row.id: row for row in rows})
+    for name in stage.SPLITS:  # fact extraction (the leak check, narration scoring) on every written row
+        for row in read_rows(tmp_path / "data/dataset" / f"{name}.jsonl", on_bad="fail").rows:
+            list(iter_leak_keys(row))
+    return path, metrics, voiced
+
+
+ACCEPTED_TEXT = [  # (user text as raw JSON in the ingest file, the text every later stage must read)
+    ('"call me\u2028maybe"', "call me\u2028maybe"),  # raw U+2028 in the file (str.splitlines splits there)
+    ('"call me\u2029maybe"', "call me\u2029maybe"),
+    ('"call me\u0085maybe"', "call me\u0085maybe"),
+    ('"call me\\u2028maybe"', "call me\u2028maybe"),  # escaped in the file (ASCII), raw once decoded
+    ('"caf\\u00e9 \\ud83d\\ude00 ok"', "café \U0001F600 ok"),  # a valid surrogate pair is one character
+]
+
+
+@pytest.mark.parametrize(("user_json", "text"), ACCEPTED_TEXT, ids=["U+2028", "U+2029", "U+0085", "escaped U+2028", "pair"])
+def test_unicode_line_separators_in_a_text_field_reach_the_tts_stage_unchanged(tmp_path, user_json, text):
+    _, metrics, voiced = ingest_then_read_like_the_tts_stage(tmp_path, non_tool_line(user_json))
+    assert metrics["bad_rows"] == 0
+    assert voiced["hostile"].user == text
+
+
+REJECTED = [  # (raw line, the reason the dataset stage quarantines it with)
+    (non_tool_line('"hi \\ud800"'), "'user' holds a lone surrogate \"\\ud800\" (not valid Unicode)"),
+    (non_tool_line('"hi \\udfff there"'), "'user' holds a lone surrogate"),
+    (speak_line('{"a": ' * 600 + '"x"' + "}" * 600), "nested deeper than 32 levels"),
+    (speak_line('{"population": ' + "7" * 5000 + "}"), "integer with 5000 digits (more than 64 bits)"),
+    (speak_line('{"temp_c": NaN}'), "NaN is not valid JSON"),
+    (speak_line('{"temp_c": Infinity}'), "Infinity is not valid JSON"),
+    (speak_line('{"temp_c": 1e999}'), "number 1e999 is out of range"),
+    (non_tool_line('"hi", "user": "bye"'), "key \"user\" occurs twice in one object"),
+    (non_tool_line('"hi\\u0000there"'), "field 'user' contains U+0000"),
+    (non_tool_line('"hi"', row_id="../../reports/model_card"), "field 'id' must be usable as a file name"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), REJECTED, ids=[
+    "lone high surrogate", "lone low surrogate", "600-deep facts", "5000-digit integer", "NaN", "Infinity",
+    "overflowing float", "duplicate key", "NUL in text", "path in id"])
+def test_rows_a_later_stage_cannot_handle_are_quarantined_and_the_stages_run_on(tmp_path, line, reason):
+    path, metrics, voiced = ingest_then_read_like_the_tts_stage(tmp_path, line)
+    quarantine = [json.loads(q) for q in (tmp_path / "data/dataset/quarantine.jsonl").read_text().splitlines()]
+    assert [(q["path"], q["line"], q["raw"]) for q in quarantine] == [(str(path), 4, line)]
+    assert quarantine[0]["reason"].startswith(reason)
+    assert metrics["bad_rows"] == 1 and "hostile" not in voiced
+
+
+def test_validator_cli_reports_every_hostile_line_without_a_traceback(tmp_path):
+    path = tmp_path / "hostile.jsonl"
+    path.write_text("".join(line + "\n" for line, _ in REJECTED) + non_tool_line('"fine"', "ok") + "\n")
+    result = subprocess.run([sys.executable, "-m", "tasks.dataset", "validate", str(path)],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 1 and "Traceback" not in result.stderr + result.stdout
+    *reported, summary = result.stdout.splitlines()
+    assert [line.split(": ", 1)[0] for line in reported] == [f"{path}:{n}" for n in range(1, len(REJECTED) + 1)]
+    assert all(line.split(": ", 1)[1].startswith(reason) for line, (_, reason) in zip(reported, REJECTED))
+    assert summary == f"{len(REJECTED) + 1} rows, {len(REJECTED)} bad"
+

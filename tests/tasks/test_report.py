@@ -120,3 +120,39 @@ def test_every_metrics_file_missing(tmp_path, repo_root):
 def test_delta_signs():
     assert delta(1.0, 86.7) == "+13.3" and delta(0.95, 95.0) == "0" and delta(0.9, 96.7) == "−6.7"
     assert delta(None, 95.0) == "—"
+
+
+def test_unreadable_record_lines_make_the_failures_unavailable_not_fewer(tmp_path, repo_root):
+    root = workspace(tmp_path, repo_root)
+    records = root / "reports/eval/eval_classes.jsonl"
+    lines = records.read_text().splitlines()
+    records.write_text("\n".join([lines[0][:-1], lines[1].replace("false", "False"), lines[2]]) + "\n")  # 2 of 3 damaged
+    card = render(root)
+    assert "held-out failures (" not in card  # not "0 held-out failures" from the one line left
+    assert (f"- Held-out failures: unavailable (2 of 3 lines unreadable, first {records}:1: invalid JSON"
+            in card)
+
+
+def test_a_unicode_line_separator_in_a_reply_does_not_split_its_record(tmp_path, repo_root):
+    root = workspace(tmp_path, repo_root)
+    records = root / "reports/eval/eval_classes.jsonl"
+    changed = [{**r, "reply": {"text": "Sure,\u2028checking rides."}} if r["id"] == "h1" else r for r in RECORDS]
+    records.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in changed))  # as eval_classes writes
+    card = render(root)
+    assert "- 2 held-out failures (1 tool_miss, 1 non_tool)" in card
+
+
+def test_report_params_are_checked_and_errors_are_one_line(tmp_path, repo_root, monkeypatch, capsys):
+    from tasks import report
+
+    root = workspace(tmp_path, repo_root, params={**PARAMS, "report": {"profile": "v4.1", "n_worst": 5, "n_best": 3}})
+    monkeypatch.chdir(root)
+    assert report.main() == 1
+    assert capsys.readouterr().err == ("report: params.yaml: 'report.n_best' is not a known key "
+                                       "(known: n_worst, profile)\n")
+    (root / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "report": {"n_worst": -1}}))
+    assert report.main() == 1
+    assert "'report.n_worst' must be in [0, 100], got -1" in capsys.readouterr().err
+    (root / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "report": {"profile": "smoke"}}))
+    assert report.main() == 0
+    assert "SMOKE RUN" in (root / "reports/model_card.md").read_text()

@@ -6,10 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.io import ParamsError, read_json
+from pipeline.io import read_json
+from pipeline.jsonl import JsonlError, MissingFile
+from pipeline.params import ParamsError
+from pipeline.records import DatasetRow, write_rows
 from pipeline.tts.engines import EspeakEngine
-from pipeline.tts_cache import TTSCache, load_audio
-from tasks.tts import SPLITS, DatasetError, TTSParams, read_split, run_tts, user_voice_for
+from pipeline.tts_cache import TTSCache, load_audio, read_manifest
+from tasks.tts import SPLITS, TTSParams, read_split, run_tts, user_voice_for
 
 TOOLS = [{"name": "weather", "description": "get current weather and forecasts for a location"}]
 TURN1 = {"user": "what's the weather in Paris", "assistant": "Sure, checking the weather in Paris.",
@@ -41,11 +44,12 @@ PARAMS = {
 }
 
 
-def write_dataset(root: Path) -> Path:
+def write_dataset(root: Path, rows: dict[str, list[dict]] = ROWS) -> Path:
+    """The splits as the dataset stage writes them (``pipeline.records.write_rows``)."""
     dataset = root / "dataset"
     dataset.mkdir()
-    for split, rows in ROWS.items():
-        (dataset / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for split, split_rows in rows.items():
+        write_rows(dataset / f"{split}.jsonl", [DatasetRow.from_json(row) for row in split_rows])
     return dataset
 
 
@@ -96,6 +100,45 @@ def test_stage_writes_manifests_and_metrics_then_reruns_for_free(tmp_path, engin
     assert len(TTSCache(tmp_path / "cache").shards()) == 2  # 7 clips, 4 per shard; no new shard
 
 
+def test_text_with_unicode_line_separators_is_voiced_under_its_exact_text(tmp_path, engine):
+    text = "Hi\u2028there\u0085my\u2029friend!"
+    rows = {**ROWS, "eval": [{**ROWS["eval"][0], "user": text}, {**ROWS["eval"][0], "id": "eval-2", "user": "Bye!"}]}
+    write_dataset(tmp_path, rows)
+    run(tmp_path, engine)
+    manifest = read_manifest(tmp_path / "tts" / "eval.jsonl")
+    assert list(manifest) == ["eval-1", "eval-2"]  # one row a line, none split, none merged
+    clip = TTSCache(tmp_path / "cache").get(manifest["eval-1"]["user_key"])
+    assert clip.request.text == text and clip.seconds > 0.3
+
+
+def test_a_damaged_cache_shard_is_reported_by_path_and_synthesised_again(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from tasks import tts
+
+    (tmp_path / "data").mkdir()
+    write_dataset(tmp_path / "data")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tts": PARAMS}))
+    monkeypatch.chdir(tmp_path)
+    assert tts.main() == 0
+    manifests = {s: Path(f"data/tts/{s}.jsonl").read_bytes() for s in SPLITS}
+    shard = TTSCache("data/tts/cache").shards()[0]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside a data page; the footer is intact
+    shard.write_bytes(bytes(data))
+    capsys.readouterr()
+
+    assert tts.main() == 0
+    out, err = capsys.readouterr()
+    assert f"tts: {shard}: damaged TTS cache shard" in err and "moved to data/tts/.cache.damaged/" in err
+    assert "7 clips (4 synthesised, 3 cached)" in out  # shard_size 4: the damaged shard held 4 clips
+    metrics = read_json("reports/metrics/tts.json")
+    assert [d["shard"] for d in metrics["cache_repair"]["damaged"]] == [str(shard)]
+    assert {s: Path(f"data/tts/{s}.jsonl").read_bytes() for s in SPLITS} == manifests
+    cache = TTSCache("data/tts/cache")
+    assert len(cache) == 7 and all(cache.damage(s) is None for s in cache.shards())
+
+
 def test_a_changed_speed_is_a_new_clip(tmp_path, engine):
     write_dataset(tmp_path)
     run(tmp_path, engine)
@@ -111,38 +154,42 @@ def test_user_voices_rotate_deterministically():
     assert set(chosen) == set(voices)
 
 
-def test_bad_dataset_lines_are_named(tmp_path):
+def test_bad_dataset_lines_fail_naming_file_and_line(tmp_path):
     path = tmp_path / "train.jsonl"
-    path.write_text(json.dumps(ROWS["eval"][0]) + "\n\n{not json\n")
-    with pytest.raises(DatasetError, match=r"train.jsonl:3: invalid JSON"):
-        read_split(path)
-    path.write_text(json.dumps({**ROWS["eval"][0], "assistant": " "}) + "\n")
-    with pytest.raises(DatasetError, match=r"train.jsonl:1: field 'assistant' must be a non-empty string"):
-        read_split(path)
-    path.write_text(json.dumps({k: v for k, v in ROWS["train"][1].items() if k != "turn1"}) + "\n")
-    with pytest.raises(DatasetError, match=r"train.jsonl:1: tool_result_speak row without 'turn1'"):
-        read_split(path)
-    path.write_text(json.dumps(ROWS["eval"][0]) + "\n" + json.dumps(ROWS["eval"][0]) + "\n")
-    with pytest.raises(DatasetError, match=r"train.jsonl:2: duplicate id 'eval-1'"):
-        read_split(path)
-    with pytest.raises(FileNotFoundError, match="run the dataset stage first"):
+    cases = [
+        (json.dumps(ROWS["eval"][0]) + "\n\n{not json\n", r"train.jsonl:3: invalid JSON"),
+        (json.dumps({**ROWS["eval"][0], "assistant": " "}) + "\n", r"train.jsonl:1: empty field 'assistant'"),
+        (json.dumps({k: v for k, v in ROWS["train"][1].items() if k != "turn1"}) + "\n",
+         r"train.jsonl:1: missing field 'turn1'"),
+        (json.dumps(ROWS["eval"][0]) + "\n" + json.dumps(ROWS["eval"][0]) + "\n",
+         r"train.jsonl:2: duplicate id 'eval-1'"),
+        (json.dumps({**ROWS["eval"][0], "class": "tool_match"}) + "\n", r"train.jsonl:1: missing field 'tool_call'"),
+    ]
+    for text, message in cases:
+        path.write_text(text)
+        with pytest.raises(JsonlError, match=message):
+            read_split(path)
+    with pytest.raises(MissingFile, match="run the dataset stage first"):
         read_split(tmp_path / "missing.jsonl")
 
 
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"engine": "festival"}, "'tts.engine' must be one of kokoro, espeak"),
+        ({"engine": "festival"}, "'tts.engine' must be one of 'kokoro', 'espeak'"),
         ({"user_voices": []}, "'tts.user_voices' must be a non-empty list"),
-        ({"speed": 0}, "'tts.speed' must be positive"),
-        ({"g2p": "gruut"}, "'tts.g2p' must be one of offline, spacy"),
+        ({"speed": 0}, "'tts.speed' must be in (0, inf]"),
+        ({"speed": float("inf")}, "'tts.speed' must be a number"),
+        ({"g2p": "gruut"}, "'tts.g2p' must be one of 'offline', 'spacy'"),
+        ({"shard_size": 0}, "'tts.shard_size' must be in [1, inf]"),
         ({"espeak_voices": {"am_adam": "en-us"}}, "no espeak voice for af_heart, bm_george"),
-        ({"voices": ["x"]}, "unknown key 'tts.voices'"),
+        ({"voices": ["x"]}, "'tts.voices' is not a known key"),
     ],
 )
 def test_params_errors_name_the_key(change, message):
-    with pytest.raises(ParamsError, match=message):
+    with pytest.raises(ParamsError) as caught:
         TTSParams.from_params({**PARAMS, **change})
+    assert str(caught.value).startswith("params.yaml: ") and message in str(caught.value)
     assert TTSParams.from_params(PARAMS).voices == ("am_adam", "af_heart", "bm_george")
 
 
@@ -161,4 +208,5 @@ def test_main_reads_its_params_group(tmp_path, monkeypatch, capsys):
     assert len(TTSCache(tmp_path / "data/tts/cache")) == 7
     (tmp_path / "data/dataset/eval.jsonl").write_text("{broken\n")
     assert tts.main() == 1
-    assert "eval.jsonl:1: invalid JSON" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("tts: data/dataset/eval.jsonl:1: invalid JSON") and len(err.splitlines()) == 1
