@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.dvc_graph import (FAILED, NOT_RUN, RAN, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
+from flows.dvc_graph import (FAILED, NOT_RUN, RAN, RESTORED, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
                              line_logger, load_stages, one_line, run_stage, stage_changed)
 from flows.gpu_stage import gpu_slots
 from flows.publish import (BLIP_METRICS, CLASS_METRICS, flatten, markdown_table, per_class, publish_table,
@@ -79,19 +79,32 @@ def run_on_pool(spec: StageSpec, workdir: str, force: bool, deployment: str) -> 
         return RAN
 
 
+# The task run's state name in the Prefect UI says where the work went (all are Completed states).
+STATE_NAMES = {RAN: "Ran", SKIPPED: "Skipped", RESTORED: "Restored"}
+
+
+def named_state(result: StageResult):
+    """A Completed state named after what DVC did, carrying the result (the flow graph shows the name)."""
+    from prefect.states import Completed
+
+    return Completed(name=STATE_NAMES.get(result.status, "Completed"), data=result,
+                     message=f"stage '{result.stage}': {result.status}")
+
+
 @task(task_run_name="{spec.name}", cache_policy=NO_CACHE, persist_result=False)
 def dvc_stage(spec: StageSpec, workdir: str, force: bool, gpu_pool: str | None,
-              gpu_deployment: str, inproc_check: bool) -> StageResult:
+              gpu_deployment: str, inproc_check: bool):
     """Bring one stage up to date, here or (`gpu_pool` given) a GPU stage on the pool."""
     logger = get_run_logger()
     if inproc_check and not force and not stage_changed(workdir, spec.name):
         logger.info("Stage '%s' didn't change, skipping", spec.name)
-        return StageResult(spec.name, SKIPPED)
+        return named_state(StageResult(spec.name, SKIPPED))
     if gpu_pool:
         status = run_on_pool(spec, workdir, force, gpu_deployment)
-        return StageResult(spec.name, status, pool=gpu_pool, queue=spec.queue)
+        return named_state(StageResult(spec.name, status, pool=gpu_pool, queue=spec.queue))
     with gpu_slots(spec.gpus) if spec.pool == "gpu" else contextlib.nullcontext():
-        return StageResult(spec.name, run_stage(workdir, spec.name, force=force, on_line=line_logger(logger)))
+        status = run_stage(workdir, spec.name, force=force, on_line=line_logger(logger))
+    return named_state(StageResult(spec.name, status))
 
 
 def gpus_held(spec: StageSpec, n_gpus: int = HOST_GPUS) -> frozenset[str]:

@@ -136,3 +136,23 @@ def test_gpu_stages_share_gpus_by_queue():
     schedule.running -= {"train", "c0"}
     schedule.finished.update(train="ran", c0="ran")
     assert [s.name for s in schedule.ready()] == ["eval_classes", "eval_narration", "c2"]
+
+
+def test_task_runs_are_named_after_what_dvc_did(toy, prefect_api):
+    """In the Prefect UI a skipped, a restored and a rerun stage are told apart by their state names."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.retrain import retrain
+
+    retrain(workdir=str(toy))
+    set_param(toy, "side", "v", 2)
+    retrain(workdir=str(toy))
+    set_param(toy, "side", "v", 1)  # back to a result DVC's run-cache holds
+    state = retrain(workdir=str(toy), return_state=True)
+    assert last_run(toy) == {"prep": "skipped", "feat": "skipped", "side": "restored", "train": "skipped", "eval": "restored"}
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    names = {run.name: (run.state.type.value, run.state.name) for run in runs}
+    assert names == {"prep": ("COMPLETED", "Skipped"), "feat": ("COMPLETED", "Skipped"), "side": ("COMPLETED", "Restored"),
+                     "train": ("COMPLETED", "Skipped"), "eval": ("COMPLETED", "Restored")}
