@@ -33,12 +33,10 @@ from typing import Any, Callable, Iterable, Iterator
 import numpy as np
 import torch
 
-from pipeline.models import END_OF_AUDIO, N_CODEBOOKS, LoadedLFM
+from coordinator.constants import END_OF_AUDIO_CODE, IM_END_TOKEN, N_CODEBOOKS, TEXT_END_TOKEN
+from pipeline.models import LoadedLFM
 from pipeline.prompts import facts_system_prompt, system_prompt
 from pipeline.records import DatasetRow
-
-TEXT_END_TOKEN = 130  # <|text_end|>
-IM_END_TOKEN = 7  # <|im_end|> (generate_interleaved stops on it without yielding it)
 
 UserAudio = tuple[np.ndarray, int]  # (mono waveform, sample rate)
 StreamWrapper = Callable[[Iterator[Any]], Iterable[Any]]
@@ -158,7 +156,7 @@ class Reply:
                     yield np.array([next(text)], dtype=np.int64)
                 else:
                     frame = next(audio, None)
-                    yield (np.full(N_CODEBOOKS, END_OF_AUDIO, dtype=np.int64) if frame is None
+                    yield (np.full(N_CODEBOOKS, END_OF_AUDIO_CODE, dtype=np.int64) if frame is None
                            else np.asarray(frame, dtype=np.int64))
         if self.turn_ended:
             yield np.array([IM_END_TOKEN], dtype=np.int64)
@@ -227,7 +225,7 @@ class ReplyCollector:
                 self.frames_before_text_end = len(self.frames)
         elif codes.size == N_CODEBOOKS:
             kind = "a"
-            if int(codes[0]) == END_OF_AUDIO:
+            if int(codes[0]) == END_OF_AUDIO_CODE:
                 self.end_of_audio = True
             self.frames.append(codes.copy())
         else:
@@ -242,7 +240,7 @@ class ReplyCollector:
         return self.tokenizer.decode(ids, skip_special_tokens=True).strip() if ids else ""
 
     def reply(self, finish_reason: str, seconds: float) -> Reply:
-        audio = [f for f in self.frames if int(f[0]) != END_OF_AUDIO]
+        audio = [f for f in self.frames if int(f[0]) != END_OF_AUDIO_CODE]
         codes = np.stack(audio, axis=1) if audio else np.zeros((N_CODEBOOKS, 0), dtype=np.int64)
         return Reply(
             text=self.decode_text(),

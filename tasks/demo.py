@@ -4,7 +4,7 @@
     python -m tasks.demo --max-new-tokens 48 --model-dir models/final
 
 For each turn the model's ``generate_interleaved`` stream (``pipeline.inference``)
-is tapped by ``coordinator.Coordinator``: the moment the blip is detected in the
+is tapped by ``coordinator.coordinator.Coordinator``: the moment the blip is detected in the
 first audio frames the tool is dispatched ("early"), while the ack is still
 being spoken; when the blip is missed the coordinator falls back to dispatching
 at the end of the ack ("ack_end"), where the dispatcher reads the text channel
@@ -30,10 +30,11 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from coordinator import BlipSignature, Coordinator, DispatchContext, EventKind, Trigger
-from coordinator.signature import END_OF_AUDIO_CODE
+from coordinator.constants import END_OF_AUDIO_CODE, MIMI_FRAME_SAMPLES, MIMI_FRAME_SECONDS, MIMI_SAMPLE_RATE, TEXT_END_TOKEN
+from coordinator.coordinator import Coordinator, DispatchContext, Trigger
+from coordinator.signature import BlipSignature
+from coordinator.timeline import EventKind
 
-FRAME_S = 0.08  # one Mimi frame at 12.5 Hz
 DEFAULTS: dict[str, Any] = {
     "model_dir": "models/final",
     "rows": "data/dataset/heldout.jsonl",
@@ -75,7 +76,7 @@ class DemoTurn:
 
     @property
     def dispatch_audio_s(self) -> float | None:
-        return None if self.dispatch_frame is None else (self.dispatch_frame + (self.dispatch == "early")) * FRAME_S
+        return None if self.dispatch_frame is None else (self.dispatch_frame + (self.dispatch == "early")) * MIMI_FRAME_SECONDS
 
     @property
     def saved_s(self) -> float | None:
@@ -88,7 +89,7 @@ class DemoTurn:
 class WavStream:
     """Appends PCM chunks to a WAV that appears atomically when closed."""
 
-    def __init__(self, path: Path, sample_rate: int = 24_000) -> None:
+    def __init__(self, path: Path, sample_rate: int = MIMI_SAMPLE_RATE) -> None:
         import soundfile
 
         from pipeline.io import atomic_path
@@ -135,7 +136,7 @@ class StreamingDecoder:
         # Code 2048 (end of audio) is only legal in codebook 0, where generation stops; a model
         # can still sample it in a deeper codebook, which Mimi cannot decode: play silence then.
         if self.mimi is None or (codes >= END_OF_AUDIO_CODE).any():
-            self.pcm.append(np.zeros(1920, dtype=np.float32))
+            self.pcm.append(np.zeros(MIMI_FRAME_SAMPLES, dtype=np.float32))
         else:
             import torch
 
@@ -212,15 +213,15 @@ def stream_turn(
             turn.tool_result = {"called": False, "why": f"dispatch failed: {err!r}"}
         turn.events = coord.last_turn.timeline.to_records()
     turn.wall_s = time.perf_counter() - start
-    turn.audio_s = turn.n_frames * FRAME_S
-    turn.text = decode_text([t for t in text_ids if t != 130])
+    turn.audio_s = turn.n_frames * MIMI_FRAME_SECONDS
+    turn.text = decode_text([t for t in text_ids if t != TEXT_END_TOKEN])
     return turn
 
 
 def _report_events(events: list, shown: int, turn: DemoTurn, say: Callable[[str], None]) -> int:
     for event in list(events)[shown:]:
         frame = event.frame_index
-        audio_t = f"{(frame + 1) * FRAME_S:.2f}s" if frame is not None else "?"
+        audio_t = f"{(frame + 1) * MIMI_FRAME_SECONDS:.2f}s" if frame is not None else "?"
         if event.kind is EventKind.BLIP_DETECTED:
             turn.detected_frame, turn.detected_wall_s = frame, event.t_s
             say(f"  [{turn.row_id}] BLIP DETECTED at audio frame {frame} (audio {audio_t}, wall {event.t_s:.2f}s)")
@@ -228,7 +229,7 @@ def _report_events(events: list, shown: int, turn: DemoTurn, say: Callable[[str]
             say(f"  [{turn.row_id}] blip missed at frame {frame} ({event.detail})")
         elif event.kind is EventKind.ACK_END:
             turn.ack_end_frame, turn.ack_end_wall_s, turn.ack_end_detail = frame, event.t_s, event.detail
-            say(f"  [{turn.row_id}] ack ended after {frame} audio frames (audio {(frame or 0) * FRAME_S:.2f}s, "
+            say(f"  [{turn.row_id}] ack ended after {frame} audio frames (audio {(frame or 0) * MIMI_FRAME_SECONDS:.2f}s, "
                 f"wall {event.t_s:.2f}s, {event.detail})")
         elif event.kind is EventKind.DISPATCHED:
             turn.dispatch, turn.dispatch_frame, turn.dispatch_wall_s = event.detail, frame, event.t_s
@@ -252,7 +253,7 @@ def plot_timeline(turns: list[DemoTurn], path: Path, note: str = "") -> None:
         axes[0].barh(y, t.audio_s, color="lightsteelblue", height=0.5)
         axes[1].barh(y, t.wall_s, color="lightgray", height=0.5)
         if t.detected_frame is not None:
-            axes[0].plot((t.detected_frame + 1) * FRAME_S, y, "k|", markersize=16)
+            axes[0].plot((t.detected_frame + 1) * MIMI_FRAME_SECONDS, y, "k|", markersize=16)
             axes[1].plot(t.detected_wall_s, y, "k|", markersize=16)
         if t.dispatch:
             called = isinstance(t.tool_result, dict) and t.tool_result.get("called")
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         return generate_stream(lfm, chat, config)
 
     def decode_text(ids: list[int]) -> str:
-        return lfm.processor.text.decode([i for i in ids if i != 130], skip_special_tokens=True).strip()
+        return lfm.processor.text.decode([i for i in ids if i != TEXT_END_TOKEN], skip_special_tokens=True).strip()
 
     print(f"demo: {len(chosen)} turns, model {s['model_dir']}, blip cb0 {signature.cb0_across_frames.tolist()}, "
           f"max_new_tokens {s['max_new_tokens']}")

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from coordinator import BlipSignature, SignatureError
+from coordinator.signature import BlipSignature, SignatureError
 from pipeline.blip_emission import NEGATIVE_CLASSES, POSITIVE_CLASSES, AudioReply, score_blip_emission
 from pipeline.io import ParamsError, load_params, write_json, write_text
 

@@ -9,8 +9,8 @@ import numpy as np
 import soundfile
 import yaml
 
-from coordinator import BlipSignature, DetectionSpec
 from coordinator.scripted import Opening, audio_frames, card_like_blip_codes, interleave
+from coordinator.signature import BlipSignature, DetectionSpec
 from pipeline.catalog import RowMaker
 from pipeline.records import write_rows
 from tasks.demo import main, run_demo
