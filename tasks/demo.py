@@ -389,7 +389,7 @@ def run_from_params(params: DemoParams) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("demo", lambda: run_from_params(demo_params(argv)), expected=(FileNotFoundError, SignatureError))
+    return stage_main("demo", lambda: run_from_params(demo_params(argv)), expected=(SignatureError,))
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def work() -> int:
 
 
 def main() -> int:
-    return stage_main(SECTION, work, expected=(FileNotFoundError, SignatureError))
+    return stage_main(SECTION, work, expected=(SignatureError,))
 
 
 if __name__ == "__main__":
