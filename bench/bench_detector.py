@@ -31,18 +31,13 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from coordinator import (  # noqa: E402
-    AnyOfCodebooks,
-    BlipSignature,
-    CodebookMatch,
-    Coordinator,
-    DecisionReason,
-    FullMatch,
-    StreamingBlipDetector,
-)
+from coordinator.constants import END_OF_AUDIO_CODE  # noqa: E402
+from coordinator.coordinator import Coordinator  # noqa: E402
+from coordinator.detector import DecisionReason, StreamingBlipDetector  # noqa: E402
+from coordinator.matchers import AnyOfCodebooks, CodebookMatch, FullMatch  # noqa: E402
 from coordinator.reference import CardRecipeLoop  # noqa: E402
 from coordinator.scripted import Opening, audio_frames, card_like_blip_codes  # noqa: E402
-from coordinator.signature import END_OF_AUDIO_CODE  # noqa: E402
+from coordinator.signature import BlipSignature  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "detector.json"
 

@@ -38,9 +38,10 @@ from typing import Any, AsyncIterable, AsyncIterator, Awaitable, Callable, Itera
 
 from .detector import Decision, StreamingBlipDetector
 from .matchers import Matcher, matcher_from_signature
-from .signature import END_OF_AUDIO_CODE, BlipSignature
+from .constants import END_OF_AUDIO_CODE, IM_END_TOKEN
+from .signature import BlipSignature
 from .timeline import EventKind, Timeline
-from .tokens import IM_END_TOKEN, ItemKind, classify, to_codes
+from .tokens import ItemKind, classify, to_codes
 
 Fallback = Literal["ack_end"] | None
 

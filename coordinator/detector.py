@@ -18,7 +18,8 @@ from enum import Enum
 import numpy as np
 
 from .matchers import CHECK_ALL, CHECK_ONE, Matcher, matcher_from_signature
-from .signature import END_OF_AUDIO_CODE, BlipSignature
+from .constants import END_OF_AUDIO_CODE
+from .signature import BlipSignature
 
 
 class DecisionState(str, Enum):

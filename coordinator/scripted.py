@@ -15,15 +15,15 @@ from enum import Enum
 
 import numpy as np
 
-from .signature import END_OF_AUDIO_CODE, BlipSignature
-from .tokens import IM_END_TOKEN, TEXT_END_TOKEN
+from .constants import END_OF_AUDIO_CODE, IM_END_TOKEN, N_CODEBOOKS, TEXT_END_TOKEN
+from .signature import BlipSignature
 
 #: The codes the v4.1 card prints: cb0 across frames, and all codebooks at frame 0.
 CARD_BLIP_CB0 = (430, 127)
 CARD_BLIP_FRAME0 = (430, 13, 1903, 1548)
 
 
-def card_like_blip_codes(n_frames: int = 2, n_codebooks: int = 8, seed: int = 0) -> np.ndarray:
+def card_like_blip_codes(n_frames: int = 2, n_codebooks: int = N_CODEBOOKS, seed: int = 0) -> np.ndarray:
     """A (1, n_codebooks, n_frames) int64 blip consistent with the card's printed codes."""
     rng = np.random.default_rng(seed)
     codes = rng.integers(0, END_OF_AUDIO_CODE, size=(1, n_codebooks, n_frames), dtype=np.int64)

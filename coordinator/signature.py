@@ -38,8 +38,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-#: Mimi's audio vocabulary per codebook is 2049; code 2048 marks end of audio.
-END_OF_AUDIO_CODE = 2048
+from .constants import END_OF_AUDIO_CODE, MIMI_FRAME_RATE_HZ, MIMI_SAMPLE_RATE
+
 AXES = ("batch", "codebook", "frame")
 DetectionMode = Literal["all", "any"]
 
@@ -81,8 +81,8 @@ class BlipSignature:
 
     _codes: np.ndarray = field(repr=False)  # (codebook, frame), read-only
     detection: DetectionSpec = DetectionSpec()
-    frame_rate_hz: float = 12.5
-    sample_rate: int = 24000
+    frame_rate_hz: float = MIMI_FRAME_RATE_HZ
+    sample_rate: int = MIMI_SAMPLE_RATE
     blip_sha256: str | None = None
     mimi_sha256: str | None = None
     codes_sha256: str | None = None
@@ -95,8 +95,8 @@ class BlipSignature:
         codes: np.ndarray,
         *,
         detection: DetectionSpec | None = None,
-        frame_rate_hz: float = 12.5,
-        sample_rate: int = 24000,
+        frame_rate_hz: float = MIMI_FRAME_RATE_HZ,
+        sample_rate: int = MIMI_SAMPLE_RATE,
         source: str | None = None,
         **provenance: str | None,
     ) -> "BlipSignature":

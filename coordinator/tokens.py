@@ -1,7 +1,7 @@
 """Turning ``generate_interleaved`` items into numpy codes, without importing torch.
 
 Why duck typing: the coordinator must sit in any serving process (DESIGN.md,
-principle 7), so it cannot import torch just to recognise a tensor. LFM2.5-Audio
+principle 8), so it cannot import torch just to recognise a tensor. LFM2.5-Audio
 yields text tokens as shape ``[1]`` tensors and audio frames as shape ``[8]``
 tensors (8 Mimi codebooks); anything with ``.detach()/.cpu()/.numpy()`` or the
 array protocol converts the same way.
@@ -12,10 +12,6 @@ from enum import Enum
 from typing import Any
 
 import numpy as np
-
-#: LFM2.5-Audio text ids hard-coded in generation (liquid-audio 1.3.0).
-IM_END_TOKEN = 7  # <|im_end|>: ends the turn
-TEXT_END_TOKEN = 130  # <|text_end|>: text channel done, audio may continue
 
 
 class ItemKind(str, Enum):

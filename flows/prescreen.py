@@ -104,9 +104,10 @@ def prescreen_variant(workdir: str | os.PathLike, overrides: Sequence[str], spee
     params = apply_overrides(yaml.safe_load((workdir / "params.yaml").read_text()) or {}, overrides)
     blip = BlipParams.from_params(params.get("blip", {}))  # invalid variants fail here, before torch loads
 
+    from coordinator.constants import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE
     from pipeline.audio import resample, to_float32, to_int16
     from pipeline.blip_mimi import round_trip
-    from pipeline.models import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE, encode_codes
+    from pipeline.models import encode_codes
 
     if mimi is None:
         mimi = _mimi(str(workdir / params.get("blip_codes", {}).get("model_dir", "models/base/lfm2.5-audio")))

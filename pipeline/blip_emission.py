@@ -26,17 +26,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from coordinator import (
-    AnyOfCodebooks,
-    BlipSignature,
-    CodebookMatch,
-    Decision,
-    FullMatch,
-    Matcher,
-    StreamingBlipDetector,
-    matcher_from_signature,
-)
-from coordinator.signature import END_OF_AUDIO_CODE
+from coordinator.constants import END_OF_AUDIO_CODE
+from coordinator.detector import Decision, StreamingBlipDetector
+from coordinator.matchers import AnyOfCodebooks, CodebookMatch, FullMatch, Matcher, matcher_from_signature
+from coordinator.signature import BlipSignature
 
 #: The card's three matchers, by metric name.
 CARD_MATCHERS: dict[str, Matcher] = {

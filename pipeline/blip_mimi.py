@@ -12,8 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from coordinator.constants import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE
 from pipeline.audio import to_int16
-from pipeline.models import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE, decode_codes, encode_codes
+from pipeline.models import decode_codes, encode_codes
 
 AXES = ("batch", "codebook", "frame")
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from coordinator.constants import AUDIO_START_TOKEN, IM_END_TOKEN, TEXT_END_TOKEN
 from pipeline.io import atomic_path, write_json
 from pipeline.hub_layout import MIMI_CONFIG_NAME, MIMI_WEIGHTS_NAME
 from pipeline.mimi_config import SMALL_MIMI, mimi_settings
@@ -25,9 +26,9 @@ SPECIAL_TOKENS: dict[int, str] = {
     1: "<|startoftext|>",
     2: "<|endoftext|>",
     6: "<|im_start|>",
-    7: "<|im_end|>",
-    128: "<|audio_start|>",
-    130: "<|text_end|>",
+    IM_END_TOKEN: "<|im_end|>",
+    AUDIO_START_TOKEN: "<|audio_start|>",
+    TEXT_END_TOKEN: "<|text_end|>",
 }
 N_SPECIAL = 256  # ids 0-255 are special (unnamed ones reserved), 256-511 are the 256 bytes
 

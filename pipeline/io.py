@@ -58,7 +58,7 @@ def write_text(target: str | os.PathLike, text: str) -> None:
 
 
 def write_json(target: str | os.PathLike, obj: Any) -> None:
-    write_text(target, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    write_text(target, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")  # NaN is not JSON
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -14,16 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from coordinator.constants import MIMI_SAMPLE_RATE, N_CODEBOOKS
 from pipeline.hub_layout import LFM_WEIGHTS_NAME, ModelFolderError, check_lfm_folder
 from pipeline.mimi_config import mimi_settings, read_overrides
 
 __all__ = ["LoadedLFM", "ModelFolderError", "check_lfm_folder", "decode_codes", "encode_codes", "load_lfm",
            "load_mimi", "load_processor", "uncovered_weight_keys"]
-
-MIMI_SAMPLE_RATE = 24_000
-MIMI_FRAME_SAMPLES = 1920  # 12.5 Hz frames
-N_CODEBOOKS = 8
-END_OF_AUDIO = 2048
 
 
 @dataclass

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
+from coordinator.constants import MIMI_SAMPLE_RATE
 from pipeline.audio import read_wav, write_wav
 from pipeline.blip_mimi import round_trip, signature_document
 from pipeline.hub_layout import MIMI_WEIGHTS_NAME
 from pipeline.io import atomic_path, sha256_file, write_json
-from pipeline.models import MIMI_SAMPLE_RATE, load_mimi
+from pipeline.models import load_mimi
 from pipeline.params import StageParams, field, load_stage_params, stage_main
 
 BLIP_WAV = Path("data/blips/tool_invoke.wav")

@@ -3,8 +3,8 @@
     python -m tasks.demo                   # 3 tool_match + 3 non_tool held-out turns
     python -m tasks.demo --max-new-tokens 48 --model-dir models/final
 
-For each turn the model's ``generate_interleaved`` stream (``pipeline.inference``)
-is tapped by ``coordinator.Coordinator``: the moment the blip is detected in the
+For each turn the model's ``generate_interleaved`` stream (``pipeline.generation``)
+is tapped by ``coordinator.coordinator.Coordinator``: the moment the blip is detected in the
 first audio frames the tool is dispatched ("early"), while the ack is still
 being spoken; when the blip is missed the coordinator falls back to dispatching
 at the end of the ack ("ack_end"), where the dispatcher reads the text channel
@@ -16,40 +16,53 @@ shows when the blip was detected and when the ack ended; the timeline plot
 
 With a random-init (smoke) model the blip is almost never emitted: every tool
 turn then goes through the ack-end fallback, and the demo says so.
-Settings come from the optional ``demo`` group of ``params.yaml``; flags override.
+Settings come from the optional ``demo`` group of ``params.yaml`` (``DemoParams``); flags override.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
+import types
+import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from coordinator import BlipSignature, Coordinator, DispatchContext, EventKind, Trigger
-from coordinator.signature import END_OF_AUDIO_CODE
+from coordinator.constants import END_OF_AUDIO_CODE, MIMI_FRAME_SAMPLES, MIMI_FRAME_SECONDS, MIMI_SAMPLE_RATE, TEXT_END_TOKEN
+from coordinator.coordinator import Coordinator, DispatchContext, Trigger
+from coordinator.signature import BlipSignature, SignatureError
+from coordinator.timeline import EventKind
+from pipeline.generation import GenerationParams, stream_reply
+from pipeline.inference import Dtype, load_model
+from pipeline.params import PARAMS_FILE, StageError, field, parse_params, read_params_file, stage_main
+from pipeline.records import read_rows
+from pipeline.reply import decode_text
+from pipeline.user_audio import ManifestAudio, MissingAudio
 
-FRAME_S = 0.08  # one Mimi frame at 12.5 Hz
-DEFAULTS: dict[str, Any] = {
-    "model_dir": "models/final",
-    "rows": "data/dataset/heldout.jsonl",
-    "tts_manifest": "data/tts/heldout.jsonl",
-    "tts_cache_dir": "data/tts_cache",
-    "codes_npy": "data/blips/tool_invoke.codes.npy",
-    "signature_json": "data/blips/tool_invoke.signature.json",
-    "out_dir": "reports/demo",
-    "plot": "reports/plots/demo_timeline.png",
-    "n_per_class": 3,
-    "max_new_tokens": 512,
-    "chunk_frames": 4,
-    "tool_latency_s": 0.3,
-    "device": "auto",
-    "dtype": "bfloat16",
-}
+
+@dataclass(frozen=True, kw_only=True)
+class DemoParams(GenerationParams):
+    """The optional ``demo`` group of ``params.yaml``; every key is also a flag (``--max-new-tokens 48``)."""
+
+    SECTION = "demo"
+    model_dir: Path = Path("models/final")
+    rows: Path = Path("data/dataset/heldout.jsonl")
+    tts_manifest: Path = Path("data/tts/heldout.jsonl")
+    tts_cache_dir: Path = Path("data/tts/cache")
+    codes_npy: Path = Path("data/blips/tool_invoke.codes.npy")
+    signature_json: Path = Path("data/blips/tool_invoke.signature.json")
+    out_dir: Path = Path("reports/demo")
+    plot: Path = Path("reports/plots/demo_timeline.png")
+    n_per_class: int = field(3, lo=1)
+    chunk_frames: int = field(4, lo=1)
+    tool_latency_s: float = field(0.3, lo=0)
+    device: str = "auto"
+    dtype: Dtype = "bfloat16"
 
 
 @dataclass
@@ -71,11 +84,11 @@ class DemoTurn:
     dispatch_frame: int | None = None
     dispatch_wall_s: float | None = None
     tool_result: Any = None
-    events: list[dict] = field(default_factory=list)
+    events: list[dict] = dataclasses.field(default_factory=list)
 
     @property
     def dispatch_audio_s(self) -> float | None:
-        return None if self.dispatch_frame is None else (self.dispatch_frame + (self.dispatch == "early")) * FRAME_S
+        return None if self.dispatch_frame is None else (self.dispatch_frame + (self.dispatch == "early")) * MIMI_FRAME_SECONDS
 
     @property
     def saved_s(self) -> float | None:
@@ -88,7 +101,7 @@ class DemoTurn:
 class WavStream:
     """Appends PCM chunks to a WAV that appears atomically when closed."""
 
-    def __init__(self, path: Path, sample_rate: int = 24_000) -> None:
+    def __init__(self, path: Path, sample_rate: int = MIMI_SAMPLE_RATE) -> None:
         import soundfile
 
         from pipeline.io import atomic_path
@@ -135,7 +148,7 @@ class StreamingDecoder:
         # Code 2048 (end of audio) is only legal in codebook 0, where generation stops; a model
         # can still sample it in a deeper codebook, which Mimi cannot decode: play silence then.
         if self.mimi is None or (codes >= END_OF_AUDIO_CODE).any():
-            self.pcm.append(np.zeros(1920, dtype=np.float32))
+            self.pcm.append(np.zeros(MIMI_FRAME_SAMPLES, dtype=np.float32))
         else:
             import torch
 
@@ -212,15 +225,15 @@ def stream_turn(
             turn.tool_result = {"called": False, "why": f"dispatch failed: {err!r}"}
         turn.events = coord.last_turn.timeline.to_records()
     turn.wall_s = time.perf_counter() - start
-    turn.audio_s = turn.n_frames * FRAME_S
-    turn.text = decode_text([t for t in text_ids if t != 130])
+    turn.audio_s = turn.n_frames * MIMI_FRAME_SECONDS
+    turn.text = decode_text([t for t in text_ids if t != TEXT_END_TOKEN])
     return turn
 
 
 def _report_events(events: list, shown: int, turn: DemoTurn, say: Callable[[str], None]) -> int:
     for event in list(events)[shown:]:
         frame = event.frame_index
-        audio_t = f"{(frame + 1) * FRAME_S:.2f}s" if frame is not None else "?"
+        audio_t = f"{(frame + 1) * MIMI_FRAME_SECONDS:.2f}s" if frame is not None else "?"
         if event.kind is EventKind.BLIP_DETECTED:
             turn.detected_frame, turn.detected_wall_s = frame, event.t_s
             say(f"  [{turn.row_id}] BLIP DETECTED at audio frame {frame} (audio {audio_t}, wall {event.t_s:.2f}s)")
@@ -228,7 +241,7 @@ def _report_events(events: list, shown: int, turn: DemoTurn, say: Callable[[str]
             say(f"  [{turn.row_id}] blip missed at frame {frame} ({event.detail})")
         elif event.kind is EventKind.ACK_END:
             turn.ack_end_frame, turn.ack_end_wall_s, turn.ack_end_detail = frame, event.t_s, event.detail
-            say(f"  [{turn.row_id}] ack ended after {frame} audio frames (audio {(frame or 0) * FRAME_S:.2f}s, "
+            say(f"  [{turn.row_id}] ack ended after {frame} audio frames (audio {(frame or 0) * MIMI_FRAME_SECONDS:.2f}s, "
                 f"wall {event.t_s:.2f}s, {event.detail})")
         elif event.kind is EventKind.DISPATCHED:
             turn.dispatch, turn.dispatch_frame, turn.dispatch_wall_s = event.detail, frame, event.t_s
@@ -252,7 +265,7 @@ def plot_timeline(turns: list[DemoTurn], path: Path, note: str = "") -> None:
         axes[0].barh(y, t.audio_s, color="lightsteelblue", height=0.5)
         axes[1].barh(y, t.wall_s, color="lightgray", height=0.5)
         if t.detected_frame is not None:
-            axes[0].plot((t.detected_frame + 1) * FRAME_S, y, "k|", markersize=16)
+            axes[0].plot((t.detected_frame + 1) * MIMI_FRAME_SECONDS, y, "k|", markersize=16)
             axes[1].plot(t.detected_wall_s, y, "k|", markersize=16)
         if t.dispatch:
             called = isinstance(t.tool_result, dict) and t.tool_result.get("called")
@@ -329,34 +342,30 @@ def run_demo(
     return turns
 
 
-def _settings(argv: list[str] | None) -> dict[str, Any]:
-    import yaml
+def _flag_type(hint: Any) -> type:
+    """What argparse converts a flag to: ``int``/``float`` as annotated (``X | None`` -> X), else the string."""
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+    return hint if hint in (int, float) else str
 
-    settings = dict(DEFAULTS)
-    params_path = Path("params.yaml")
-    if params_path.exists():
-        settings.update((yaml.safe_load(params_path.read_text()) or {}).get("demo") or {})
+
+def demo_params(argv: list[str] | None) -> DemoParams:
+    """The ``demo`` group of ``params.yaml`` (when there is one), each key overridden by its flag."""
+    raw = dict(read_params_file().get(DemoParams.SECTION) or {}) if PARAMS_FILE.exists() else {}
     parser = argparse.ArgumentParser(prog="python -m tasks.demo", description=__doc__.split("\n")[0])
-    for key, value in DEFAULTS.items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=settings[key])
-    return vars(parser.parse_args(argv))
+    hints = typing.get_type_hints(DemoParams)
+    for f in dataclasses.fields(DemoParams):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=_flag_type(hints[f.name]), default=argparse.SUPPRESS,
+                            help=f"default {raw.get(f.name, f.default)}")
+    raw.update(vars(parser.parse_args(argv)))
+    return parse_params(DemoParams, raw)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from pipeline.inference import GenerationConfig, ManifestAudio, MissingAudio, generate_stream, new_chat, add_user_audio
-    from pipeline.prompts import system_prompt
-    from pipeline.records import read_rows
-    from tasks.eval_classes import load_model
-
-    s = _settings(argv)
-    try:
-        signature = BlipSignature.load(s["codes_npy"], s["signature_json"])
-        rows = read_rows(s["rows"]).rows
-        audio = ManifestAudio(s["tts_manifest"], s["tts_cache_dir"])
-        lfm = load_model(Path(s["model_dir"]), s["device"], s["dtype"])
-    except Exception as err:  # noqa: BLE001 - a demo prints what is missing and stops
-        print(f"demo: {err}", file=sys.stderr)
-        return 1
+def run_from_params(params: DemoParams) -> int:
+    signature = BlipSignature.load(params.codes_npy, params.signature_json)
+    rows = read_rows(params.rows).rows
+    audio = ManifestAudio(params.tts_manifest, params.tts_cache_dir)
+    lfm = load_model(params.model_dir, params.device, params.dtype)
 
     def has_audio(row) -> bool:
         try:
@@ -365,26 +374,22 @@ def main(argv: list[str] | None = None) -> int:
         except MissingAudio:
             return False
 
-    chosen = pick_rows(rows, s["n_per_class"], has_audio)
+    chosen = pick_rows(rows, params.n_per_class, has_audio)
     if not chosen:
-        print("demo: no tool_match or non_tool held-out row has user audio", file=sys.stderr)
-        return 1
-    config = GenerationConfig(max_new_tokens=s["max_new_tokens"])
-
-    def streams(row):
-        chat = new_chat(lfm, system_prompt(row.tools))
-        add_user_audio(chat, audio.audio_for(row))
-        return generate_stream(lfm, chat, config)
-
-    def decode_text(ids: list[int]) -> str:
-        return lfm.processor.text.decode([i for i in ids if i != 130], skip_special_tokens=True).strip()
-
-    print(f"demo: {len(chosen)} turns, model {s['model_dir']}, blip cb0 {signature.cb0_across_frames.tolist()}, "
-          f"max_new_tokens {s['max_new_tokens']}")
-    run_demo(chosen, signature, streams, lfm.processor.mimi, decode_text, Path(s["out_dir"]), Path(s["plot"]),
-             s["chunk_frames"], s["tool_latency_s"])
-    print(f"demo: WAVs in {s['out_dir']}/, timeline {s['plot']}")
+        raise StageError("no tool_match or non_tool held-out row has user audio")
+    generation = params.generation
+    tokenizer = lfm.processor.text
+    print(f"demo: {len(chosen)} turns, model {params.model_dir}, blip cb0 {signature.cb0_across_frames.tolist()}, "
+          f"max_new_tokens {generation.max_new_tokens}")
+    run_demo(chosen, signature, lambda row: stream_reply(lfm, row, audio.audio_for(row), generation), lfm.processor.mimi,
+             lambda ids: decode_text(tokenizer, ids), params.out_dir, params.plot, params.chunk_frames,
+             params.tool_latency_s)
+    print(f"demo: WAVs in {params.out_dir}/, timeline {params.plot}")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("demo", lambda: run_from_params(demo_params(argv)), expected=(SignatureError,))
 
 
 if __name__ == "__main__":

@@ -16,18 +16,19 @@ the detector decided. Outputs ``reports/metrics/eval_blip.json``,
 """
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
-from coordinator import BlipSignature, SignatureError
+from coordinator.signature import BlipSignature, SignatureError
 from pipeline.blip_emission import NEGATIVE_CLASSES, POSITIVE_CLASSES, AudioReply, score_blip_emission
-from pipeline.io import ParamsError, load_params, write_json, write_text
-from pipeline.jsonl import read_jsonl
+from pipeline.io import write_json
+from pipeline.jsonl import read_jsonl, write_jsonl
+from pipeline.params import StageParams, load_stage_params, stage_main
+from pipeline.reply import Reply
 
 SECTION = "eval_blip"
 RECORDS_IN = Path("reports/eval/eval_classes.jsonl")
@@ -39,17 +40,15 @@ RECORDS_OUT = Path("reports/eval/eval_blip.jsonl")
 
 
 @dataclass(frozen=True)
-class EvalBlipConfig:
-    negative_classes: tuple[str, ...] = NEGATIVE_CLASSES
+class EvalBlipParams(StageParams):
+    """Which classes' replies count as negatives for the detector's false-positive rate."""
 
-    @classmethod
-    def from_params(cls, params: dict[str, Any], section: str = SECTION) -> "EvalBlipConfig":
-        negatives = params.get("negative_classes", list(NEGATIVE_CLASSES))
-        allowed = {"non_tool", "tool_miss", "tool_result_speak"}
-        if not isinstance(negatives, list) or not negatives or not set(negatives) <= allowed:
-            raise ParamsError(f"params.yaml: '{section}.negative_classes' must be a non-empty subset of "
-                              f"{sorted(allowed)}, got {negatives!r}")
-        return cls(negative_classes=tuple(negatives))
+    SECTION = "eval_blip"
+    negative_classes: tuple[Literal["non_tool", "tool_miss", "tool_result_speak"], ...] = NEGATIVE_CLASSES
+
+    def check(self) -> None:
+        if not self.negative_classes:
+            raise self.bad("negative_classes", "must name at least one class")
 
 
 def read_replies(path: Path) -> tuple[list[AudioReply], list[dict], list[str]]:
@@ -61,19 +60,14 @@ def read_replies(path: Path) -> tuple[list[AudioReply], list[dict], list[str]]:
     for line in records.lines:
         number, obj = line.number, line.value
         try:
-            reply = obj.get("reply")
-            if reply is None:
+            if obj.get("reply") is None:
                 problems.append(f"{path}:{number}: row '{obj.get('id')}' has no reply ({obj.get('skipped')})")
                 continue
-            codes = np.asarray(reply.get("audio_codes", []), dtype=np.int64)
-            if codes.size == 0:
-                codes = np.zeros((8, 0), dtype=np.int64)
-            if codes.ndim != 2:
-                raise ValueError(f"audio_codes has shape {codes.shape}")
-            replies.append(AudioReply(str(obj["id"]), str(obj["class"]), codes, bool(reply["end_of_audio"]),
-                                      reply["finish_reason"] == "im_end"))
+            reply = Reply.from_json(obj["reply"])
+            replies.append(AudioReply(str(obj["id"]), str(obj["class"]), reply.audio_codes, reply.end_of_audio,
+                                      reply.turn_ended))
             info.append({"id": obj["id"], "behaviour": obj.get("behaviour"), "correct": obj.get("correct"),
-                         "text": reply.get("text"), "audio_frames_before_text_end": reply.get("audio_frames_before_text_end")})
+                         "text": reply.text, "audio_frames_before_text_end": reply.audio_frames_before_text_end})
         except (KeyError, TypeError, ValueError) as err:
             problems.append(f"{path}:{number}: unreadable record ({err})")
     return replies, info, problems
@@ -110,15 +104,15 @@ def plot_positions(per_position: list[list[float | None]], n_per_frame: list[int
     plt.close(fig)
 
 
-def run(config: EvalBlipConfig, records_in: Path = RECORDS_IN, codes_npy: Path = CODES_NPY,
+def run(params: EvalBlipParams, records_in: Path = RECORDS_IN, codes_npy: Path = CODES_NPY,
         signature_json: Path = SIGNATURE_JSON, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
         records_out: Path = RECORDS_OUT) -> dict[str, Any]:
     signature = BlipSignature.load(codes_npy, signature_json)
     replies, info, problems = read_replies(records_in)
     report = score_blip_emission(signature, replies, positive_classes=POSITIVE_CLASSES,
-                                 negative_classes=config.negative_classes)
+                                 negative_classes=params.negative_classes)
     metrics = dict(report.metrics)
-    metrics["negative_classes"] = list(config.negative_classes)
+    metrics["negative_classes"] = list(params.negative_classes)
     metrics["source"] = str(records_in)
     metrics["records_problems"] = problems
     by_id = {row["id"]: row for row in info}
@@ -132,7 +126,7 @@ def run(config: EvalBlipConfig, records_in: Path = RECORDS_IN, codes_npy: Path =
     for label, group in (("judged_ack", [r for r in pos if r.get("behaviour") == "ack"]),
                          ("judged_not_ack", [r for r in pos if r.get("behaviour") != "ack"])):
         metrics[f"cb0_match_rate_{label}"] = (sum(bool(r["matches"]["cb0"]) for r in group) / len(group)) if group else None
-    write_text(records_out, "".join(json.dumps(r) + "\n" for r in rows_out))
+    write_jsonl(records_out, rows_out)
     write_json(metrics_path, metrics)
     cb0 = metrics.get("cb0_match_rate")
     plot_positions(report.per_position, metrics["per_position_n"], plot_path,
@@ -141,12 +135,8 @@ def run(config: EvalBlipConfig, records_in: Path = RECORDS_IN, codes_npy: Path =
     return metrics
 
 
-def main() -> int:
-    try:
-        metrics = run(EvalBlipConfig.from_params(load_params(SECTION)))
-    except (ParamsError, FileNotFoundError, SignatureError) as err:
-        print(f"{SECTION}: {err}", file=sys.stderr)
-        return 1
+def work() -> int:
+    metrics = run(load_stage_params(EvalBlipParams))
 
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.1%}"
@@ -157,6 +147,10 @@ def main() -> int:
     for key, why in metrics["unavailable"].items():
         print(f"{SECTION}: {key} unavailable: {why}")
     return 0
+
+
+def main() -> int:
+    return stage_main(SECTION, work, expected=(SignatureError,))
 
 
 if __name__ == "__main__":

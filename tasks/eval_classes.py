@@ -1,6 +1,6 @@
 """Stage `eval_classes`: the final model on the held-out rows, judged per class.
 
-Each held-out row goes through the one inference path (``pipeline.inference``:
+Each held-out row goes through the one inference path (``pipeline.generation``:
 the row's system prompt, the user's synthesised speech, ``generate_interleaved``;
 tool_result_speak rows replay turn 1, then turn 2 with the facts block). The
 rule-based judge (``pipeline.judge``, rules in ``docs/evaluation.md``) gives
@@ -20,26 +20,21 @@ fails before generating anything.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from pipeline.inference import (
-    InferenceRunConfig,
-    ManifestAudio,
-    MissingAudio,
-    Reply,
-    UserAudio,
-    resolve_device,
-    resolve_dtype,
-    respond,
-)
-from pipeline.io import ParamsError, load_params, write_json, write_text
+from pipeline.generation import generate_reply
+from pipeline.inference import InferenceRunParams, load_model
+from pipeline.io import write_json
+from pipeline.jsonl import write_jsonl
 from pipeline.judge import BEHAVIOURS, EXPECTED, Verdict, judge
+from pipeline.params import field, load_stage_params, stage_main
 from pipeline.records import CLASSES, DatasetRow, read_rows
+from pipeline.reply import Reply
+from pipeline.user_audio import ManifestAudio, UserAudio, check_skipped
 
 SECTION = "eval_classes"
 METRICS_PATH = Path("reports/metrics/eval_classes.json")
@@ -47,20 +42,12 @@ PLOT_PATH = Path("reports/plots/confusion_matrix.png")
 RECORDS_PATH = Path("reports/eval/eval_classes.jsonl")
 
 
-@dataclass(frozen=True)
-class EvalClassesConfig:
-    """The shared inference-run params plus the judge's narration coverage threshold."""
+@dataclass(frozen=True, kw_only=True)
+class EvalClassesParams(InferenceRunParams):
+    """The shared inference-run keys plus the judge's narration coverage threshold."""
 
-    run: InferenceRunConfig
-    narration_min_coverage: float = 1.0
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], section: str = SECTION) -> "EvalClassesConfig":
-        shared = InferenceRunConfig.from_params(params, section)
-        coverage = params.get("narration_min_coverage", 1.0)
-        if not 0 < float(coverage) <= 1:
-            raise ParamsError(f"params.yaml: '{section}.narration_min_coverage' must be in (0, 1], got {coverage!r}")
-        return cls(run=shared, narration_min_coverage=float(coverage))
+    SECTION = "eval_classes"
+    narration_min_coverage: float = field(1.0, lo=0, hi=1, lo_open=True)
 
 
 # --------------------------------------------------------------------------- per row
@@ -230,56 +217,29 @@ def plot_confusion(metrics: dict[str, Any], path: Path) -> None:
 
 
 def write_records(results: list[RowResult], path: Path) -> None:
-    write_text(path, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in results))
+    write_jsonl(path, (r.to_json() for r in results))
 
 
 # --------------------------------------------------------------------------- stage
 
-def lookup_audio(rows: list[DatasetRow], source: ManifestAudio) -> dict[str, UserAudio | str]:
-    found: dict[str, UserAudio | str] = {}
-    for row in rows:
-        try:
-            found[row.id] = source.audio_for(row)
-        except MissingAudio as err:
-            found[row.id] = str(err)
-    return found
-
-
-def check_skips(audio: dict[str, UserAudio | str], n_bad: int, n_total: int, limit: float, what: str) -> None:
-    missing = [f"{k}: {v}" for k, v in audio.items() if isinstance(v, str)]
-    n_rows = n_total + n_bad
-    if n_rows and (len(missing) + n_bad) / n_rows > limit:
-        shown = "\n  ".join(missing[:10]) + (f"\n  (+{len(missing) - 10} more)" if len(missing) > 10 else "")
-        raise RuntimeError(
-            f"{what}: {len(missing)} rows without user audio and {n_bad} bad lines out of {n_rows} "
-            f"exceed max_skipped_fraction={limit}:\n  {shown}"
-        )
-
-
-def load_model(config_dir: Path, device: str, dtype: str):
-    from pipeline.models import load_lfm
-
-    return load_lfm(config_dir, device=resolve_device(device), dtype=resolve_dtype(dtype))
-
-
-def run(config: EvalClassesConfig, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
+def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
         records_path: Path = RECORDS_PATH, lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    settings = config.run
-    read = read_rows(settings.rows_path)
+    read = read_rows(params.rows)
     bad = [str(b) for b in read.bad]
-    rows = select_rows(read.rows, settings.max_rows)
-    source = audio_source or ManifestAudio(settings.manifest_path, settings.tts_cache_dir)
-    audio = lookup_audio(rows, source)
-    check_skips(audio, len(bad), len(rows), settings.max_skipped_fraction, SECTION)
+    rows = select_rows(read.rows, params.max_rows)
+    source = audio_source or ManifestAudio(params.tts_manifest, params.tts_cache_dir)
+    audio = source.audio_for_rows(rows)
+    check_skipped(audio, len(bad), len(rows), params.max_skipped_fraction)
     if lfm is None:
-        lfm = load_model(settings.model_dir, settings.device, settings.dtype)
+        lfm = load_model(params.model_dir, params.device, params.dtype)
+    generation = params.generation
     started = time.perf_counter()
-    results = evaluate(rows, audio, lambda row, wave: respond(lfm, row, wave, settings.generation),
-                       config.narration_min_coverage, log)
+    results = evaluate(rows, audio, lambda row, wave: generate_reply(lfm, row, wave, generation),
+                       params.narration_min_coverage, log)
     metrics = summarize(results, read.lines_read, bad)
-    metrics["generation"] = settings.generation.to_json()
-    metrics["model_dir"] = str(settings.model_dir)
+    metrics["generation"] = generation.to_json()
+    metrics["model_dir"] = str(params.model_dir)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_records(results, records_path)
     write_json(metrics_path, metrics)
@@ -287,19 +247,18 @@ def run(config: EvalClassesConfig, metrics_path: Path = METRICS_PATH, plot_path:
     return metrics
 
 
-def main() -> int:
-    try:
-        config = EvalClassesConfig.from_params(load_params(SECTION))
-        metrics = run(config)
-    except (ParamsError, FileNotFoundError, RuntimeError) as err:
-        print(f"{SECTION}: {err}", file=sys.stderr)
-        return 1
+def work() -> int:
+    metrics = run(load_stage_params(EvalClassesParams))
     per_class = ", ".join(f"{c} {'n/a' if v is None else f'{v:.1%}'}" for c, v in metrics["per_class"].items())
     overall = metrics["overall_accuracy"]
     print(f"{SECTION}: overall {'n/a' if overall is None else f'{overall:.1%}'} over {metrics['n_evaluated']} rows "
           f"({per_class}); {metrics['n_skipped']} skipped; judge on references "
           f"{metrics['judge_reference_accuracy']}")
     return 0
+
+
+def main() -> int:
+    return stage_main(SECTION, work)
 
 
 if __name__ == "__main__":

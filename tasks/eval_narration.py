@@ -1,7 +1,7 @@
 """Stage `eval_narration`: novel facts -> faithful % and memorized %.
 
 Each novel-facts row (tool_result_speak, fact values never seen in training)
-replays the two-turn flow through ``pipeline.inference`` and its turn-2
+replays the two-turn flow through ``pipeline.generation`` and its turn-2
 narration is scored by ``pipeline.narration.score_narration``:
 
 - **faithful**: the narration states every injected fact value;
@@ -14,35 +14,33 @@ The two are independent. Outputs ``reports/metrics/eval_narration.json``
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.inference import InferenceRunConfig, ManifestAudio, Reply, respond
-from pipeline.io import ParamsError, load_params, require, write_json, write_text
+from pipeline.generation import generate_reply
+from pipeline.inference import InferenceRunParams, load_model
+from pipeline.io import write_json
+from pipeline.jsonl import write_jsonl
 from pipeline.narration import NarrationScore, TrainingValues, score_narration
+from pipeline.params import load_stage_params, stage_main
 from pipeline.records import DatasetRow, read_rows
-from tasks.eval_classes import check_skips, load_model, lookup_audio
+from pipeline.reply import Reply
+from pipeline.user_audio import ManifestAudio, check_skipped
 
 SECTION = "eval_narration"
 METRICS_PATH = Path("reports/metrics/eval_narration.json")
 RECORDS_PATH = Path("reports/eval/eval_narration.jsonl")
 
 
-@dataclass(frozen=True)
-class EvalNarrationConfig:
-    """The shared inference-run params plus the training rows whose fact values count as memorized."""
+@dataclass(frozen=True, kw_only=True)
+class EvalNarrationParams(InferenceRunParams):
+    """The shared inference-run keys plus the training rows whose fact values count as memorized."""
 
-    run: InferenceRunConfig
-    train_path: Path
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any], section: str = SECTION) -> "EvalNarrationConfig":
-        shared = InferenceRunConfig.from_params(params, section)
-        return cls(run=shared, train_path=Path(require(params, "train_rows", section, str)))
+    SECTION = "eval_narration"
+    train_rows: Path
 
 
 @dataclass
@@ -116,48 +114,45 @@ def summarize(results: list[NarrationResult], n_rows_read: int, bad: list[str], 
     }
 
 
-def run(config: EvalNarrationConfig, metrics_path: Path = METRICS_PATH, records_path: Path = RECORDS_PATH,
+def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_path: Path = RECORDS_PATH,
         lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    settings = config.run
-    read = read_rows(settings.rows_path)
+    read = read_rows(params.rows)
     bad = [str(b) for b in read.bad]
-    rows = read.rows[: settings.max_rows] if settings.max_rows else read.rows
+    rows = read.rows[: params.max_rows] if params.max_rows else read.rows
     not_narration = [r for r in rows if r.row_class != "tool_result_speak"]
-    bad += [f"{settings.rows_path}: row '{r.id}' is {r.row_class}, not tool_result_speak" for r in not_narration]
+    bad += [f"{params.rows}: row '{r.id}' is {r.row_class}, not tool_result_speak" for r in not_narration]
     rows = [r for r in rows if r.row_class == "tool_result_speak"]
-    train = read_rows(config.train_path)
+    train = read_rows(params.train_rows)
     training = training_values(train.rows)
-    audio = lookup_audio(rows, audio_source or ManifestAudio(settings.manifest_path, settings.tts_cache_dir))
-    check_skips(audio, len(bad), len(rows), settings.max_skipped_fraction, SECTION)
+    source = audio_source or ManifestAudio(params.tts_manifest, params.tts_cache_dir)
+    audio = source.audio_for_rows(rows)
+    check_skipped(audio, len(bad), len(rows), params.max_skipped_fraction)
     if lfm is None:
-        lfm = load_model(settings.model_dir, settings.device, settings.dtype)
+        lfm = load_model(params.model_dir, params.device, params.dtype)
+    generation = params.generation
     started = time.perf_counter()
     replies: dict[str, Reply | str] = {}
     for n, row in enumerate(rows, start=1):
-        source = audio[row.id]
-        if isinstance(source, str):
-            replies[row.id] = source
-            log(f"[{n}/{len(rows)}] {row.id}: skipped, {source}")
+        wave = audio[row.id]
+        if isinstance(wave, str):
+            replies[row.id] = wave
+            log(f"[{n}/{len(rows)}] {row.id}: skipped, {wave}")
             continue
-        reply = respond(lfm, row, source, settings.generation)
+        reply = generate_reply(lfm, row, wave, generation)
         replies[row.id] = reply
         log(f"[{n}/{len(rows)}] {row.id}: ({reply.seconds:.1f}s) {reply.text[:70]!r}")
     results = score_rows(rows, replies, training)
     metrics = summarize(results, read.lines_read, bad, training)
-    metrics["generation"] = settings.generation.to_json()
+    metrics["generation"] = generation.to_json()
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
-    write_text(records_path, "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in results))
+    write_jsonl(records_path, (r.to_json() for r in results))
     write_json(metrics_path, metrics)
     return metrics
 
 
-def main() -> int:
-    try:
-        metrics = run(EvalNarrationConfig.from_params(load_params(SECTION)))
-    except (ParamsError, FileNotFoundError, RuntimeError) as err:
-        print(f"{SECTION}: {err}", file=sys.stderr)
-        return 1
+def work() -> int:
+    metrics = run(load_stage_params(EvalNarrationParams))
 
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.1%}"
@@ -165,6 +160,10 @@ def main() -> int:
     print(f"{SECTION}: {pct(metrics['faithful_rate'])} faithful / {pct(metrics['memorized_rate'])} memorized "
           f"over {metrics['n']} novel facts ({metrics['n_skipped']} skipped)")
     return 0
+
+
+def main() -> int:
+    return stage_main(SECTION, work)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from coordinator import BlipSignature, SignatureError, StreamingBlipDetector
+from coordinator.constants import N_CODEBOOKS
+from coordinator.detector import StreamingBlipDetector
+from coordinator.signature import BlipSignature, SignatureError
 from pipeline.audio import SAMPLE_RATE, read_wav, resample, to_float32
 from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, row_messages
 from pipeline.io import ParamsError, atomic_dir, load_params, read_json, require, write_json
@@ -68,7 +70,7 @@ class SplitReport:
     tool_match_rows: int = 0
     blip_prefix_detection_matches: int = 0  # the coordinator's detector matches the sample's opening
     blip_prefix_full_matches: int = 0  # all 8 codebooks equal (a deep-codebook near-tie may flip)
-    blip_prefix_codebook_matches: list[int] = field(default_factory=lambda: [0] * 8)  # per codebook, all F frames
+    blip_prefix_codebook_matches: list[int] = field(default_factory=lambda: [0] * N_CODEBOOKS)  # per codebook, all F frames
     mismatched_ids: list[str] = field(default_factory=list)
 
 
@@ -231,7 +233,7 @@ def metrics_document(reports: dict[str, SplitReport], cache: CodesCache) -> dict
         "blip_prefix_match_rate": _rate(sum(r.blip_prefix_detection_matches for r in reports.values()), matches),
         "blip_prefix_full_match_rate": _rate(sum(r.blip_prefix_full_matches for r in reports.values()), matches),
         "blip_prefix_codebook_match_rates": [
-            _rate(sum(r.blip_prefix_codebook_matches[k] for r in reports.values()), matches) for k in range(8)
+            _rate(sum(r.blip_prefix_codebook_matches[k] for r in reports.values()), matches) for k in range(N_CODEBOOKS)
         ],
         "blip_prefix_mismatched_ids": [i for r in reports.values() for i in r.mismatched_ids],
         "codes_cache": {"hits": cache.hits, "misses": cache.misses, "hit_rate": _rate(cache.hits, cache.hits + cache.misses)},

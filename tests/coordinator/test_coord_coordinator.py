@@ -15,8 +15,12 @@ import threading
 import numpy as np
 import pytest
 
-from coordinator import BlipSignature, CodebookMatch, Coordinator, DecisionReason, EventKind, Trigger
+from coordinator.coordinator import Coordinator, Trigger
+from coordinator.detector import DecisionReason
+from coordinator.matchers import CodebookMatch
 from coordinator.scripted import Opening, audio_frames, card_like_blip_codes, interleave, scripted_turn
+from coordinator.signature import BlipSignature
+from coordinator.timeline import EventKind
 
 SIG = BlipSignature.from_codes(card_like_blip_codes())
 EOA = np.full(8, 2048, dtype=np.int64)
@@ -154,7 +158,7 @@ def test_matcher_argument_overrides_the_signature_default():
     items = turn_items(Opening.CB3_ONLY)
     _, dispatch, _ = run_turn(items)  # signature default: cb0 only -> miss
     assert [c.trigger for c, _ in dispatch.calls] == [Trigger.ACK_END]
-    from coordinator import AnyOfCodebooks
+    from coordinator.matchers import AnyOfCodebooks
 
     _, dispatch, _ = run_turn(items, matcher=AnyOfCodebooks(codebooks=(0, 3)))
     assert [c.trigger for c, _ in dispatch.calls] == [Trigger.EARLY]

@@ -4,16 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator import (
-    AnyOfCodebooks,
-    BlipSignature,
-    CodebookMatch,
-    DecisionReason,
-    DecisionState,
-    StreamingBlipDetector,
-)
+from coordinator.detector import DecisionReason, DecisionState, StreamingBlipDetector
+from coordinator.matchers import AnyOfCodebooks, CodebookMatch
 from coordinator.reference import CardRecipeLoop
 from coordinator.scripted import Opening, audio_frames, card_like_blip_codes
+from coordinator.signature import BlipSignature
 
 EOA = np.full(8, 2048, dtype=np.int64)  # end-of-audio frame
 

@@ -12,7 +12,9 @@ import asyncio
 import numpy as np
 import pytest
 
-from coordinator import BlipSignature, Coordinator, DecisionReason, Trigger
+from coordinator.coordinator import Coordinator, Trigger
+from coordinator.detector import DecisionReason
+from coordinator.signature import BlipSignature
 
 pytestmark = pytest.mark.slow
 

@@ -8,18 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator import (
-    AnyOfCodebooks,
-    BlipSignature,
-    CodebookMatch,
-    DecisionState,
-    DetectionSpec,
-    FullMatch,
-    StreamingBlipDetector,
-    matcher_from_detection,
-    matcher_from_signature,
-)
+from coordinator.detector import DecisionState, StreamingBlipDetector
+from coordinator.matchers import AnyOfCodebooks, CodebookMatch, FullMatch, matcher_from_detection, matcher_from_signature
 from coordinator.scripted import Opening, audio_frames, card_like_blip_codes
+from coordinator.signature import BlipSignature, DetectionSpec
 
 M, N = DecisionState.MATCH, DecisionState.NO_MATCH
 FULL, CB0, ANY03 = FullMatch(), CodebookMatch(codebooks=(0,)), AnyOfCodebooks(codebooks=(0, 3))

@@ -14,7 +14,7 @@ for blocked in ("torch", "torchaudio", "prefect", "pipeline", "tasks", "flows", 
     sys.modules[blocked] = None  # any import of these now raises ImportError
 before = set(sys.modules)
 import coordinator
-import coordinator.coordinator, coordinator.detector, coordinator.matchers
+import coordinator.constants, coordinator.coordinator, coordinator.detector, coordinator.matchers
 import coordinator.reference, coordinator.scripted, coordinator.signature
 import coordinator.timeline, coordinator.tokens
 third_party = sorted({
@@ -32,3 +32,20 @@ def test_coordinator_imports_with_numpy_only():
     assert proc.returncode == 0, proc.stderr
     third_party = json.loads(proc.stdout.strip().splitlines()[-1])
     assert set(third_party) <= {"coordinator", "numpy"}, third_party
+
+
+CONSTANTS_PROBE = r"""
+import json, sys
+before = set(sys.modules)
+import coordinator.constants
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_the_constants_load_alone():
+    """A stage importing the token ids depends on coordinator/constants.py and the package's empty __init__ only."""
+    proc = subprocess.run(
+        [sys.executable, "-c", CONSTANTS_PROBE], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["coordinator", "coordinator.constants"]

@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coordinator import BlipSignature, CodebookMatch, DecisionState, SignatureError, StreamingBlipDetector
+from coordinator.detector import DecisionState, StreamingBlipDetector
+from coordinator.matchers import CodebookMatch
 from coordinator.reference import CardRecipeLoop, card_is_blip_emitted
 from coordinator.scripted import Opening, audio_frames, card_like_blip_codes
+from coordinator.signature import BlipSignature, SignatureError
 
 
 def hand_made_codes() -> np.ndarray:

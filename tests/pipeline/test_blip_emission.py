@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator import BlipSignature, DetectionSpec
 from coordinator.scripted import Opening, audio_frames, card_like_blip_codes
+from coordinator.signature import BlipSignature, DetectionSpec
 from pipeline.blip_emission import AudioReply, score_blip_emission, score_row
 
 BLIP = card_like_blip_codes()  # (1, 8, 2); cb0 across frames [430, 127], frame 0 across codebooks [430, 13, 1903, 1548, ...]

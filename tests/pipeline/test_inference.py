@@ -1,4 +1,4 @@
-"""The one inference path on the tiny random-init model: ChatState layout, two-turn flow, Reply records."""
+"""The one inference path on the tiny random-init model: ChatState layout, two-turn flow, Reply records, user audio."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from pipeline import inference
-from pipeline.inference import GenerationConfig, ManifestAudio, MissingAudio, Reply, respond
-from pipeline.io import ParamsError
+from pipeline import generation
+from pipeline.generation import GenerationParams, generate_reply
+from pipeline.params import ParamsError, parse_params
 from pipeline.records import DatasetRow
+from pipeline.reply import Reply
+from pipeline.user_audio import ManifestAudio, MissingAudio
 
 TOOLS = [{"name": "weather", "description": "get current weather and forecasts for a location"},
          {"name": "alarm", "description": "set or cancel alarms"}]
@@ -30,18 +32,18 @@ def user_audio():
 
 
 def test_tool_match_reply_is_typed_and_replayable(tiny_lfm, user_audio):
-    config = GenerationConfig(max_new_tokens=24)
-    reply = respond(tiny_lfm, MATCH, user_audio, config)
+    params = GenerationParams(max_new_tokens=24)
+    reply = generate_reply(tiny_lfm, MATCH, user_audio, params)
     assert reply.audio_codes.dtype == np.int64 and reply.audio_codes.shape[0] == 8
     assert reply.finish_reason in ("im_end", "max_new_tokens")
     items = list(reply.items())
     n_stream = sum(count for _, count in reply.layout)
     assert len(items) == n_stream + (reply.finish_reason == "im_end")
-    assert n_stream <= config.max_new_tokens
+    assert n_stream <= params.max_new_tokens
     assert sum(i.size == 8 for i in items) == reply.n_audio_frames + reply.end_of_audio
     assert [int(i[0]) for i in items if i.size == 1][: len(reply.text_tokens)] == reply.text_tokens
     # greedy is deterministic: the same row gives the same reply
-    again = respond(tiny_lfm, MATCH, user_audio, config)
+    again = generate_reply(tiny_lfm, MATCH, user_audio, params)
     assert again.text_tokens == reply.text_tokens and np.array_equal(again.audio_codes, reply.audio_codes)
     # the record round-trips through JSON
     back = Reply.from_json(json.loads(json.dumps(reply.to_json())))
@@ -51,15 +53,15 @@ def test_tool_match_reply_is_typed_and_replayable(tiny_lfm, user_audio):
 
 def test_two_turn_flow_runs_in_one_chat_with_the_facts_prompt(tiny_lfm, user_audio, monkeypatch):
     seen = []
-    real = inference.generate_reply
+    real = generation.generate_turn
 
-    def spy(lfm, chat, config, wrap=None):
-        out = real(lfm, chat, config, wrap)
+    def spy(lfm, chat, params, wrap=None):
+        out = real(lfm, chat, params, wrap)
         seen.append((lfm.processor.text.decode(chat.text[0].tolist()), chat.audio_out.shape[1]))
         return out
 
-    monkeypatch.setattr(inference, "generate_reply", spy)
-    reply = respond(tiny_lfm, SPEAK, user_audio, GenerationConfig(max_new_tokens=20))
+    monkeypatch.setattr(generation, "generate_turn", spy)
+    reply = generate_reply(tiny_lfm, SPEAK, user_audio, GenerationParams(max_new_tokens=20))
     assert reply.turn1 is not None and len(seen) == 2
     turn1_prompt, turn2_prompt = seen[0][0], seen[1][0]
     assert "Known facts you must use when relevant:\nLima: 21°C, sunny, wind 9 km/h" not in turn1_prompt
@@ -74,14 +76,17 @@ def test_two_turn_flow_runs_in_one_chat_with_the_facts_prompt(tiny_lfm, user_aud
     assert "turn1" in record and Reply.from_json(record).turn1.text == reply.turn1.text
 
 
-def test_generation_config_from_params():
-    config = GenerationConfig.from_params({"max_new_tokens": 48, "audio_temperature": 1.0, "audio_top_k": 4}, "x")
-    assert config.max_new_tokens == 48 and not config.greedy
-    assert GenerationConfig.from_params({}, "x").greedy
+def test_generation_params_are_typed_and_bounded():
+    params = parse_params(GenerationParams, {"max_new_tokens": 48, "audio_temperature": 1, "audio_top_k": 4}, "x")
+    assert params.max_new_tokens == 48 and not params.greedy
+    assert params.audio_temperature == 1.0 and isinstance(params.audio_temperature, float)  # liquid-audio asserts float
+    assert parse_params(GenerationParams, {}, "x").greedy
     with pytest.raises(ParamsError, match="x.max_new_tokens"):
-        GenerationConfig.from_params({"max_new_tokens": "many"}, "x")
+        parse_params(GenerationParams, {"max_new_tokens": "many"}, "x")
     with pytest.raises(ParamsError, match="x.max_new_tokens"):
-        GenerationConfig.from_params({"max_new_tokens": 0}, "x")
+        parse_params(GenerationParams, {"max_new_tokens": 0}, "x")
+    with pytest.raises(ParamsError, match="x.text_top_k"):
+        parse_params(GenerationParams, {"text_top_k": 0}, "x")
 
 
 def test_manifest_audio(tmp_path):

@@ -9,8 +9,8 @@ import numpy as np
 import soundfile
 import yaml
 
-from coordinator import BlipSignature, DetectionSpec
 from coordinator.scripted import Opening, audio_frames, card_like_blip_codes, interleave
+from coordinator.signature import BlipSignature, DetectionSpec
 from pipeline.catalog import RowMaker
 from pipeline.records import write_rows
 from tasks.demo import main, run_demo
@@ -97,3 +97,13 @@ def test_streaming_decoder_plays_silence_for_a_frame_mimi_cannot_decode(tiny_mim
     audio, rate = soundfile.read(tmp_path / "turn.wav", dtype="float32")
     assert rate == 24_000 and audio.shape == (3 * 1920,)
     assert not audio[1920:3840].any()  # the undecodable frame is silence
+
+
+def test_bad_settings_and_missing_inputs_are_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the defaults apply, flags override them
+    assert main(["--n-per-class", "0"]) == 1
+    assert capsys.readouterr().err == "demo: params.yaml: 'demo.n_per_class' must be in [1, inf], got 0\n"
+    np.save(tmp_path / "codes.npy", BLIP)
+    assert main(["--codes-npy", "codes.npy"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("demo: ") and "signature.json" in err

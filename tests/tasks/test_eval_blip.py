@@ -7,7 +7,7 @@ import json
 import numpy as np
 
 from coordinator.scripted import card_like_blip_codes
-from tasks.eval_blip import EvalBlipConfig, run
+from tasks.eval_blip import EvalBlipParams, run
 
 BLIP = card_like_blip_codes()
 
@@ -46,7 +46,7 @@ def test_stage_writes_metrics_heatmap_and_rows(tmp_path):
                record("s1", "tool_result_speak", miss, "narration")]
     src = tmp_path / "eval_classes.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in records))
-    m = run(EvalBlipConfig(), src, npy, sig, tmp_path / "eval_blip.json", tmp_path / "blip_positions.png",
+    m = run(EvalBlipParams(), src, npy, sig, tmp_path / "eval_blip.json", tmp_path / "blip_positions.png",
             tmp_path / "eval_blip.jsonl")
     assert m["n_tool_match"] == 3 and m["n_negative"] == 2  # m4 has no reply; tool_result_speak is neither
     assert m["full_match_rate"] == 0.5 and m["cb0_match_rate"] == 1.0 and m["cb0_or_cb3_match_rate"] == 1.0
@@ -68,7 +68,25 @@ def test_no_tool_match_rows_are_null_with_reasons(tmp_path):
     npy, sig = write_signature(tmp_path)
     src = tmp_path / "eval_classes.jsonl"
     src.write_text(json.dumps(record("n1", "non_tool", np.zeros((8, 3), dtype=int), "direct")) + "\n")
-    m = run(EvalBlipConfig(), src, npy, sig, tmp_path / "m.json", tmp_path / "p.png", tmp_path / "r.jsonl")
+    m = run(EvalBlipParams(), src, npy, sig, tmp_path / "m.json", tmp_path / "p.png", tmp_path / "r.jsonl")
     assert m["cb0_match_rate"] is None and m["unavailable"]["cb0_match_rate"] == "no tool_match rows"
     assert m["per_position"][0] == [None, None] and m["false_positive_rate"] == 0.0
     assert (tmp_path / "p.png").exists()
+
+
+def test_expected_failures_are_one_line(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from tasks.eval_blip import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval_blip": {"negative_classes": []}}))
+    assert main() == 1
+    assert capsys.readouterr().err == "eval_blip: params.yaml: 'eval_blip.negative_classes' must name at least one class\n"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval_blip": {"negative_classes": ["tool_match"]}}))
+    assert main() == 1
+    assert "'eval_blip.negative_classes' must be a list of one of 'non_tool'" in capsys.readouterr().err
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval_blip": {"negative_classes": ["non_tool"]}}))
+    assert main() == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("eval_blip: data/blips/tool_invoke.codes.npy")

@@ -6,12 +6,15 @@ import random
 
 import numpy as np
 import pytest
+import yaml
 
 from pipeline.catalog import RowMaker
-from pipeline.inference import GenerationConfig, ManifestAudio, Reply
-from pipeline.io import ParamsError
+from pipeline.generation import GenerationParams
+from pipeline.params import ParamsError, parse_params
 from pipeline.records import write_rows
-from tasks.eval_classes import EvalClassesConfig, evaluate, plot_confusion, run, select_rows, summarize
+from pipeline.reply import Reply
+from pipeline.user_audio import ManifestAudio, TooManySkipped
+from tasks.eval_classes import EvalClassesParams, evaluate, plot_confusion, run, select_rows, summarize
 
 PARAMS = {
     "model_dir": "models/final", "rows": "data/dataset/heldout.jsonl", "tts_manifest": "data/tts/heldout.jsonl",
@@ -50,10 +53,10 @@ def write_inputs(tmp_path, rows, with_audio):
 def test_stage_runs_the_tiny_model_and_writes_every_output(tiny_lfm, tiny_lfm_dir, tmp_path):
     rows = one_row_per_class()
     rows_path, source = write_inputs(tmp_path, rows, with_audio={"h-m", "h-s", "h-x"})  # h-n has no audio
-    config = EvalClassesConfig.from_params({**PARAMS, "model_dir": str(tiny_lfm_dir), "rows": str(rows_path),
-                                            "max_skipped_fraction": 0.3})
+    params = parse_params(EvalClassesParams, {**PARAMS, "model_dir": str(tiny_lfm_dir), "rows": str(rows_path),
+                                              "max_skipped_fraction": 0.3})
     out = tmp_path / "reports"
-    metrics = run(config, out / "metrics/eval_classes.json", out / "plots/confusion_matrix.png",
+    metrics = run(params, out / "metrics/eval_classes.json", out / "plots/confusion_matrix.png",
                   out / "eval/eval_classes.jsonl", lfm=tiny_lfm, audio_source=source, log=lambda _: None)
     written = json.loads((out / "metrics/eval_classes.json").read_text())
     assert written["n_rows"] == 4 and written["n_evaluated"] == 3 and written["n_skipped"] == 1
@@ -76,9 +79,9 @@ def test_stage_runs_the_tiny_model_and_writes_every_output(tiny_lfm, tiny_lfm_di
 def test_missing_audio_past_the_threshold_fails_before_generating(tmp_path):
     rows = one_row_per_class()
     rows_path, source = write_inputs(tmp_path, rows, with_audio={"h-m"})
-    config = EvalClassesConfig.from_params({**PARAMS, "rows": str(rows_path), "max_skipped_fraction": 0.5})
-    with pytest.raises(RuntimeError, match="3 rows without user audio"):
-        run(config, tmp_path / "m.json", tmp_path / "p.png", tmp_path / "r.jsonl", lfm=object(), audio_source=source)
+    params = parse_params(EvalClassesParams, {**PARAMS, "rows": str(rows_path), "max_skipped_fraction": 0.5})
+    with pytest.raises(TooManySkipped, match="3 rows without user audio"):
+        run(params, tmp_path / "m.json", tmp_path / "p.png", tmp_path / "r.jsonl", lfm=object(), audio_source=source)
 
 
 def test_metrics_from_hand_made_replies(tmp_path):
@@ -115,7 +118,30 @@ def test_select_rows_keeps_every_class():
 
 def test_params_errors_name_the_key():
     with pytest.raises(ParamsError, match="eval_classes.rows"):
-        EvalClassesConfig.from_params({k: v for k, v in PARAMS.items() if k != "rows"})
+        parse_params(EvalClassesParams, {k: v for k, v in PARAMS.items() if k != "rows"})
     with pytest.raises(ParamsError, match="eval_classes.max_rows"):
-        EvalClassesConfig.from_params({**PARAMS, "max_rows": 0})
-    assert EvalClassesConfig.from_params(PARAMS).run.generation == GenerationConfig(max_new_tokens=16)
+        parse_params(EvalClassesParams, {**PARAMS, "max_rows": 0})
+    with pytest.raises(ParamsError, match="eval_classes.dtype"):
+        parse_params(EvalClassesParams, {**PARAMS, "dtype": "int8"})
+    with pytest.raises(ParamsError, match="eval_classes.narration_min_coverage"):
+        parse_params(EvalClassesParams, {**PARAMS, "narration_min_coverage": 0})
+    assert parse_params(EvalClassesParams, PARAMS).generation == GenerationParams(max_new_tokens=16)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model_dir": "no/such/model"}, "no/such/model: model folder not found (run the base_models stage first)"),
+    ({"dtype": "int8"}, "params.yaml: 'eval_classes.dtype' must be one of 'bfloat16', 'float32', 'float16', got 'int8'"),
+    ({"max_skipped_fraction": 0.5}, "4 rows without user audio and 0 bad lines out of 4 exceed max_skipped_fraction=0.5"),
+])
+def test_an_expected_failure_is_one_line_naming_the_cause(tmp_path, monkeypatch, capsys, change, message):
+    from tasks.eval_classes import main
+
+    rows_path, _ = write_inputs(tmp_path, one_row_per_class(), with_audio=set())
+    raw = {**PARAMS, "rows": str(rows_path), "tts_manifest": str(tmp_path / "manifest.jsonl"),
+           "tts_cache_dir": str(tmp_path / "cache"), "max_skipped_fraction": 1.0, **change}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval_classes": raw}))
+    monkeypatch.chdir(tmp_path)
+    assert main() == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"eval_classes: {message}")
+    assert not (tmp_path / "reports").exists()  # nothing written

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from pipeline.catalog import RowMaker
-from pipeline.inference import ManifestAudio, Reply
+from pipeline.params import parse_params
 from pipeline.records import DatasetRow, write_rows
-from tasks.eval_narration import EvalNarrationConfig, run, score_rows, summarize, training_values
+from pipeline.reply import Reply
+from pipeline.user_audio import ManifestAudio
+from tasks.eval_narration import EvalNarrationParams, run, score_rows, summarize, training_values
 
 TOOLS = [{"name": "weather", "description": "get current weather and forecasts for a location"}]
 
@@ -62,14 +64,28 @@ def test_stage_on_the_tiny_model(tiny_lfm, tiny_lfm_dir, tmp_path):
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(json.dumps({"id": "nf-1", "user_key": "k", "turn1_user_key": "k"}) + "\n")
     source = ManifestAudio(manifest, tmp_path, loader=lambda d, k: (np.full(4_800, 0.01, dtype=np.float32), 24_000))
-    config = EvalNarrationConfig.from_params({
+    params = parse_params(EvalNarrationParams, {
         "model_dir": str(tiny_lfm_dir), "rows": str(tmp_path / "novel.jsonl"), "train_rows": str(tmp_path / "train.jsonl"),
         "tts_manifest": str(manifest), "tts_cache_dir": str(tmp_path), "max_new_tokens": 12, "device": "cpu",
         "max_skipped_fraction": 0.0})
-    metrics = run(config, tmp_path / "eval_narration.json", tmp_path / "eval_narration.jsonl", lfm=tiny_lfm,
+    metrics = run(params, tmp_path / "eval_narration.json", tmp_path / "eval_narration.jsonl", lfm=tiny_lfm,
                   audio_source=source, log=lambda _: None)
     assert metrics["n"] == 1 and metrics["training_values"] > 0
     assert metrics["faithful_rate"] in (0.0, 1.0) and metrics["memorized_rate"] in (0.0, 1.0)
     record = json.loads((tmp_path / "eval_narration.jsonl").read_text())
     assert record["id"] == "nf-1" and record["turn1_text"] is not None and "coverage" in record["score"]
     assert set(json.loads((tmp_path / "eval_narration.json").read_text())) >= {"faithful_rate", "memorized_rate", "n"}
+
+
+def test_a_missing_training_file_is_one_line(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    from tasks.eval_narration import main
+
+    write_rows(tmp_path / "novel.jsonl", [speak_row("n1", "Oslo: 1°C, mist, wind 3 km/h")])
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval_narration": {
+        "model_dir": "models/final", "rows": "novel.jsonl", "train_rows": "no_train.jsonl",
+        "tts_manifest": "manifest.jsonl", "tts_cache_dir": "cache"}}))
+    monkeypatch.chdir(tmp_path)
+    assert main() == 1
+    assert capsys.readouterr().err == "eval_narration: no_train.jsonl: file not found\n"

@@ -13,7 +13,7 @@ from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, row_m
 from pipeline.records import DatasetRow
 from tasks import blip_codes
 from pipeline.blip import BlipParams, synthesize_blip
-from coordinator import BlipSignature
+from coordinator.signature import BlipSignature
 from tasks.preprocess import SplitReport, prefix_check, samples_for_split, write_dataset
 
 TOOLS = [{"name": "weather", "description": "get current weather and forecasts for a location"},

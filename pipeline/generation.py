@@ -1,0 +1,184 @@
+"""Generation: a dataset row + the user's speech -> the model's ``Reply``, through liquid-audio.
+
+``generate_reply`` is the one entry point (a later batched decoder replaces what is
+behind it). The model sees exactly the chat layout it was trained on
+(``pipeline.prompts``, ``pipeline.chat_samples``):
+
+    <|startoftext|>
+    <|im_start|>system\\n{system_prompt(row.tools)}<|im_end|>\\n
+    <|im_start|>user\\n{user audio, add_audio(wave[1, N], sr)}<|im_end|>\\n
+    <|im_start|>assistant\\n  -> generate_interleaved(**chat)
+
+tool_result_speak rows replay the two-turn flow in the *same* ``ChatState``:
+turn 1 is generated as above; its generated tokens are appended
+(``chat.append``), the turn is ended, the facts system prompt
+(``facts_system_prompt``: set_context) is added as a system turn, and turn 2 is
+generated after ``<|im_start|>assistant``.
+
+Generation is greedy unless temperatures are given (``GenerationParams``);
+sampled generation is seeded per reply.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from coordinator.constants import N_CODEBOOKS
+from pipeline.models import LoadedLFM
+from pipeline.params import StageParams, field
+from pipeline.prompts import facts_system_prompt, system_prompt
+from pipeline.records import DatasetRow
+from pipeline.reply import Reply, ReplyCollector
+from pipeline.user_audio import UserAudio
+
+StreamWrapper = Callable[[Iterator[Any]], Iterable[Any]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationParams(StageParams):
+    """``generate_interleaved`` settings, as keys of a stage's params group; None temperatures = greedy."""
+
+    max_new_tokens: int = field(512, lo=1)
+    text_temperature: float | None = field(None, lo=0)
+    text_top_k: int | None = field(None, lo=1)
+    audio_temperature: float | None = field(None, lo=0)
+    audio_top_k: int | None = field(None, lo=1)
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.text_temperature is None and self.audio_temperature is None
+
+    @property
+    def generation(self) -> "GenerationParams":
+        """These keys alone (a stage's params group holds more), as generation and the metrics see them."""
+        return GenerationParams(**{f.name: getattr(self, f.name) for f in dataclasses.fields(GenerationParams)})
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self.generation)
+
+
+# --------------------------------------------------------------------------- the chat
+
+def new_chat(lfm: LoadedLFM, system_text: str):
+    """A ``ChatState`` holding the system turn."""
+    from liquid_audio import ChatState
+
+    chat = ChatState(lfm.processor)
+    chat.new_turn("system")
+    chat.add_text(system_text)
+    chat.end_turn()
+    return chat
+
+
+def add_user_audio(chat, audio: UserAudio) -> None:
+    """A user turn made of the waveform (mono, any rate: liquid-audio resamples to 16 kHz)."""
+    wave, sample_rate = audio
+    wave = np.asarray(wave)
+    if wave.dtype == np.int16:
+        wave = wave.astype(np.float32) / 32768.0
+    if wave.ndim != 1 or wave.size == 0:
+        raise ValueError(f"user audio must be a non-empty mono 1-D waveform, got shape {wave.shape}")
+    chat.new_turn("user")
+    chat.add_audio(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)).reshape(1, -1), int(sample_rate))
+    chat.end_turn()
+
+
+def request_chat(lfm: LoadedLFM, row: DatasetRow, user_audio: UserAudio):
+    """The chat up to the model's first turn: the row's system prompt, then the spoken request."""
+    chat = new_chat(lfm, system_prompt(row.tools))
+    add_user_audio(chat, user_audio)
+    return chat
+
+
+def append_turn(chat, collector: ReplyCollector) -> None:
+    """Append a generated turn to ``chat`` exactly as generated (liquid-audio's demo does the same)."""
+    from liquid_audio import LFMModality
+
+    device = chat.device
+    text = torch.tensor([collector.text_tokens], dtype=torch.long, device=device).reshape(1, -1)
+    audio = (torch.from_numpy(np.stack(collector.frames, axis=1)) if collector.frames
+             else torch.zeros((N_CODEBOOKS, 0), dtype=torch.long)).to(device=device, dtype=torch.long)
+    flags = [int(LFMModality.TEXT) if kind == "t" else int(LFMModality.AUDIO_OUT)
+             for kind, count in collector.layout for _ in range(count)]
+    modality = torch.tensor([flags], dtype=torch.long, device=device).reshape(1, -1)
+    chat.append(text=text, audio_out=audio, modality_flag=modality)
+
+
+# --------------------------------------------------------------------------- generating
+
+def generate_stream(lfm: LoadedLFM, chat, params: GenerationParams) -> Iterator[torch.Tensor]:
+    """Open the assistant turn (``<|im_start|>assistant``) now, then stream ``generate_interleaved`` items (on the CPU)."""
+    chat.new_turn("assistant")
+
+    def items() -> Iterator[torch.Tensor]:
+        if not params.greedy:
+            torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            for item in lfm.model.generate_interleaved(
+                **chat,
+                max_new_tokens=params.max_new_tokens,
+                text_temperature=params.text_temperature,
+                text_top_k=params.text_top_k,
+                audio_temperature=params.audio_temperature,
+                audio_top_k=params.audio_top_k,
+            ):
+                yield item.detach().to("cpu").clone()
+
+    return items()
+
+
+def generate_turn(
+    lfm: LoadedLFM, chat, params: GenerationParams, wrap: StreamWrapper | None = None
+) -> tuple[Reply, ReplyCollector]:
+    """Generate one assistant turn in ``chat``; ``wrap`` may tap the stream (e.g. ``Coordinator.tap``)."""
+    collector = ReplyCollector(lfm.processor.text)
+    start = time.perf_counter()
+    stream: Iterable[Any] = generate_stream(lfm, chat, params)
+    if wrap is not None:
+        stream = wrap(stream)  # type: ignore[arg-type]
+    for item in stream:
+        collector.add(item)
+    finish = "max_new_tokens" if collector.n_items >= params.max_new_tokens else "im_end"
+    return collector.reply(finish, time.perf_counter() - start), collector
+
+
+def generate_reply(
+    lfm: LoadedLFM,
+    row: DatasetRow,
+    user_audio: UserAudio,
+    params: GenerationParams,
+    wrap: StreamWrapper | None = None,
+) -> Reply:
+    """The model's reply to ``row`` (turn 2 for tool_result_speak, with turn 1 in ``Reply.turn1``).
+
+    ``user_audio`` is the spoken request (``row.user``; for tool_result_speak
+    ``row.turn1.user``, the same text). ``wrap`` taps the final turn's stream.
+    """
+    chat = request_chat(lfm, row, user_audio)
+    if row.row_class != "tool_result_speak":
+        reply, _ = generate_turn(lfm, chat, params, wrap)
+        return reply
+    if row.facts is None:
+        raise ValueError(f"row {row.id}: a tool_result_speak row needs facts")
+    turn1, collector = generate_turn(lfm, chat, params)
+    append_turn(chat, collector)
+    chat.end_turn()
+    chat.new_turn("system")
+    chat.add_text(facts_system_prompt(row.tools, row.facts))
+    chat.end_turn()
+    reply, _ = generate_turn(lfm, chat, params, wrap)
+    reply.turn1 = turn1
+    return reply
+
+
+def stream_reply(lfm: LoadedLFM, row: DatasetRow, user_audio: UserAudio, params: GenerationParams) -> Iterator[torch.Tensor]:
+    """The raw item stream of a single-turn row's reply, for callers that consume it live (the demo)."""
+    if row.row_class == "tool_result_speak":
+        raise ValueError(f"row {row.id}: a tool_result_speak reply takes two turns; use generate_reply")
+    return generate_stream(lfm, request_chat(lfm, row, user_audio), params)
