@@ -33,13 +33,16 @@ included) and are tested against all of them. Decision order:
 """
 from __future__ import annotations
 
+import json
 import re
 import string
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable
 
-from pipeline.narration import score_narration
+from pipeline.narration import TrainingValues, score_narration
+from pipeline.params import StageError
 from pipeline.records import CLASSES
 
 BEHAVIOURS = ("ack", "refusal", "direct", "narration", "other")
@@ -300,3 +303,149 @@ def judge(row_class: str, text: str, facts: Any = None, tool_name: str | None = 
     if ok:
         return verdict("direct", "well-formed reply with no ack, refusal or result cue", narration)
     return verdict("other", f"not well-formed text ({why})", narration)
+
+
+# --------------------------------------------------------------------------- measuring the judge
+
+JUDGE_CASES = Path("tests/data/judge_cases.jsonl")
+"""Hand-labelled tricky replies (families of phrasing) the judge is measured on; the card prints the result."""
+
+
+class JudgeCaseError(StageError, ValueError):
+    """A line of the judge cases file is not a valid case; the message names file:line."""
+
+
+@dataclass(frozen=True)
+class JudgeCase:
+    """One labelled reply: what the judge must say about it.
+
+    ``expected`` is the behaviour (not the class's expected one: a case can be a
+    model error the judge must catch). ``correct`` (optional) is the verdict's
+    correctness, for acks of another tool. ``faithful`` / ``memorized``
+    (optional, tool_result_speak) are the narration scorer's flags, memorized
+    against ``training_facts``.
+    """
+
+    id: str
+    family: str
+    row_class: str
+    reply: str
+    expected: str
+    tool: str | None = None
+    facts: Any = None
+    training_facts: tuple[Any, ...] = ()
+    correct: bool | None = None
+    faithful: bool | None = None
+    memorized: bool | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> "JudgeCase":
+        if not isinstance(obj, dict):
+            raise ValueError("not a JSON object")
+        known = {"id", "family", "class", "tool", "facts", "training_facts", "reply", "expected", "correct",
+                 "faithful", "memorized"}
+        if set(obj) - known:
+            raise ValueError(f"unknown keys {sorted(set(obj) - known)}")
+        for key in ("id", "family", "class", "reply", "expected"):
+            if not isinstance(obj.get(key), str):
+                raise ValueError(f"field '{key}' must be a string")
+        if obj["class"] not in EXPECTED:
+            raise ValueError(f"unknown class {obj['class']!r}")
+        if obj["expected"] not in BEHAVIOURS:
+            raise ValueError(f"unknown behaviour {obj['expected']!r} (expected one of {', '.join(BEHAVIOURS)})")
+        for key in ("correct", "faithful", "memorized"):
+            if obj.get(key) is not None and not isinstance(obj[key], bool):
+                raise ValueError(f"field '{key}' must be true or false")
+        if obj["class"] == "tool_result_speak" and obj.get("facts") is None:
+            raise ValueError("a tool_result_speak case needs 'facts'")
+        return cls(id=obj["id"], family=obj["family"], row_class=obj["class"], reply=obj["reply"],
+                   expected=obj["expected"], tool=obj.get("tool"), facts=obj.get("facts"),
+                   training_facts=tuple(obj.get("training_facts") or ()), correct=obj.get("correct"),
+                   faithful=obj.get("faithful"), memorized=obj.get("memorized"))
+
+
+@dataclass(frozen=True)
+class JudgeMiss:
+    """A case the judge got wrong: what was expected and what it said."""
+
+    id: str
+    family: str
+    reply: str
+    expected: str
+    got: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.id} [{self.family}] expected {self.expected}, got {self.got}: {self.reply!r} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class JudgeAccuracy:
+    """The judge on a labelled set: accuracy over all cases, per family, and every miss."""
+
+    n: int
+    n_correct: int
+    accuracy: float | None  # None over zero cases
+    per_family: dict[str, tuple[int, int]]  # family -> (correct, n)
+    misses: tuple[JudgeMiss, ...]
+
+    def to_json(self) -> dict:
+        return {"n": self.n, "n_correct": self.n_correct, "accuracy": self.accuracy,
+                "per_family": {k: {"correct": c, "n": n} for k, (c, n) in self.per_family.items()},
+                "misses": [vars(m) for m in self.misses]}
+
+
+def check_case(case: JudgeCase) -> JudgeMiss | None:
+    """None when the judge (and, for narrations, the scorer) says what the case expects."""
+    verdict = judge(case.row_class, case.reply, facts=case.facts, tool_name=case.tool)
+    wanted, got = [f"behaviour={case.expected}"], [f"behaviour={verdict.behaviour}"]
+    if case.correct is not None:
+        wanted.append(f"correct={case.correct}")
+        got.append(f"correct={verdict.correct}")
+    if case.faithful is not None or case.memorized is not None:
+        training = TrainingValues.from_facts(case.training_facts) if case.training_facts else None
+        score = score_narration(case.reply, case.facts, training)
+        for key in ("faithful", "memorized"):
+            if getattr(case, key) is not None:
+                wanted.append(f"{key}={getattr(case, key)}")
+                got.append(f"{key}={getattr(score, key)}")
+    if wanted == got:
+        return None
+    return JudgeMiss(case.id, case.family, case.reply, ", ".join(wanted), ", ".join(got), verdict.reason)
+
+
+def measure(cases: Iterable[JudgeCase]) -> JudgeAccuracy:
+    """The judge's accuracy on labelled cases (pure: no files)."""
+    per_family: dict[str, tuple[int, int]] = {}
+    misses: list[JudgeMiss] = []
+    for case in cases:
+        miss = check_case(case)
+        correct, n = per_family.get(case.family, (0, 0))
+        per_family[case.family] = (correct + (miss is None), n + 1)
+        if miss is not None:
+            misses.append(miss)
+    n = sum(n for _, n in per_family.values())
+    n_correct = n - len(misses)
+    return JudgeAccuracy(n, n_correct, n_correct / n if n else None, per_family, tuple(misses))
+
+
+def read_judge_cases(path: Path = JUDGE_CASES) -> list[JudgeCase]:
+    """Every case of a JSONL file; a bad line raises :class:`JudgeCaseError` naming file:line."""
+    cases: list[JudgeCase] = []
+    seen: set[str] = set()
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise JudgeCaseError(f"{path}: cannot read judge cases ({exc.strerror or exc})") from exc
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            case = JudgeCase.from_json(json.loads(line))
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise JudgeCaseError(f"{path}:{number}: {exc}") from exc
+        if case.id in seen:
+            raise JudgeCaseError(f"{path}:{number}: duplicate id {case.id!r}")
+        seen.add(case.id)
+        cases.append(case)
+    return cases
