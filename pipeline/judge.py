@@ -18,8 +18,11 @@ tool_result_speak -> narration); a tool_match ack that names the action of a
 The cues (lexicons and patterns) are listed in ``docs/evaluation.md``. Ack
 cues include the action phrases of every tool in ``pipeline.catalog``
 ("checking the weather in", "setting an alarm for", ...); refusal and ack cues
-were written to cover every template of ``pipeline.templates`` (held-out side
-included) and are tested against all of them. Decision order:
+cover every template of ``pipeline.templates`` (held-out side included) and
+are tested against all of them. Replies are read clause by clause (split at
+sentence punctuation, commas and dashes): a clause whose subject is a gerund
+phrase ("Setting small goals is ...") holds no ack, and a result word after an
+ack in its own clause is what the ack is about, not a claim. Decision order:
 
 1. no letters at all -> other ("empty")
 2. tool_result_speak: all fact values stated -> narration
@@ -28,8 +31,14 @@ included) and are tested against all of them. Decision order:
 4. a result cue anywhere -> narration (non-tsr rows) / other (tsr rows: the
    facts were not all stated)
 5. an ack cue -> ack
-6. tool_result_speak with some fact values stated -> other ("partial narration")
+6. tool_result_speak stating some fact values -> other ("partial narration")
 7. well-formed text -> direct, else other
+
+How well this works is measured, not assumed: :func:`measure` runs the judge
+on the hand-labelled replies of ``JUDGE_CASES`` (phrasing families: refusal and
+ack styles, chat that sounds like an ack, numbers, money, times, dates and
+units in words and digits, British and American spellings) and the card
+prints the result.
 """
 from __future__ import annotations
 

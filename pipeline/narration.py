@@ -12,9 +12,16 @@ states the facts). The rules are documented in ``docs/evaluation.md``; in short:
        "14°C" / "14 degrees" / "fourteen degrees Celsius"  -> 14|degrees
        "12 km/h" / "12 kilometers an hour" / "12 kph"      -> 12|kph
        "$37" / "37 dollars" / "37 bucks"                   -> 37|dollars
+       "$12.50" / "twelve dollars and fifty cents"         -> 12.5|dollars
+       "£23.40" / "twenty-three pounds forty", "€95" / "95 EUR" -> 23.4|pounds, 95|euros
        "45%" / "45 percent" / "45 per cent"                -> 45|percent
-       "7:45 PM" / "7:45 p.m."                             -> 7:45|pm
-       "7 am" / "7 o'clock"                                -> 7:00|am / 7:00|
+       "7:45 PM" / "7:45 p.m." / "quarter to eight in the evening" / "19:45" -> 7:45|pm
+       "7 am" / "7 o'clock" / "noon"                       -> 7:00|am / 7:00| / 12:00|pm
+       "half an hour" / "30 minutes"                       -> 30|minutes
+
+   Dates: "the 3rd of May" / "May third" / "3 May" -> 3 may (ordinal words are
+   numbers only next to a month); "2027-03-14" -> 14 march 2027. British
+   spellings become American (colour -> color, centre -> center, grey -> gray).
 
 2. **Fact fields and values.** A facts block is split into fields (at ``,``
    ``;``, newlines and ``": "``; an object gives one field per leaf value).
@@ -25,7 +32,8 @@ states the facts). The rules are documented in ``docs/evaluation.md``; in short:
 3. **Stated.** A field is stated when every value token occurs in the reply
    (order-free). A number with a unit is matched by the same number with the
    same unit, or by the bare number (``indoors 19`` states ``19 degrees``);
-   the same number with another unit does not count.
+   the same number with another unit does not count. A price or time said as
+   two bare numbers ("twelve fifty", "seven thirty") states ``12.50`` / ``7:30``.
 
 4. **Faithful**: every field with value tokens is stated (coverage 1.0).
    **Memorized**: the reply contains, verbatim (contiguous canonical tokens), a

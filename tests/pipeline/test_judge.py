@@ -179,9 +179,9 @@ def test_the_judge_gets_at_least_98_percent_of_the_labelled_replies_right(judge_
 
 
 def test_every_phrasing_family_is_judged_right(judge_cases):
-    """A whole family must not slip behind an overall number (at most 1 miss in 5 per family)."""
+    """A whole family must not slip behind an overall number: one odd reply per family at most."""
     accuracy = measure(judge_cases)
-    weak = {family: f"{correct}/{n}" for family, (correct, n) in accuracy.per_family.items() if correct < 0.8 * n}
+    weak = {family: f"{correct}/{n}" for family, (correct, n) in accuracy.per_family.items() if n - correct > 1}
     assert not weak, (weak, [str(m) for m in accuracy.misses if m.family in weak])
 
 
@@ -231,17 +231,23 @@ def test_a_bad_judge_cases_line_fails_naming_file_and_line(tmp_path):
     ("non_tool", "Let me put it simply: mixing blue and yellow makes green.", "direct"),
     ("tool_match", "Let me put on some jazz.", "ack"),
     # a result word inside an ack's clause is what the ack is about; in its own clause it is a claim
-    ("tool_match", "Let me check what's currently on your calendar.", "ack"),
+    ("tool_match", "Let me check what's currently on your calendar for Thursday.", "ack"),
+    ("tool_match", "Checking the fare for a ride to the airport at 5 PM.", "ack"),
     ("tool_match", "Checking your calendar, you have a meeting at 3 PM.", "narration"),
     # result words and measurements in chat
     ("non_tool", "You have a great sense of humour!", "direct"),
     ("non_tool", "A marathon is 42.195 kilometres long.", "direct"),
     ("non_tool", "It's 14 degrees in Paris right now.", "narration"),
+    # refusals that name the missing tool, or decline in so many words
+    ("tool_miss", "There's no traffic tool in this setup.", "refusal"),
+    ("tool_miss", "I wasn't given a way to check stock prices.", "refusal"),
+    ("tool_miss", "I'm going to have to politely decline.", "refusal"),
+    ("non_tool", "I don't have a favourite colour, but many people love blue.", "direct"),
     # a person's limits are chat, a tool's are a refusal
     ("non_tool", "I'm not able to sleep, but I'm always here when you need me.", "direct"),
     ("tool_miss", "I'm not able to book rides for you here.", "refusal"),
 ])
-def test_clause_rules(row_class, text, behaviour):
+def test_one_reply_per_family_rule(row_class, text, behaviour):
     verdict = judge(row_class, text)
     assert verdict.behaviour == behaviour, verdict.reason
 
