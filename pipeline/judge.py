@@ -161,9 +161,10 @@ _PROGRESSIVE = (
 )
 # someone else's action, or a gerund used as a noun, is not an ack: "you're getting better",
 # "it's turning cold", "a kind way of putting things", "thanks for checking in"
-_NOT_MINE = (r"(?<!youre )(?<!you are )(?<!theyre )(?<!its )(?<!is )(?<!are )(?<!was )(?<!were )(?<!keep )"
-             r"(?<!of )(?<!for )(?<!by )(?<!about )(?<!without )(?<!from )(?<!like )(?<!enjoy )(?<!love )(?<!stop )"
-             r"(?<!try )(?<!mind )")
+# (whole words only; "were" is left out: cue text cannot tell it from "we're checking", an ack)
+_NOT_MINE = "".join(rf"(?<!\b{w} )" for w in (
+    "youre", "you are", "theyre", "they are", "its", "it is", "is", "was", "keep", "of", "for", "by", "about",
+    "without", "from", "like", "enjoy", "love", "stop", "try", "mind"))
 ACK_GENERIC = _rx(
     rf"(?:let me|lemme|ill|i will|im going to|i am going to)(?: just| quickly| go ahead and| now| also| first)? (?:{_TOOL_VERBS})",
     rf"{_NOT_MINE}(?:{_PROGRESSIVE})",

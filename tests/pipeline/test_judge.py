@@ -227,6 +227,10 @@ def test_a_bad_judge_cases_line_fails_naming_file_and_line(tmp_path):
     ("tool_match", "Checking whether it is raining in Lima.", "ack"),
     # ... and a refusal that opens with one is a refusal
     ("tool_miss", "Sending texts isn't something I can do.", "refusal"),
+    # a progressive is an ack when it is ours, not when it is someone else's or a noun
+    ("tool_match", "We're checking the weather in Paris now.", "ack"),
+    ("non_tool", "You're getting better at this!", "direct"),
+    ("non_tool", "Thanks for checking in!", "direct"),
     # conversational idioms on tool verbs
     ("non_tool", "Let me put it simply: mixing blue and yellow makes green.", "direct"),
     ("tool_match", "Let me put on some jazz.", "ack"),
