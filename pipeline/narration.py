@@ -12,9 +12,16 @@ states the facts). The rules are documented in ``docs/evaluation.md``; in short:
        "14°C" / "14 degrees" / "fourteen degrees Celsius"  -> 14|degrees
        "12 km/h" / "12 kilometers an hour" / "12 kph"      -> 12|kph
        "$37" / "37 dollars" / "37 bucks"                   -> 37|dollars
+       "$12.50" / "twelve dollars and fifty cents"         -> 12.5|dollars
+       "£23.40" / "twenty-three pounds forty", "€95" / "95 EUR" -> 23.4|pounds, 95|euros
        "45%" / "45 percent" / "45 per cent"                -> 45|percent
-       "7:45 PM" / "7:45 p.m."                             -> 7:45|pm
-       "7 am" / "7 o'clock"                                -> 7:00|am / 7:00|
+       "7:45 PM" / "7:45 p.m." / "quarter to eight in the evening" / "19:45" -> 7:45|pm
+       "7 am" / "7 o'clock" / "noon"                       -> 7:00|am / 7:00| / 12:00|pm
+       "half an hour" / "30 minutes"                       -> 30|minutes
+
+   Dates: "the 3rd of May" / "May third" / "3 May" -> 3 may (ordinal words are
+   numbers only next to a month); "2027-03-14" -> 14 march 2027. British
+   spellings become American (colour -> color, centre -> center, grey -> gray).
 
 2. **Fact fields and values.** A facts block is split into fields (at ``,``
    ``;``, newlines and ``": "``; an object gives one field per leaf value).
@@ -25,7 +32,8 @@ states the facts). The rules are documented in ``docs/evaluation.md``; in short:
 3. **Stated.** A field is stated when every value token occurs in the reply
    (order-free). A number with a unit is matched by the same number with the
    same unit, or by the bare number (``indoors 19`` states ``19 degrees``);
-   the same number with another unit does not count.
+   the same number with another unit does not count. A price or time said as
+   two bare numbers ("twelve fifty", "seven thirty") states ``12.50`` / ``7:30``.
 
 4. **Faithful**: every field with value tokens is stated (coverage 1.0).
    **Memorized**: the reply contains, verbatim (contiguous canonical tokens), a
@@ -38,20 +46,27 @@ import re
 import string
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 # --------------------------------------------------------------------------- canonical tokens
 
 _UNITS = {
     "degrees": "degrees", "degree": "degrees", "deg": "degrees", "celsius": "degrees", "centigrade": "degrees",
-    "kph": "kph", "kmh": "kph", "kmph": "kph",
+    "fahrenheit": "degrees",
+    "kph": "kph", "kmh": "kph", "kmph": "kph", "mph": "mph",
     "km": "km", "kms": "km", "kilometers": "km", "kilometer": "km", "kilometres": "km", "kilometre": "km",
+    "miles": "miles", "mile": "miles",
+    "kg": "kg", "kgs": "kg", "kilograms": "kg", "kilogram": "kg", "kilos": "kg", "kilo": "kg",
     "minutes": "minutes", "minute": "minutes", "mins": "minutes", "min": "minutes",
     "percent": "percent", "pct": "percent",
     "dollars": "dollars", "dollar": "dollars", "bucks": "dollars", "usd": "dollars",
+    "pounds": "pounds", "pound": "pounds", "quid": "pounds", "gbp": "pounds",
+    "euros": "euros", "euro": "euros", "eur": "euros",
     "am": "am", "pm": "pm",
 }
 UNIT_TOKENS = frozenset(_UNITS.values())
+CURRENCIES = frozenset({"dollars", "pounds", "euros"})
+_SUBUNITS = {"cents": "dollars", "cent": "dollars", "pence": "pounds", "p": "pounds"}  # "fifty cents" = 0.50 dollars
 
 _ONES = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -59,14 +74,68 @@ _ONES = {
     "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
 }
 _TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
+_ORDINALS = {
+    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+    "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14,
+    "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19,
+    "twentieth": 20, "thirtieth": 30,
+}
+MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
+          "november", "december")
+_MONTH_ABBREVIATIONS = {m[:3]: m for m in MONTHS if m != "may"} | {"sept": "september"}
+
+# British -> American spellings, by family: -our, -tre, -ise/-yse, doubled l, and single words.
+_OUR = "colour favour favourite flavour harbour honour humour labour neighbour neighbourhood rumour behaviour odour " \
+       "savoury vapour armour parlour"
+_TRE = "centre theatre metre litre fibre calibre sombre spectre lustre meagre kilometre centimetre millimetre"
+_ISE = "organis realis recognis apologis prioritis customis summaris finalis minimis maximis memoris personalis " \
+       "categoris authoris"
+_YSE = "analys paralys"
+_LL = "cancel travel label model fuel signal level counsel"
+_SINGLE = {
+    "grey": "gray", "greys": "grays", "programme": "program", "programmes": "programs", "jewellery": "jewelry",
+    "tyre": "tire", "tyres": "tires", "aluminium": "aluminum", "defence": "defense", "licence": "license",
+    "offence": "offense", "catalogue": "catalog", "analogue": "analog", "dialogue": "dialog",
+    "pyjamas": "pajamas", "moustache": "mustache", "plough": "plow", "kerb": "curb", "cheque": "check",
+    "enrol": "enroll", "fulfil": "fulfill", "traveller": "traveler", "travellers": "travelers",
+}
+
+
+def _american_spellings() -> dict[str, str]:
+    table = dict(_SINGLE)
+    for word in _OUR.split():
+        for form in (word, word + "s"):
+            table[form] = form.replace("our", "or")
+    for word in _TRE.split():
+        for form in (word, word + "s"):
+            table[form] = form[:-3] + "ter" + form[len(word):]
+    for stem, z in [(w, "z") for w in _ISE.split()] + [(w, "z") for w in _YSE.split()]:
+        for ending in ("e", "es", "ed", "ing", "ation", "ations"):
+            table[stem + ending] = stem[:-1] + z + ending
+    for stem in _LL.split():
+        for ending in ("led", "ling", "ler", "lers"):
+            table[stem + ending] = stem + ending[1:]
+    return table
+
+
+AMERICAN_SPELLING = _american_spellings()
+"""colour -> color, centre -> center, organised -> organized, cancelled -> canceled, grey -> gray, ..."""
 
 STOPWORDS = frozenset(
     "a an the and or of to in on at for with by from is are was be it its im my your you i me this that "
-    "there as about around its s".split()
+    "there as about around its s per until till".split()
 )
 
 _RAW_TOKEN = re.compile(r"-?\d+(?:[.:]\d+)*|[a-z]+")
 _NUM = re.compile(r"-?\d+(?:[.:]\d+)*$")
+_INT = re.compile(r"\d+$")
+
+
+def _iso_date(m: re.Match[str]) -> str:
+    year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return m.group(0)
+    return f" {day} {MONTHS[month - 1]} {year} "
 
 
 def _fold(text: str) -> str:
@@ -74,7 +143,12 @@ def _fold(text: str) -> str:
     text = "".join(ch for ch in text if not unicodedata.combining(ch))
     text = text.lower().replace("’", "'").replace("‘", "'").replace("`", "'").replace("−", "-").replace("–", " ")
     text = text.replace("a.m.", "am").replace("p.m.", "pm")
-    text = re.sub(r"\$\s?(\d[\d,]*(?:\.\d+)?)", r" \1 dollars ", text)
+    text = re.sub(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", _iso_date, text)  # 2027-03-14 -> 14 march 2027
+    text = re.sub(r"\b(\d{1,2})\.(\d{2})\s?(am|pm)\b", r"\1:\2 \3", text)  # 7.30pm -> 7:30 pm
+    text = re.sub(r"\b(\d+)(?:st|nd|rd|th)\b", r"\1", text)  # 3rd -> 3
+    for symbol, unit in (("$", "dollars"), ("£", "pounds"), ("€", "euros")):
+        text = re.sub(re.escape(symbol) + r"\s?(\d[\d,]*(?:\.\d+)?)", rf" \1 {unit} ", text)
+        text = re.sub(r"(\d)\s?" + re.escape(symbol), rf"\1 {unit} ", text)
     text = re.sub(r"(\d)\s?%", r"\1 percent ", text)
     text = re.sub(r"°\s?[cf]?\b", " degrees ", text)
     text = re.sub(r"\bkm\s?/\s?h\b", " kph ", text)
@@ -86,38 +160,86 @@ def _fold(text: str) -> str:
     return text
 
 
-def _below_hundred(tokens: list[str], i: int) -> tuple[int, int] | None:
-    """(value, next index) of a number word phrase below 100 starting at ``i``, or None."""
+# ---- number words
+
+def _below_hundred(tokens: list[str], i: int) -> tuple[int, int, bool] | None:
+    """(value, next index, ordinal?) of a number word phrase below 100 at ``i`` ("forty two", "twenty-first")."""
     if i >= len(tokens):
         return None
     tok = tokens[i]
     if tok in _TENS:
-        value, i = _TENS[tok], i + 1
-        if i < len(tokens) and tokens[i] in _ONES and 0 < _ONES[tokens[i]] < 10:
-            value, i = value + _ONES[tokens[i]], i + 1
-        return value, i
+        value, j = _TENS[tok], i + 1
+        if j < len(tokens) and 0 < _ONES.get(tokens[j], 0) < 10:
+            return value + _ONES[tokens[j]], j + 1, False
+        if j < len(tokens) and 0 < _ORDINALS.get(tokens[j], 0) < 10:
+            return value + _ORDINALS[tokens[j]], j + 1, True
+        return value, j, False
     if tok in _ONES:
-        return _ONES[tok], i + 1
+        return _ONES[tok], i + 1, False
+    if tok in _ORDINALS:
+        return _ORDINALS[tok], i + 1, True
     return None
 
 
-def _number_phrase(tokens: list[str], i: int) -> tuple[int, int] | None:
-    """(value, next index) of a number word phrase below 1000 ("two hundred and five")."""
-    head = _below_hundred(tokens, i)
-    if head is None:
-        return None
-    value, j = head
-    if 0 < value < 10 and j < len(tokens) and tokens[j] == "hundred":
+def _below_thousand(tokens: list[str], i: int) -> tuple[int, int, bool] | None:
+    """"two hundred and five", "a hundred eighty-seven", "twelve hundred"."""
+    n = len(tokens)
+    if i + 1 < n and tokens[i] == "a" and tokens[i + 1] in ("hundred", "thousand"):
+        value, j, ordinal = 1, i + 1, False
+    else:
+        head = _below_hundred(tokens, i)
+        if head is None:
+            return None
+        value, j, ordinal = head
+    if not ordinal and 0 < value < 100 and j < n and tokens[j] == "hundred":
         value, j = value * 100, j + 1
-        k = j + 1 if j < len(tokens) and tokens[j] == "and" else j
+        k = j + 1 if j < n and tokens[j] == "and" else j
         rest = _below_hundred(tokens, k)
         if rest is not None:
-            value, j = value + rest[0], rest[1]
-    return value, j
+            value, j, ordinal = value + rest[0], rest[1], rest[2]
+    return value, j, ordinal
+
+
+def _number_phrase(tokens: list[str], i: int) -> tuple[str, int, bool] | None:
+    """(digits, next index, ordinal?) of a number word phrase: thousands, "point five", "and a half"."""
+    n = len(tokens)
+    head = _below_thousand(tokens, i)
+    if head is None:
+        return None
+    value, j, ordinal = head
+    if not ordinal and j < n and tokens[j] == "thousand":
+        value, j = value * 1000, j + 1
+        k = j + 1 if j < n and tokens[j] == "and" else j
+        rest = _below_thousand(tokens, k)
+        if rest is not None:
+            value, j, ordinal = value + rest[0], rest[1], rest[2]
+    digits = str(value)
+    if ordinal:
+        return digits, j, True
+    if j + 1 < n and tokens[j] == "point" and tokens[j + 1] in _ONES and _ONES[tokens[j + 1]] < 10:
+        decimals = ""
+        j += 1
+        while j < n and tokens[j] in _ONES and _ONES[tokens[j]] < 10:
+            decimals += str(_ONES[tokens[j]])
+            j += 1
+        digits = f"{value}.{decimals}"
+    elif tokens[j:j + 3] == ["and", "a", "half"]:
+        digits, j = f"{value}.5", j + 3
+    return digits, j, False
+
+
+def _date_context(tokens: list[str], start: int, end: int) -> bool:
+    """An ordinal is a day of the month: "the third of May", "May 3rd", "June first"."""
+    after = tokens[end + 1] if end < len(tokens) and tokens[end] == "of" and end + 1 < len(tokens) else \
+        (tokens[end] if end < len(tokens) else "")
+    before = start - 1
+    if before >= 0 and tokens[before] == "the":
+        before -= 1
+    return after in MONTHS or (before >= 0 and tokens[before] in MONTHS)
 
 
 def _words_to_numbers(tokens: list[str]) -> list[str]:
-    """Number words to digits; "minus"/"negative" before a number makes it negative."""
+    """Number words to digits; "minus"/"negative" before a number makes it negative; ordinals only in dates."""
     out: list[str] = []
     i = 0
     while i < len(tokens):
@@ -129,6 +251,9 @@ def _words_to_numbers(tokens: list[str]) -> list[str]:
             i = j + 1
             continue
         parsed = _number_phrase(tokens, j)
+        if parsed is not None and parsed[2] and not _date_context(tokens, j, parsed[1]):
+            # an ordinal outside a date is a word ("first meeting", "one second"); "twenty first" keeps its 20
+            parsed = (str(_TENS[tokens[j]]), j + 1, False) if tokens[j] in _TENS else None
         if parsed is not None:
             out.append(f"{sign}{parsed[0]}")
             i = parsed[1]
@@ -138,8 +263,121 @@ def _words_to_numbers(tokens: list[str]) -> list[str]:
     return out
 
 
+# ---- spoken times and durations
+
+_DAY_PARTS = (
+    (("in", "the", "morning"), "am"), (("this", "morning"), "am"), (("tomorrow", "morning"), "am"),
+    (("in", "the", "afternoon"), "pm"), (("this", "afternoon"), "pm"), (("tomorrow", "afternoon"), "pm"),
+    (("in", "the", "evening"), "pm"), (("this", "evening"), "pm"), (("tomorrow", "evening"), "pm"),
+    (("at", "night"), "pm"), (("tonight",), "pm"), (("tomorrow", "night"), "pm"),
+)
+_TO_CONTEXT = frozenset("at by until till from before after around about".split())
+
+
+def _day_part(tokens: list[str], k: int) -> str:
+    """"am"/"pm" when a day part ("in the morning", "tonight") starts at ``k``, else ""."""
+    for phrase, half in _DAY_PARTS:
+        if tuple(tokens[k:k + len(phrase)]) == phrase:
+            return half
+    return ""
+
+
+def _hour(token: str) -> int | None:
+    return int(token) if _INT.match(token) and 1 <= int(token) <= 12 else None
+
+
+def _spoken_times(tokens: list[str]) -> list[str]:
+    """"half past seven" -> 7:30, "a quarter to seven" -> 6:45, "ten past nine" -> 9:10, "noon" -> 12:00 pm;
+    "half an hour" -> 30 minutes, "an hour and a half" -> 90 minutes, "2 hours" -> 120 minutes."""
+    out: list[str] = []
+    i, n = 0, len(tokens)
+    while i < n:
+        tok, rest = tokens[i], tokens[i:]
+        if tok in ("noon", "midday", "midnight"):
+            if out and out[-1] == "12":
+                out.pop()
+            out += ["12:00", "am" if tok == "midnight" else "pm"]
+            i += 1
+            continue
+        if rest[:2] in (["half", "past"], ["quarter", "past"], ["quarter", "to"]) and len(rest) > 2 and _hour(rest[2]):
+            hour = _hour(rest[2])
+            if out and out[-1] == "a":
+                out.pop()
+            if rest[1] == "to":
+                out.append(f"{hour - 1 if hour > 1 else 12}:45")
+            else:
+                out.append(f"{hour}:{30 if tok == 'half' else 15:02d}")
+            i += 3
+            continue
+        if _INT.match(tok) and 0 < int(tok) < 30:
+            k = i + 1 + (rest[1:2] in (["minutes"], ["minute"]))
+            if k + 1 < n and tokens[k] in ("past", "to") and _hour(tokens[k + 1]):
+                hour, minutes = _hour(tokens[k + 1]), int(tok)
+                if tokens[k] == "past":
+                    out.append(f"{hour}:{minutes:02d}")
+                    i = k + 2
+                    continue
+                after = tokens[k + 2] if k + 2 < n else ""
+                if (out and out[-1] in _TO_CONTEXT) or after in ("am", "pm", "oclock") or _day_part(tokens, k + 2):
+                    out.append(f"{hour - 1 if hour > 1 else 12}:{60 - minutes:02d}")
+                    i = k + 2
+                    continue
+        if tok == "half" and rest[1:2] in (["a"], ["an"]) and len(rest) > 2 and rest[2] in _UNITS:
+            out.append("0.5")  # "half a percent", "half a kilometre"
+            i += 2
+            continue
+        durations = (
+            (["half", "an", "hour"], 30), (["half", "hour"], 30), (["quarter", "of", "an", "hour"], 15),
+            (["quarter", "hour"], 15), (["3", "quarters", "of", "an", "hour"], 45),
+            (["an", "hour", "and", "a", "half"], 90), (["1", "hour", "and", "a", "half"], 90),
+        )
+        for phrase, minutes in durations:
+            if rest[:len(phrase)] == phrase:
+                if phrase[0] == "quarter" and out and out[-1] == "a":
+                    out.pop()
+                out += [str(minutes), "minutes"]
+                i += len(phrase)
+                break
+        else:
+            if _NUM.match(tok) and ":" not in tok and rest[1:2] in (["hours"], ["hour"]) and float(tok) * 60 == int(float(tok) * 60):
+                minutes, k = int(float(tok) * 60), i + 2
+                extra = tokens[k + (tokens[k:k + 1] == ["and"]):]
+                if len(extra) > 1 and _INT.match(extra[0]) and extra[1] in ("minutes", "minute", "mins"):
+                    minutes, k = minutes + int(extra[0]), k + (tokens[k:k + 1] == ["and"]) + 2
+                out += [str(minutes), "minutes"]
+                i = k
+                continue
+            out.append(tok)
+            i += 1
+    return out
+
+
+# ---- units
+
+def _plain_number(number: str) -> str:
+    """12.50 -> 12.5, 12.0 -> 12 (a price said "twelve fifty" and written "$12.50" is one number)."""
+    if number.count(".") == 1 and ":" not in number:
+        whole, decimals = number.split(".")
+        decimals = decimals.rstrip("0")
+        return f"{whole}.{decimals}" if decimals else whole
+    return number
+
+
+def _clock(number: str, half: str) -> tuple[str, str]:
+    """A H:MM time in 12-hour form: 19:45 -> 7:45 pm, 08:05 -> 8:05 am, 07:30 am -> 7:30 am."""
+    hour_text, minutes = number.split(":", 1)
+    hour = int(hour_text)
+    if not half and (hour == 0 or hour >= 13 or (hour_text.startswith("0") and len(hour_text) == 2)) and hour < 24:
+        half = "am" if hour < 12 else "pm"
+    if half and hour >= 13:
+        hour -= 12
+    if half and hour == 0:
+        hour = 12
+    return f"{hour}:{minutes}", half
+
+
 def _glue_units(tokens: list[str]) -> list[str]:
-    """Attach units to the number before them; unify unit spellings; times to H:MM|am."""
+    """Attach units to the number before them; unify unit spellings; times to H:MM|am; prices to N.MM|currency."""
     out: list[str] = []
     i = 0
     n = len(tokens)
@@ -154,9 +392,9 @@ def _glue_units(tokens: list[str]) -> list[str]:
             continue
         number = tok
         k = i + 1
-        # "seven thirty pm" -> 7 30 pm -> 7:30|pm
-        if (":" not in number and "." not in number and k + 1 < n and _NUM.match(tokens[k]) and tokens[k + 1] in ("am", "pm")
-                and number.isdigit() and 1 <= int(number) <= 12 and tokens[k].isdigit() and 0 <= int(tokens[k]) < 60):
+        # "seven thirty pm" / "ten thirty in the morning" -> 10:30
+        if (number.isdigit() and _hour(number) and k < n and _INT.match(tokens[k]) and 10 <= int(tokens[k]) < 60
+                and (tokens[k + 1:k + 2] in (["am"], ["pm"], ["oclock"]) or _day_part(tokens, k + 1))):
             number = f"{number}:{int(tokens[k]):02d}"
             k += 1
         unit = ""
@@ -166,10 +404,11 @@ def _glue_units(tokens: list[str]) -> list[str]:
             k += 1
             if ":" not in number and number.isdigit():
                 number = f"{number}:00"
-        elif nxt in ("oclock",):
-            unit = ""
+        elif nxt == "oclock":
             k += 1
             number = f"{number}:00"
+        elif nxt in _SUBUNITS and _INT.match(number) and int(number) < 100:  # "fifty cents" alone
+            number, unit, k = f"0.{int(number):02d}", _SUBUNITS[nxt], k + 1
         elif nxt in ("c",) or nxt in _UNITS:
             unit = _UNITS.get(nxt, "degrees")
             k += 1
@@ -179,22 +418,38 @@ def _glue_units(tokens: list[str]) -> list[str]:
                     unit, k = "kph", k + 2
                 elif rest[:1] in (["h"], ["hour"]):
                     unit, k = "kph", k + 1
+            elif unit == "miles" and tokens[k:k + 2] in (["per", "hour"], ["an", "hour"], ["a", "hour"]):
+                unit, k = "mph", k + 2
             elif unit == "degrees":
-                while k < n and tokens[k] in ("celsius", "centigrade", "c"):
+                while k < n and tokens[k] in ("celsius", "centigrade", "c", "fahrenheit", "f"):
                     k += 1
             elif unit == "percent" and tokens[k:k + 1] == ["cent"]:
                 k += 1
+            elif unit in CURRENCIES and _INT.match(number):  # "twelve dollars and fifty cents", "23 pounds 40"
+                rest = tokens[k:k + 3]
+                if len(rest) == 3 and rest[0] == "and" and _INT.match(rest[1]) and int(rest[1]) < 100 \
+                        and _SUBUNITS.get(rest[2]) == unit:
+                    number, k = f"{number}.{int(rest[1]):02d}", k + 3
+                elif rest and _INT.match(rest[0]) and 10 <= int(rest[0]) < 100 and (
+                        len(rest) < 2 or rest[1] not in _UNITS or _SUBUNITS.get(rest[1]) == unit):
+                    number, k = f"{number}.{int(rest[0]):02d}", k + 1 + (len(rest) > 1 and _SUBUNITS.get(rest[1]) == unit)
         elif nxt == "per" and tokens[k + 1:k + 2] == ["cent"]:
             unit, k = "percent", k + 2
-        out.append(f"{number}|{unit}")
+        if ":" in number and unit in ("", "am", "pm"):
+            number, unit = _clock(number, unit)
+        if unit == "" and (":" in number or _hour(number)):
+            half = _day_part(tokens, k)  # "7:30 tomorrow morning", "eleven in the morning" (day part kept)
+            if half:
+                number, unit = (number if ":" in number else f"{number}:00"), half
+        out.append(f"{_plain_number(number)}|{unit}")
         i = k
     return out
 
 
 def canonical_tokens(text: str) -> list[str]:
     """Canonical tokens of ``text`` (see the module docstring); numbers come out as ``N|unit``."""
-    raw = _RAW_TOKEN.findall(_fold(text))
-    return _glue_units(_words_to_numbers(raw))
+    raw = [AMERICAN_SPELLING.get(t, _MONTH_ABBREVIATIONS.get(t, t)) for t in _RAW_TOKEN.findall(_fold(text))]
+    return _glue_units(_spoken_times(_words_to_numbers(raw)))
 
 
 def is_number(token: str) -> bool:
@@ -207,6 +462,12 @@ _GENERIC_LABELS = frozenset(
     "label labeled called received route via color brightness volume currently indoors indoor inside "
     "fare driver arrives delivered text latest email message top story ride reminder thermostat trading "
     "now playing mix alarm set timer started ends lights delay wind".split()
+)
+# Field labels of tool results outside the catalog (ingested data): they name a value, they are not one.
+_RESULT_FIELD_LABELS = frozenset(
+    "total subtotal order delivery departs departure arrival opens closes starts begins due expires expiry "
+    "battery status confirmed booking reservation event entry price cost fee weight distance duration logged "
+    "eta date".split()
 )
 
 
@@ -225,9 +486,9 @@ def _catalog_label_words() -> frozenset[str]:
     return frozenset(words)
 
 
-LABEL_WORDS = _GENERIC_LABELS | _catalog_label_words()
+LABEL_WORDS = _GENERIC_LABELS | _RESULT_FIELD_LABELS | _catalog_label_words()
 
-_FIELD_SEPARATORS = re.compile(r"[,;\n]|:\s")
+_FIELD_SEPARATORS = re.compile(r"(?<!\d),|,(?!\d{3}(?!\d))|[;\n]|:\s")  # not the comma of 1,250
 
 
 def _leaves(facts: Any) -> list[str]:
@@ -292,6 +553,7 @@ class ReplyIndex:
     words: frozenset[str]
     numbers: frozenset[str]  # "N|unit" including "N|"
     bare_numbers: frozenset[str]  # N of every number token, whatever its unit
+    spoken_pairs: frozenset[str]  # two bare numbers said in a row: "twelve fifty" -> 12.5 and 12:50
 
     @classmethod
     def of(cls, text: str) -> "ReplyIndex":
@@ -302,13 +564,14 @@ class ReplyIndex:
             words=frozenset(t for t in tokens if not is_number(t)),
             numbers=numbers,
             bare_numbers=frozenset(t.split("|")[0] for t in numbers),
+            spoken_pairs=frozenset(_spoken_pairs(tokens)),
         )
 
     def has_token(self, token: str) -> bool:
         if not is_number(token):
             return token in self.words
         number, unit = token.split("|")
-        if token in self.numbers or f"{number}|" in self.numbers:
+        if token in self.numbers or f"{number}|" in self.numbers or number in self.spoken_pairs:
             return True
         return not unit and number in self.bare_numbers
 
@@ -317,8 +580,33 @@ class ReplyIndex:
         return {toks[i:i + n] for n in range(1, max_n + 1) for i in range(len(toks) - n + 1)}
 
 
+def _spoken_pairs(tokens: Sequence[str]) -> Iterator[str]:
+    """A price or a time said as groups of numbers without unit: "twelve fifty" (12.5), "seven fifteen"
+    (7:15), "one seventy-eight" (178), "one seventy-eight forty" (178.4)."""
+    def group(token: str) -> int | None:
+        return int(token[:-1]) if token.endswith("|") and token[:-1].isdigit() else None
+
+    values = [group(t) for t in tokens] + [None, None]
+    for i, (a, b, c) in enumerate(zip(values, values[1:], values[2:])):
+        if a is None or b is None or not 10 <= b < 100:
+            continue
+        yield _plain_number(f"{a}.{b:02d}")
+        if 1 <= a <= 12 and b < 60:
+            yield f"{a}:{b:02d}"
+        if 1 <= a <= 9:
+            yield str(a * 100 + b)
+            if c is not None and c < 100:
+                yield _plain_number(f"{a * 100 + b}.{c:02d}")
+
+
 def field_stated(f: FactField, reply: ReplyIndex) -> bool:
     return all(reply.has_token(t) for t in f.value_tokens)
+
+
+def stated_values(reply_text: str, facts: Any) -> tuple[str, ...]:
+    """The fact value tokens a reply states, whether or not it completes their field."""
+    reply = ReplyIndex.of(reply_text)
+    return tuple(dict.fromkeys(t for f in fact_fields(facts) for t in f.value_tokens if reply.has_token(t)))
 
 
 # --------------------------------------------------------------------------- training values

@@ -128,3 +128,134 @@ def test_every_ack_and_refusal_template_with_every_tool():
         for template in T.REFUSAL_TEMPLATES:
             text = template.format(capability=spec.capability)
             assert judge("tool_miss", text).correct, text
+
+
+# --------------------------------------------------------------------------- the judge measured on labelled replies
+
+from pathlib import Path  # noqa: E402
+
+from pipeline.judge import (  # noqa: E402
+    JUDGE_CASES,
+    JudgeCase,
+    JudgeCaseError,
+    find_cues,
+    measure,
+    read_judge_cases,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+REQUIRED_FAMILIES = (
+    "refusal/classic", "refusal/no-refusal-words", "refusal/british", "refusal/decline-words",
+    "refusal/capability-negated", "refusal/with-alternative", "ack/let-me-ill", "ack/progressive",
+    "ack/wait-phrase", "ack/british", "ack/result-words", "ack/other-tool", "chat/gerund-subject",
+    "chat/let-me-discourse", "chat/result-words", "chat/numbers", "chat/self-limitation",
+    "narration/money-words", "narration/currencies", "narration/percent", "narration/times", "narration/dates",
+    "narration/units", "narration/british-american", "narration/unfaithful", "narration/memorized",
+)
+
+
+@pytest.fixture(scope="module")
+def judge_cases():
+    return read_judge_cases(ROOT / JUDGE_CASES)
+
+
+def test_the_labelled_set_covers_every_family_class_and_behaviour(judge_cases):
+    assert len(judge_cases) >= 150
+    families = {case.family for case in judge_cases}
+    assert set(REQUIRED_FAMILIES) <= families, sorted(set(REQUIRED_FAMILIES) - families)
+    assert {case.row_class for case in judge_cases} == set(EXPECTED)
+    assert {case.expected for case in judge_cases} == set(BEHAVIOURS)
+    narrations = [c for c in judge_cases if c.row_class == "tool_result_speak"]
+    assert all(c.faithful is not None for c in narrations)
+    assert any(c.memorized for c in narrations) and any(c.memorized is False for c in narrations)
+
+
+def test_the_judge_gets_at_least_98_percent_of_the_labelled_replies_right(judge_cases):
+    accuracy = measure(judge_cases)
+    print(f"\njudge on {JUDGE_CASES}: {accuracy.summary()}")
+    for miss in accuracy.misses:
+        print("  miss:", miss)
+    assert accuracy.accuracy >= 0.98, "\n".join(map(str, accuracy.misses))
+
+
+def test_every_phrasing_family_is_judged_right(judge_cases):
+    """A whole family must not slip behind an overall number: one odd reply per family at most."""
+    accuracy = measure(judge_cases)
+    weak = {family: f"{correct}/{n}" for family, (correct, n) in accuracy.per_family.items() if n - correct > 1}
+    assert not weak, (weak, [str(m) for m in accuracy.misses if m.family in weak])
+
+
+def test_measure_counts_correct_cases_and_lists_each_miss_with_what_the_judge_said():
+    cases = [
+        JudgeCase("a", "ack/x", "tool_match", "Sure, checking the weather in Lima.", "ack", tool="weather"),
+        JudgeCase("b", "ack/x", "tool_match", "Sure, checking the weather in Lima.", "ack", tool="alarm", correct=False),
+        JudgeCase("c", "chat/x", "non_tool", "The capital of Peru is Lima.", "refusal"),  # a deliberate wrong label
+        JudgeCase("d", "narration/x", "tool_result_speak", "In Paris it's 14 degrees with light rain.", "other",
+                  facts="Lima: 21°C, sunny", training_facts=("Paris: 14°C, light rain",), faithful=False, memorized=True),
+    ]
+    accuracy = measure(cases)
+    assert (accuracy.n, accuracy.n_correct, accuracy.accuracy) == (4, 3, 0.75)
+    assert accuracy.per_family == {"ack/x": (2, 2), "chat/x": (0, 1), "narration/x": (1, 1)}
+    (miss,) = accuracy.misses
+    assert (miss.id, miss.expected, miss.got) == ("c", "behaviour=refusal", "behaviour=direct")
+    assert accuracy.summary().startswith("75.0 % (3/4)")
+    assert measure([]).accuracy is None and measure([]).summary().startswith("unavailable")
+
+
+def test_a_bad_judge_cases_line_fails_naming_file_and_line(tmp_path):
+    good = '{"id": "x", "family": "f", "class": "non_tool", "reply": "Hi!", "expected": "direct"}'
+    for bad, message in [
+        ('{"id": "y", "family": "f", "class": "chit_chat", "reply": "Hi", "expected": "direct"}', "unknown class"),
+        ('{"id": "y", "family": "f", "class": "non_tool", "reply": "Hi", "expected": "chat"}', "unknown behaviour"),
+        ('{"id": "y", "family": "f", "class": "tool_result_speak", "reply": "Hi", "expected": "other"}', "needs 'facts'"),
+        ('{"id": "x", "family": "f", "class": "non_tool", "reply": "Hi", "expected": "direct"}', "duplicate id"),
+        ('{"id": "y", "family": "f", "class": "non_tool", "reply": "Hi", "expected": "direct", "verdict": 1}', "unknown keys"),
+        ("{not json", "line"),
+    ]:
+        path = tmp_path / "cases.jsonl"
+        path.write_text(good + "\n" + bad + "\n", encoding="utf-8")
+        with pytest.raises(JudgeCaseError, match=rf"cases.jsonl:2: .*{message}"):
+            read_judge_cases(path)
+    with pytest.raises(JudgeCaseError, match="cannot read"):
+        read_judge_cases(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.parametrize("row_class, text, behaviour", [
+    # a gerund phrase as the subject of a statement is chat, not an ack
+    ("non_tool", "Checking in with friends can really lift your mood.", "direct"),
+    ("tool_match", "Checking the weather in Lima.", "ack"),
+    ("tool_match", "Checking whether it is raining in Lima.", "ack"),
+    # ... and a refusal that opens with one is a refusal
+    ("tool_miss", "Sending texts isn't something I can do.", "refusal"),
+    # a progressive is an ack when it is ours, not when it is someone else's or a noun
+    ("tool_match", "We're checking the weather in Paris now.", "ack"),
+    ("non_tool", "You're getting better at this!", "direct"),
+    ("non_tool", "Thanks for checking in!", "direct"),
+    # conversational idioms on tool verbs
+    ("non_tool", "Let me put it simply: mixing blue and yellow makes green.", "direct"),
+    ("tool_match", "Let me put on some jazz.", "ack"),
+    # a result word inside an ack's clause is what the ack is about; in its own clause it is a claim
+    ("tool_match", "Let me check what's currently on your calendar for Thursday.", "ack"),
+    ("tool_match", "Checking the fare for a ride to the airport at 5 PM.", "ack"),
+    ("tool_match", "Checking your calendar, you have a meeting at 3 PM.", "narration"),
+    # result words and measurements in chat
+    ("non_tool", "You have a great sense of humour!", "direct"),
+    ("non_tool", "A marathon is 42.195 kilometres long.", "direct"),
+    ("non_tool", "It's 14 degrees in Paris right now.", "narration"),
+    # refusals that name the missing tool, or decline in so many words
+    ("tool_miss", "There's no traffic tool in this setup.", "refusal"),
+    ("tool_miss", "I wasn't given a way to check stock prices.", "refusal"),
+    ("tool_miss", "I'm going to have to politely decline.", "refusal"),
+    ("non_tool", "I don't have a favourite colour, but many people love blue.", "direct"),
+    # a person's limits are chat, a tool's are a refusal
+    ("non_tool", "I'm not able to sleep, but I'm always here when you need me.", "direct"),
+    ("tool_miss", "I'm not able to book rides for you here.", "refusal"),
+])
+def test_one_reply_per_family_rule(row_class, text, behaviour):
+    verdict = judge(row_class, text)
+    assert verdict.behaviour == behaviour, verdict.reason
+
+
+def test_cues_are_found_per_clause():
+    cues = find_cues("Sure, checking the fare. The fare is 12 dollars today.")
+    assert cues.ack[1] == "checking" and cues.result[1] == "fare" and cues.result[0] > cues.ack[0]

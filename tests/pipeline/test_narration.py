@@ -62,3 +62,58 @@ def test_values_from_the_request_are_not_memorized():
 
 def test_no_training_values_means_never_memorized():
     assert not score_narration("Paris, 14 degrees", FACTS, None).memorized
+
+
+@pytest.mark.parametrize("a, b", [
+    # money in words, with and without the subunit; currencies by symbol, code and name
+    ("$12.50", "twelve dollars and fifty cents"), ("$8.75", "eight dollars seventy-five"), ("$0.99", "ninety-nine cents"),
+    ("$187.20", "a hundred eighty-seven dollars and twenty cents"), ("$1,250", "one thousand two hundred fifty dollars"),
+    ("£23.40", "twenty-three pounds forty"), ("£3.20", "three pounds twenty pence"), ("£14", "fourteen quid"),
+    ("€95", "95 EUR"), ("€12", "twelve euros"),
+    # decimals and fractions in words; percent spelled three ways
+    ("1.1%", "one point one percent"), ("2.5 kg", "two and a half kilograms"), ("0.5%", "half a percent"),
+    ("45 per cent", "45%"),
+    # times said as words, 24-hour clocks, the dot of British times
+    ("7:30 AM", "half past seven in the morning"), ("6:45 PM", "a quarter to seven this evening"),
+    ("2:15 PM", "quarter past two in the afternoon"), ("9:10 PM", "ten past nine tonight"), ("12:00 PM", "noon"),
+    ("12:00 AM", "midnight"), ("19:45", "7:45 PM"), ("08:05", "8:05 AM"), ("7:30 PM", "7.30pm"),
+    ("10:30 AM", "ten thirty in the morning"), ("11:00 AM", "eleven in the morning"),
+    # dates: ordinals in words and digits, ISO dates
+    ("3 May", "the 3rd of May"), ("May 3", "the third of May"), ("21 September", "the twenty-first of September"),
+    ("2027-03-14", "14 March 2027"), ("12 Dec", "12 December"),
+    # units and durations
+    ("15 mph", "fifteen miles per hour"), ("72°F", "seventy-two degrees Fahrenheit"), ("30 minutes", "half an hour"),
+    ("90 minutes", "an hour and a half"), ("2 hours", "120 minutes"),
+    # British and American spellings
+    ("colour soft blue", "soft blue color"), ("city centre", "city center"), ("grey", "gray"), ("cancelled", "canceled"),
+    ("favourite", "favorite"), ("organised", "organized"), ("Theatre Royal", "Theater Royal"),
+])
+def test_a_spoken_form_states_the_written_fact(a, b):
+    """``a`` is the written fact, ``b`` the reply that says it."""
+    assert score_narration(b, a).faithful, (canonical_tokens(a), canonical_tokens(b))
+
+
+@pytest.mark.parametrize("a, b", [
+    ("€12", "12 dollars"), ("£14", "$14"), ("7:30 AM", "half past eight"), ("19:45", "9:45 PM"),
+    ("$12.50", "twelve dollars"), ("3 May", "5 May"),
+])
+def test_a_different_value_does_not_state_the_fact(a, b):
+    assert not score_narration(b, a).faithful, (canonical_tokens(a), canonical_tokens(b))
+
+
+def test_ordinal_words_are_numbers_only_in_dates():
+    assert canonical_tokens("your first meeting") == ["your", "first", "meeting"]
+    assert canonical_tokens("one second") == ["1|", "second"]
+    assert canonical_tokens("June first") == ["june", "1|"]
+
+
+def test_a_price_or_time_said_as_two_numbers_states_it():
+    assert score_narration("The ride to the station is twelve fifty.", "ride to the station: fare $12.50").faithful
+    assert score_narration("Amazon is at one seventy-eight forty.", "Amazon trading at $178.40").faithful
+    assert score_narration("The film is at seven thirty.", "film starts 7:30 PM").faithful
+    assert not score_narration("The ride to the station is twelve forty.", "ride to the station: fare $12.50").faithful
+
+
+def test_fields_are_not_split_at_a_thousands_comma_and_result_labels_are_not_values():
+    fields = fact_fields("order total $1,250, delivery Friday")
+    assert [f.value_tokens for f in fields] == [("1250|dollars",), ("friday",)]
