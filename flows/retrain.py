@@ -10,9 +10,9 @@ See docs/orchestration.md.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import contextlib
 import os
-import queue
 import sys
 import time
 from dataclasses import dataclass, field
@@ -189,7 +189,7 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
     schedule = Schedule(stages, cpu_limit=cpu_limit)
     results: dict[str, StageResult] = {}
     errors: list[Exception] = []
-    finished: queue.Queue = queue.Queue()  # (spec, future) as each task run ends
+    running: dict[concurrent.futures.Future, tuple] = {}  # the task runner's future -> (spec, Prefect future, ...)
     flow_start = time.perf_counter()
 
     def finish(result: StageResult) -> None:
@@ -208,11 +208,11 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
             schedule.running.add(spec.name)
             started = (_now(), time.perf_counter())
             future = dvc_stage.submit(spec, workdir, spec.name in forced, on_pool, gpu_deployment, inproc_check)
-            future.add_done_callback(lambda f, spec=spec, on_pool=on_pool, started=started:
-                                     finished.put((spec, f, on_pool, started)))
+            running[future.wrapped_future] = (spec, future, on_pool, started)
         if schedule.done:
             break
-        spec, future, on_pool, (started_at, t0) = finished.get()
+        done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+        spec, future, on_pool, (started_at, t0) = running.pop(next(iter(done)))
         try:
             result = future.result()
         except Exception as err:  # noqa: BLE001 - recorded, and re-raised after the report
