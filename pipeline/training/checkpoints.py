@@ -253,6 +253,8 @@ def prune(directory: Path, fingerprint: str, keep: int) -> list[str]:
     the removed folders that were not this run's own (other runs, temp, aside).
     """
     directory = Path(directory)
+    if not directory.is_dir():
+        return []
     ours = list_checkpoints(directory, fingerprint)
     keep_names = {info.path.name for info in ours[-keep:]}
     own_names = {info.path.name for info in ours}

@@ -361,8 +361,8 @@ def test_checkpoints_are_complete_atomic_pruned_and_follow_the_umask(base_model,
 
 
 def another_runs_checkpoints(base_model, tiny_data, ckpt: Path) -> dict[str, bytes]:
-    """Two checkpoints (steps 2 and 4) of a run with another fingerprint; returns their weights' bytes."""
-    make_trainer(base_model, tiny_data, small_params(max_steps=4, save_interval=2, val_interval=0), ckpt,
+    """Two checkpoints (steps 2 and 4) of a run with another fingerprint (and seed); returns their weights' bytes."""
+    make_trainer(base_model, tiny_data, small_params(max_steps=4, save_interval=2, val_interval=0, seed=1), ckpt,
                  fingerprint="another run").train()
     return {p.parent.name: p.read_bytes() for p in sorted(ckpt.glob("step-*/model.safetensors"))}
 
