@@ -29,7 +29,10 @@ def check_safetensors_files(folder: Path) -> None:
 
     from pipeline.models import ModelFolderError
 
-    for file in sorted(Path(folder).rglob("*.safetensors")):
+    folder = Path(folder)
+    for file in sorted(folder.rglob("*.safetensors")):
+        if any(part.startswith(".") for part in file.relative_to(folder).parts):
+            continue  # hidden (a download cache, say): not part of the model, as in hash_tree
         try:
             with safe_open(str(file), framework="pt"):
                 pass
