@@ -360,21 +360,30 @@ def test_checkpoints_are_complete_atomic_pruned_and_follow_the_umask(base_model,
     assert sorted(p.name for p in ckpt.iterdir()) == [f"{CHECKPOINT_PREFIX}0000003"]
 
 
-def another_runs_checkpoints(base_model, tiny_data, ckpt: Path) -> dict[str, bytes]:
-    """Two checkpoints (steps 2 and 4) of a run with another fingerprint (and seed); returns their weights' bytes."""
+@pytest.fixture(scope="module")
+def another_run(base_model, tiny_data, tmp_path_factory) -> Path:
+    """The checkpoint folder of a run with another fingerprint (and seed): checkpoints at steps 2 and 4."""
+    ckpt = tmp_path_factory.mktemp("another_run") / "ckpt"
     make_trainer(base_model, tiny_data, small_params(max_steps=4, save_interval=2, val_interval=0, seed=1), ckpt,
                  fingerprint="another run").train()
+    return ckpt
+
+
+def another_runs_checkpoints(another_run: Path, ckpt: Path) -> dict[str, bytes]:
+    """A copy of ``another_run`` at ``ckpt``; returns the weights' bytes of each checkpoint."""
+    shutil.copytree(another_run, ckpt)
     return {p.parent.name: p.read_bytes() for p in sorted(ckpt.glob("step-*/model.safetensors"))}
 
 
-def test_another_runs_checkpoints_go_only_after_ours_is_committed(base_model, tiny_data, tmp_path, monkeypatch):
+def test_another_runs_checkpoints_go_only_after_ours_is_committed(base_model, tiny_data, another_run, tmp_path,
+                                                                  monkeypatch):
     """Our first checkpoint has the name of one of theirs (step 2): theirs is moved aside, never deleted first.
 
     A crash at the final rename (simulated: the rename fails) leaves their checkpoint's
     files on disk; a run that commits its checkpoint removes theirs only afterwards.
     """
     ckpt = tmp_path / "ckpt"
-    theirs = another_runs_checkpoints(base_model, tiny_data, ckpt)
+    theirs = another_runs_checkpoints(another_run, ckpt)
     assert sorted(theirs) == ["step-0000002", "step-0000004"]
     params = small_params(max_steps=4, save_interval=2, val_interval=0)
 
@@ -405,9 +414,10 @@ def test_another_runs_checkpoints_go_only_after_ours_is_committed(base_model, ti
     assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["step-0000002"]
 
 
-def test_a_run_stopped_before_its_first_checkpoint_leaves_other_runs_checkpoints(base_model, tiny_data, tmp_path):
+def test_a_run_stopped_before_its_first_checkpoint_leaves_other_runs_checkpoints(base_model, tiny_data, another_run,
+                                                                                 tmp_path):
     ckpt = tmp_path / "ckpt"
-    theirs = another_runs_checkpoints(base_model, tiny_data, ckpt)
+    theirs = another_runs_checkpoints(another_run, ckpt)
     make_trainer(base_model, tiny_data, small_params(max_steps=4, save_interval=2, val_interval=0), ckpt).train(stop_after=1)
     assert {p.parent.name: p.read_bytes() for p in sorted(ckpt.glob("step-*/model.safetensors"))} == theirs
 
