@@ -19,7 +19,7 @@ per-GPU memory includes DDP's gradient buckets as under ``accelerate launch``:
 - ``stock``: ``liquid_audio.trainer.Trainer.train_step`` (zero_grad, bf16
   autocast forward, backward, fused AdamW step, scheduler step) with the stock
   DDP settings (``find_unused_parameters=True``);
-- ``ours``: ``pipeline.training.ResumableTrainer.train_step`` (the same plus
+- ``ours``: ``pipeline.training.trainer.Trainer.train_step`` (the same plus
   gradient clipping at ``--max-grad-norm`` and the grad norm), same DDP settings;
 - with ``--variants``, also ``ours-noclip`` (production's ``max_grad_norm: null``:
   the grad norm only on logged steps, so never in the bench), ``ours-bucketview``
@@ -139,6 +139,10 @@ def build_model(config: dict, device):
 
 # --- one variant (runs in a child process, or in-process for --tiny) ----------
 
+# DDP settings of the variants: the stock Trainer's, and with gradient_as_bucket_view (measured, not adopted).
+STOCK_DDP_KWARGS = {"find_unused_parameters": True}
+BUCKET_VIEW_DDP_KWARGS = {"find_unused_parameters": True, "gradient_as_bucket_view": True}
+
 # variant -> (whose train_step, whose DDP settings, clip?). The last three isolate where the two main ones differ.
 VARIANTS = {
     "stock": ("stock", "stock", False),
@@ -160,18 +164,13 @@ def run_variant(variant: str, args) -> dict:
     import torch.distributed as dist
     from accelerate import Accelerator
     from liquid_audio.data.dataloader import lfm2_collator
-    from liquid_audio.trainer import Trainer
+    from liquid_audio.trainer import Trainer as StockTrainer
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    from pipeline.training import (
-        BUCKET_VIEW_DDP_KWARGS,
-        DDP_KWARGS,
-        STOCK_DDP_KWARGS,
-        ResumableTrainer,
-        TrainConfig,
-        peak_memory,
-        real_tokens,
-    )
+    from pipeline.training.config import TrainParams
+    from pipeline.training.data import real_tokens
+    from pipeline.training.metrics import peak_memory
+    from pipeline.training.trainer import DDP_KWARGS, Trainer
 
     cuda = torch.cuda.is_available() and not args.cpu
     device = torch.device("cuda" if cuda else "cpu")
@@ -185,16 +184,18 @@ def run_variant(variant: str, args) -> dict:
 
     step_kind, ddp_kind, clip = VARIANTS[variant]
     ddp_kwargs = {"ours": DDP_KWARGS, "stock": STOCK_DDP_KWARGS, "bucketview": BUCKET_VIEW_DDP_KWARGS}[ddp_kind]
-    train_config = TrainConfig(max_steps=1000, batch_size=args.batch_size, context_length=args.ctx, lr=5e-5,
-                               warmup_steps=100, max_grad_norm=args.max_grad_norm if clip else None)
+    train_params = TrainParams(max_steps=1000, batch_size=args.batch_size, context_length=args.ctx, lr=5e-5,
+                               warmup_steps=100, max_grad_norm=args.max_grad_norm if clip else None,
+                               dataloader_workers=0)
     accelerator = Accelerator(mixed_precision="bf16", cpu=not cuda)
-    trainer = ResumableTrainer(model, rows, None, train_config, accelerator=accelerator, echo=lambda line: None)
+    trainer = Trainer(model, rows, None, train_params, accelerator=accelerator, echo=lambda line: None)
     if args.ddp:  # world size 1: DDP's buckets and hooks, as each process has them under accelerate launch
         if not dist.is_initialized():
             dist.init_process_group("nccl" if cuda else "gloo", init_method=f"tcp://127.0.0.1:{free_port()}",
                                     rank=0, world_size=1)
         trainer.model = DDP(trainer.model, device_ids=[device.index or 0] if cuda else None, **ddp_kwargs)
-    step = trainer.train_step if step_kind == "ours" else (lambda batch: Trainer.train_step(trainer, batch))
+    # The stock step is liquid-audio's own method, run on our trainer's model, optimizer, scheduler and accelerator.
+    step = trainer.train_step if step_kind == "ours" else (lambda batch: StockTrainer.train_step(trainer, batch))
     trainer.model.train()
 
     def sync():
@@ -228,10 +229,10 @@ def run_variant(variant: str, args) -> dict:
         "ddp_world_size_1": bool(args.ddp),
         "attn_implementation": "flash_attention_2" if module_exists("flash_attn") else "sdpa",
         "causal_conv1d_kernel": module_exists("causal_conv1d"),  # else transformers' slower reference conv
-        "train_step": "pipeline.training.ResumableTrainer.train_step" if step_kind == "ours"
+        "train_step": "pipeline.training.trainer.Trainer.train_step" if step_kind == "ours"
         else "liquid_audio.trainer.Trainer.train_step",
         "ddp_kwargs": ddp_kwargs if args.ddp else None,
-        "max_grad_norm": train_config.max_grad_norm,
+        "max_grad_norm": train_params.max_grad_norm,
         "timed_steps": len(times),
         "step_s_mean": statistics.fmean(times),
         "step_s_median": statistics.median(times),

@@ -1,10 +1,11 @@
-"""pipeline.training: the extended liquid-audio Trainer on the tiny model (CPU, ctx 512, a few steps)."""
+"""pipeline.training: params, data order, the trainer, checkpoints and export, on the tiny model (CPU, ctx 512)."""
 from __future__ import annotations
 
 import copy
 import io
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -14,20 +15,20 @@ import soundfile
 import torch
 from safetensors.torch import load_file
 
-from pipeline.training import (
+from pipeline.params import ParamsError, parse_params
+from pipeline.training.checkpoints import (
     CHECKPOINT_PREFIX,
     MANIFEST_NAME,
     TMP_PREFIX,
-    ResumableSampler,
-    ResumableTrainer,
-    TrainConfig,
-    clean_checkpoint_dir,
-    export_model_folder,
     latest_checkpoint,
     list_checkpoints,
-    real_tokens,
-    run_fingerprint,
+    prune,
+    read_checkpoint,
 )
+from pipeline.training.config import TrainParams, run_fingerprint
+from pipeline.training.data import ResumableSampler, real_tokens
+from pipeline.training.model_folder import base_layout_state_dict, export_model_folder
+from pipeline.training.trainer import Trainer
 
 CTX = 512
 
@@ -94,25 +95,25 @@ def base_model(tiny_lfm_dir):
     return load_lfm(tiny_lfm_dir).model
 
 
-def small_config(**overrides) -> TrainConfig:
+def small_params(**overrides) -> TrainParams:
     values = dict(max_steps=4, batch_size=2, context_length=CTX, lr=1e-3, warmup_steps=1, log_interval=1,
-                  val_interval=2, save_interval=2, keep_checkpoints=2, max_grad_norm=1.0, seed=0)
+                  val_interval=2, save_interval=2, keep_checkpoints=2, max_grad_norm=1.0, seed=0, dataloader_workers=0)
     values.update(overrides)
-    return TrainConfig(**values)
+    return TrainParams(**values)
 
 
-def make_trainer(base_model, tiny_data, config, ckpt: Path | None, fingerprint="fp", sink=None) -> ResumableTrainer:
+def make_trainer(base_model, tiny_data, params, ckpt: Path | None, fingerprint="fp", sink=None, echo=None) -> Trainer:
     from liquid_audio.data.dataloader import LFM2DataLoader
 
-    return ResumableTrainer(
+    return Trainer(
         copy.deepcopy(base_model),
         LFM2DataLoader(str(tiny_data["train"]), CTX),
         LFM2DataLoader(str(tiny_data["eval"]), CTX),
-        config,
+        params,
         checkpoint_dir=ckpt,
         fingerprint=fingerprint,
         metrics_sink=sink,
-        echo=lambda line: None,
+        echo=echo or (lambda line: None),
     )
 
 
@@ -120,23 +121,70 @@ def weights(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-# --- tests ----------------------------------------------------------------------------------------
+def umask_mode(kind: str) -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if kind == "dir" else 0o666) & ~umask
 
 
-def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="warmup_steps"):
-        TrainConfig(max_steps=4, warmup_steps=4)
-    with pytest.raises(ValueError, match="max_grad_norm"):
-        TrainConfig(max_steps=4, warmup_steps=1, max_grad_norm=0)
+def modes_off_the_umask(folder: Path) -> list[str]:
+    """Files and folders under ``folder`` whose mode is not what the umask gives a new one."""
+    return [f"{p.relative_to(folder)}: {oct(p.stat().st_mode & 0o777)}" for p in [folder, *folder.rglob("*")]
+            if p.stat().st_mode & 0o777 != umask_mode("dir" if p.is_dir() else "file")]
+
+
+# --- params and the run fingerprint ---------------------------------------------------------------
+
+
+def test_params_defaults_are_the_card_recipe():
+    p = TrainParams()
+    assert (p.batch_size, p.max_steps, p.context_length, p.lr, p.warmup_steps, p.betas) == (2, 1120, 512, 5e-5, 100, (0.9, 0.95))
+    assert p.max_grad_norm is None and p.mixed_precision == "bf16" and p.num_processes == 2
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"learning_rate": 1e-4}, "'train.learning_rate' is not a known key"),
+    ({"lr": 0}, "'train.lr' must be in (0, 1]"),
+    ({"lr": float("nan")}, "'train.lr' must be a number, got nan"),
+    ({"lr": float("inf")}, "'train.lr' must be a number, got inf"),
+    ({"lr": 3.0}, "'train.lr' must be in (0, 1]"),
+    ({"lr": "5e-5"}, "'train.lr' must be a number"),  # YAML reads 5e-5 (no dot) as a string
+    ({"max_steps": 0}, "'train.max_steps' must be in [1, 1e+07]"),
+    ({"max_steps": 10**9}, "'train.max_steps' must be in [1, 1e+07]"),
+    ({"batch_size": 0}, "'train.batch_size' must be in [1, 1024]"),
+    ({"batch_size": "2"}, "'train.batch_size' must be an integer"),
+    ({"keep_checkpoints": 0}, "'train.keep_checkpoints' must be in [1, 1000]"),
+    ({"warmup_steps": 1120}, "'train.warmup_steps' must be < max_steps (1120)"),
+    ({"betas": [0.9]}, "'train.betas' must be two numbers"),
+    ({"betas": [0.9, 1.0]}, "'train.betas' must be in [0, 1)"),
+    ({"max_grad_norm": 0}, "'train.max_grad_norm' must be in (0, inf]"),
+    ({"max_grad_norm": "1.0"}, "'train.max_grad_norm' must be a number or null"),
+    ({"mixed_precision": "fp16"}, "'train.mixed_precision' must be one of 'bf16', 'no'"),
+    ({"num_processes": 0}, "'train.num_processes' must be in [1, 64]"),
+    ({"seed": -1}, "'train.seed' must be in [0, 4.29497e+09]"),
+])
+def test_bad_params_fail_in_one_line_naming_the_key(raw, message):
+    with pytest.raises(ParamsError) as err:
+        parse_params(TrainParams, raw)
+    assert str(err.value).startswith(f"params.yaml: {message}") and "\n" not in str(err.value)
 
 
 def test_fingerprint_depends_on_trajectory_not_on_logging():
-    base = small_config()
+    base = small_params()
     fp = run_fingerprint(base, 1, {"data": "a"})
-    assert fp == run_fingerprint(small_config(log_interval=5, save_interval=1, val_interval=0), 1, {"data": "a"})
-    assert fp != run_fingerprint(small_config(lr=2e-3), 1, {"data": "a"})
+    assert fp == run_fingerprint(small_params(log_interval=5, save_interval=1, val_interval=0), 1, {"data": "a"})
+    assert fp != run_fingerprint(small_params(lr=2e-3), 1, {"data": "a"})
     assert fp != run_fingerprint(base, 2, {"data": "a"})
     assert fp != run_fingerprint(base, 1, {"data": "b"})
+
+
+def test_fingerprint_of_the_card_recipe_is_unchanged():
+    """Checkpoints written before this code still resume: the fingerprint document is the same."""
+    assert run_fingerprint(TrainParams(), 2, {"train_data": "a", "model": "b"}) == (
+        "207c85dfbf9aea3528beab40abd69639596100f484b4924e905c6183ee3f61ef")
+
+
+# --- data order -----------------------------------------------------------------------------------
 
 
 def test_sampler_is_seeded_sharded_and_resumable():
@@ -154,29 +202,6 @@ def test_sampler_is_seeded_sharded_and_resumable():
     assert set(shards[0]) | set(shards[1]) == set(range(5))
 
 
-@pytest.mark.parametrize("warmup", [0, 3])
-def test_schedule_matches_the_stock_one_in_a_single_process(warmup):
-    """Same LinearLR warmup + cosine to 0.1 x lr as liquid-audio's Trainer (which with 1 process steps it once)."""
-    config = TrainConfig(max_steps=10, warmup_steps=warmup, lr=1e-3, min_lr_ratio=0.1)
-    trainer = ResumableTrainer(torch.nn.Linear(2, 2), [0, 1], None, config, echo=lambda line: None)
-    param = torch.nn.Parameter(torch.zeros(1))
-    stock_opt = torch.optim.AdamW([param], lr=config.lr)
-    stock = torch.optim.lr_scheduler.SequentialLR(stock_opt, [
-        torch.optim.lr_scheduler.LinearLR(stock_opt, start_factor=1e-8, end_factor=1.0, total_iters=warmup),
-        torch.optim.lr_scheduler.CosineAnnealingLR(stock_opt, T_max=config.max_steps - warmup, eta_min=1e-4),
-    ], milestones=[warmup]) if warmup else torch.optim.lr_scheduler.CosineAnnealingLR(stock_opt, T_max=10, eta_min=1e-4)
-    ours_lrs, stock_lrs = [], []
-    for _ in range(config.max_steps):
-        trainer.optimizer.step()
-        trainer.scheduler.step()
-        stock_opt.step()
-        stock.step()
-        ours_lrs.append(trainer.optimizer.param_groups[0]["lr"])
-        stock_lrs.append(stock_opt.param_groups[0]["lr"])
-    assert ours_lrs == pytest.approx(stock_lrs, rel=1e-12, abs=1e-15)
-    assert ours_lrs[-1] == pytest.approx(1e-4)
-
-
 def test_real_tokens_count_excludes_padding(tiny_data):
     from liquid_audio.data.dataloader import LFM2DataLoader, lfm2_collator
 
@@ -187,18 +212,48 @@ def test_real_tokens_count_excludes_padding(tiny_data):
     assert real_tokens(batch) == unpadded < 2 * CTX
 
 
-def test_stock_and_our_step_agree_without_clipping(base_model, tiny_data):
-    """Our train_step is the stock one plus clipping: with clipping off, one step gives the same weights."""
-    from liquid_audio.data.dataloader import lfm2_collator
-    from liquid_audio.trainer import Trainer
+# --- the trainer ----------------------------------------------------------------------------------
 
-    config = small_config(max_grad_norm=None, max_steps=2)
-    ours, stock = (make_trainer(base_model, tiny_data, config, None) for _ in range(2))
+
+@pytest.mark.parametrize("warmup", [0, 3])
+def test_schedule_matches_the_stock_one_in_a_single_process(warmup):
+    """Same LinearLR warmup + cosine to 0.1 x lr as liquid-audio's Trainer (which with 1 process steps it once)."""
+    params = TrainParams(max_steps=10, warmup_steps=warmup, lr=1e-3, min_lr_ratio=0.1, dataloader_workers=0)
+    trainer = Trainer(torch.nn.Linear(2, 2), [0, 1], None, params, echo=lambda line: None)
+    param = torch.nn.Parameter(torch.zeros(1))
+    stock_opt = torch.optim.AdamW([param], lr=params.lr)
+    stock = torch.optim.lr_scheduler.SequentialLR(stock_opt, [
+        torch.optim.lr_scheduler.LinearLR(stock_opt, start_factor=1e-8, end_factor=1.0, total_iters=warmup),
+        torch.optim.lr_scheduler.CosineAnnealingLR(stock_opt, T_max=params.max_steps - warmup, eta_min=1e-4),
+    ], milestones=[warmup]) if warmup else torch.optim.lr_scheduler.CosineAnnealingLR(stock_opt, T_max=10, eta_min=1e-4)
+    ours_lrs, stock_lrs = [], []
+    for _ in range(params.max_steps):
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+        stock_opt.step()
+        stock.step()
+        ours_lrs.append(trainer.optimizer.param_groups[0]["lr"])
+        stock_lrs.append(stock_opt.param_groups[0]["lr"])
+    assert ours_lrs == pytest.approx(stock_lrs, rel=1e-12, abs=1e-15)
+    assert ours_lrs[-1] == pytest.approx(1e-4)
+
+
+def test_stock_and_our_step_agree_without_clipping(base_model, tiny_data):
+    """Our train_step is liquid-audio's plus clipping: with clipping off, one step of each gives the same weights.
+
+    The stock step is ``liquid_audio.trainer.Trainer.train_step`` itself, run on our trainer's model,
+    optimizer, scheduler and accelerator (all it reads).
+    """
+    from liquid_audio.data.dataloader import lfm2_collator
+    from liquid_audio.trainer import Trainer as StockTrainer
+
+    params = small_params(max_grad_norm=None, max_steps=2)
+    ours, stock = (make_trainer(base_model, tiny_data, params, None) for _ in range(2))
     batch = lfm2_collator([ours.train_loader.dataset[0], ours.train_loader.dataset[1]])
     torch.manual_seed(0)
     ours.train_step(batch)
     torch.manual_seed(0)
-    Trainer.train_step(stock, batch)
+    StockTrainer.train_step(stock, batch)
     a, b = weights(ours.model), weights(stock.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert ours.last_grad_norm is not None and float(ours.last_grad_norm) > 0
@@ -207,7 +262,7 @@ def test_stock_and_our_step_agree_without_clipping(base_model, tiny_data):
 def test_clipping_bounds_the_update(base_model, tiny_data):
     from liquid_audio.data.dataloader import lfm2_collator
 
-    trainer = make_trainer(base_model, tiny_data, small_config(max_grad_norm=1e-3, max_steps=2), None)
+    trainer = make_trainer(base_model, tiny_data, small_params(max_grad_norm=1e-3, max_steps=2), None)
     batch = lfm2_collator([trainer.train_loader.dataset[0], trainer.train_loader.dataset[1]])
     trainer.optimizer.zero_grad()
     trainer.model.train()
@@ -223,10 +278,10 @@ def test_clipping_bounds_the_update(base_model, tiny_data):
 def straight(base_model, tiny_data, tmp_path_factory):
     """4 uninterrupted steps (checkpoint every 2): the reference the other tests compare with."""
     logged: list[tuple[int, dict]] = []
-    config = small_config(max_steps=4, warmup_steps=1, lr=1e-3, min_lr_ratio=0.1, save_interval=2, val_interval=2)
-    trainer = make_trainer(base_model, tiny_data, config, tmp_path_factory.mktemp("straight"),
+    params = small_params(max_steps=4, warmup_steps=1, lr=1e-3, min_lr_ratio=0.1, save_interval=2, val_interval=2)
+    trainer = make_trainer(base_model, tiny_data, params, tmp_path_factory.mktemp("straight"),
                            sink=lambda s, m: logged.append((s, m)))
-    return trainer, trainer.train(), logged, config
+    return trainer, trainer.train(), logged, params
 
 
 def test_train_reports_metrics(straight):
@@ -234,6 +289,7 @@ def test_train_reports_metrics(straight):
     assert result.steps == 4 and result.resumed_from_step is None
     assert math.isfinite(result.final_train_loss) and math.isfinite(result.final_val_loss)
     assert result.tokens_per_s > 0 and result.peak_memory_gib > 0 and result.peak_memory_kind == "cpu_peak_rss"
+    assert result.metrics()["global_batch_size"] == 2 and "history" not in result.metrics()
     names = set().union(*(m for _, m in logged))
     assert {"train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s", "perf/peak_rss_gib", "val/loss"} <= names
     assert [s for s, m in logged if "train/loss" in m] == [1, 2, 3, 4]
@@ -242,20 +298,20 @@ def test_train_reports_metrics(straight):
 
 def test_schedule_steps_once_per_optimizer_step(straight):
     """Warmup then cosine to min_lr_ratio * lr at max_steps (the stock wrapper would step it per process)."""
-    _, result, _, config = straight
+    _, result, _, params = straight
     lrs = [h["train/lr"] for h in result.history if "train/lr" in h]
-    assert lrs[0] == pytest.approx(config.lr)  # warmup (1 step) done
-    assert lrs[1] > lrs[2] > lrs[3] == pytest.approx(config.lr * config.min_lr_ratio)  # cosine floor at max_steps
+    assert lrs[0] == pytest.approx(params.lr)  # warmup (1 step) done
+    assert lrs[1] > lrs[2] > lrs[3] == pytest.approx(params.lr * params.min_lr_ratio)  # cosine floor at max_steps
 
 
 def test_resume_from_a_checkpoint_is_exact(straight, base_model, tiny_data, tmp_path):
     """Stop after 2 of 4 steps, restore from the checkpoint in a new trainer: the straight run's weights, bit for bit."""
-    reference, result, _, config = straight
-    first = make_trainer(base_model, tiny_data, config, tmp_path)
+    reference, result, _, params = straight
+    first = make_trainer(base_model, tiny_data, params, tmp_path)
     first.train(stop_after=2)
     info = latest_checkpoint(tmp_path, "fp")
     assert info.step == 2 and info.extra["last_train_loss"] is not None
-    second = make_trainer(base_model, tiny_data, config, tmp_path)
+    second = make_trainer(base_model, tiny_data, params, tmp_path)
     second.restore(info)
     resumed = second.train()
     assert resumed.resumed_from_step == 2 and resumed.steps == 4
@@ -263,18 +319,22 @@ def test_resume_from_a_checkpoint_is_exact(straight, base_model, tiny_data, tmp_
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the straight run"
     assert resumed.final_val_loss == result.final_val_loss
     with pytest.raises(RuntimeError, match="another run"):
-        make_trainer(base_model, tiny_data, config, tmp_path, fingerprint="other").restore(info)
+        make_trainer(base_model, tiny_data, params, tmp_path, fingerprint="other").restore(info)
 
 
-def test_checkpoints_are_complete_atomic_and_pruned(base_model, tiny_data, tmp_path):
+# --- checkpoints ----------------------------------------------------------------------------------
+
+
+def test_checkpoints_are_complete_atomic_pruned_and_follow_the_umask(base_model, tiny_data, tmp_path):
     ckpt = tmp_path / "ckpt"
-    trainer = make_trainer(base_model, tiny_data, small_config(max_steps=3, save_interval=1, keep_checkpoints=2,
-                                                                   val_interval=0), ckpt)
+    trainer = make_trainer(base_model, tiny_data, small_params(max_steps=3, save_interval=1, keep_checkpoints=2,
+                                                               val_interval=0), ckpt)
     trainer.train()
     names = sorted(p.name for p in ckpt.iterdir())
     assert names == [f"{CHECKPOINT_PREFIX}0000002", f"{CHECKPOINT_PREFIX}0000003"]
     step3 = ckpt / f"{CHECKPOINT_PREFIX}0000003"
     assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng-0.pt", MANIFEST_NAME} <= {p.name for p in step3.iterdir()}
+    assert modes_off_the_umask(ckpt) == []  # safetensors alone would write the weights 0600
     torch.load(step3 / "optimizer.pt", weights_only=True)  # loadable without unpickling arbitrary objects
     torch.load(step3 / "rng-0.pt", weights_only=True)
 
@@ -294,10 +354,75 @@ def test_checkpoints_are_complete_atomic_and_pruned(base_model, tiny_data, tmp_p
     assert latest_checkpoint(ckpt, "another run") is None
     assert [i.step for i in list_checkpoints(ckpt)] == [2, 3]
 
-    removed = clean_checkpoint_dir(ckpt, "fp")
-    assert sorted(removed) == [f"{TMP_PREFIX}{CHECKPOINT_PREFIX}0000004", f"{CHECKPOINT_PREFIX}0000005",
-                               f"{CHECKPOINT_PREFIX}0000006"]
-    assert clean_checkpoint_dir(ckpt, "another run") == [f"{CHECKPOINT_PREFIX}0000002", f"{CHECKPOINT_PREFIX}0000003"]
+    # Pruning after this run's newest checkpoint: debris goes, this run's newest `keep` stay.
+    assert prune(ckpt, "fp", keep=1) == [f"{TMP_PREFIX}{CHECKPOINT_PREFIX}0000004", f"{CHECKPOINT_PREFIX}0000005",
+                                         f"{CHECKPOINT_PREFIX}0000006"]
+    assert sorted(p.name for p in ckpt.iterdir()) == [f"{CHECKPOINT_PREFIX}0000003"]
+
+
+@pytest.fixture(scope="module")
+def another_run(base_model, tiny_data, tmp_path_factory) -> Path:
+    """The checkpoint folder of a run with another fingerprint (and seed): checkpoints at steps 2 and 4."""
+    ckpt = tmp_path_factory.mktemp("another_run") / "ckpt"
+    make_trainer(base_model, tiny_data, small_params(max_steps=4, save_interval=2, val_interval=0, seed=1), ckpt,
+                 fingerprint="another run").train()
+    return ckpt
+
+
+def another_runs_checkpoints(another_run: Path, ckpt: Path) -> dict[str, bytes]:
+    """A copy of ``another_run`` at ``ckpt``; returns the weights' bytes of each checkpoint."""
+    shutil.copytree(another_run, ckpt)
+    return {p.parent.name: p.read_bytes() for p in sorted(ckpt.glob("step-*/model.safetensors"))}
+
+
+def test_another_runs_checkpoints_go_only_after_ours_is_committed(base_model, tiny_data, another_run, tmp_path,
+                                                                  monkeypatch):
+    """Our first checkpoint has the name of one of theirs (step 2): theirs is moved aside, never deleted first.
+
+    A crash at the final rename (simulated: the rename fails) leaves their checkpoint's
+    files on disk; a run that commits its checkpoint removes theirs only afterwards.
+    """
+    ckpt = tmp_path / "ckpt"
+    theirs = another_runs_checkpoints(another_run, ckpt)
+    assert sorted(theirs) == ["step-0000002", "step-0000004"]
+    params = small_params(max_steps=4, save_interval=2, val_interval=0)
+
+    real_replace = os.replace
+
+    def crash_on_commit(src, dst):
+        if Path(src).name.startswith(TMP_PREFIX):
+            raise OSError("simulated crash at the final rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash_on_commit)
+    with pytest.raises(OSError, match="simulated crash"):
+        make_trainer(base_model, tiny_data, params, ckpt).train()
+    monkeypatch.undo()
+    on_disk = {p.read_bytes() for p in ckpt.rglob("model.safetensors")}
+    assert set(theirs.values()) <= on_disk, "another run's checkpoint was deleted before ours was in place"
+    assert [i.step for i in list_checkpoints(ckpt, "another run")] == [4]  # step 2 is aside, not deleted
+
+    seen_when_removed: list[object] = []
+
+    def echo(line: str) -> None:
+        if "stale checkpoint" in line:
+            seen_when_removed.append(read_checkpoint(ckpt / "step-0000002"))
+
+    make_trainer(base_model, tiny_data, params, ckpt, echo=echo).train(stop_after=2)
+    assert len(seen_when_removed) == 1 and seen_when_removed[0].fingerprint == "fp", \
+        "another run's checkpoints were removed before ours was committed"
+    assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == ["step-0000002"]
+
+
+def test_a_run_stopped_before_its_first_checkpoint_leaves_other_runs_checkpoints(base_model, tiny_data, another_run,
+                                                                                 tmp_path):
+    ckpt = tmp_path / "ckpt"
+    theirs = another_runs_checkpoints(another_run, ckpt)
+    make_trainer(base_model, tiny_data, small_params(max_steps=4, save_interval=2, val_interval=0), ckpt).train(stop_after=1)
+    assert {p.parent.name: p.read_bytes() for p in sorted(ckpt.glob("step-*/model.safetensors"))} == theirs
+
+
+# --- the model folder out -------------------------------------------------------------------------
 
 
 def test_exported_folder_loads_with_the_trained_weights(straight, tiny_lfm_dir, tmp_path):
@@ -307,6 +432,7 @@ def test_exported_folder_loads_with_the_trained_weights(straight, tiny_lfm_dir, 
     out = export_model_folder(trainer.model, tiny_lfm_dir, tmp_path / "final")
     base_names = {p.name for p in tiny_lfm_dir.iterdir()}
     assert base_names <= {p.name for p in out.iterdir()}  # config, tokenizer, Mimi (+ mimi_config.json)
+    assert modes_off_the_umask(out) == []
     reloaded = load_lfm(out)
     trained = weights(trainer.model)
     on_disk = load_file(str(out / "model.safetensors"))
@@ -319,8 +445,6 @@ def test_exported_folder_loads_with_the_trained_weights(straight, tiny_lfm_dir, 
 def test_export_mirrors_a_base_file_that_stores_tied_tensors_twice(base_model, tmp_path):
     from safetensors.torch import save_file
 
-    from pipeline.training import base_layout_state_dict
-
     state = base_model.state_dict()
     both = {k: v.clone().contiguous() for k, v in state.items()}  # every alias under its own name
     save_file(both, str(tmp_path / "model.safetensors"))
@@ -332,3 +456,15 @@ def test_export_mirrors_a_base_file_that_stores_tied_tensors_twice(base_model, t
     tied = [names for names in by_storage.values() if len(names) > 1]
     assert tied and all(torch.equal(tensors[a], tensors[b]) for a, b in tied)
     save_file(tensors, str(tmp_path / "again.safetensors"))  # no shared storage left
+
+
+def test_a_truncated_weights_file_fails_naming_it(tiny_lfm_dir, tmp_path):
+    from pipeline.models import ModelFolderError
+    from pipeline.training.model_folder import load_base_model
+
+    folder = tmp_path / "lfm"
+    shutil.copytree(tiny_lfm_dir, folder)
+    with open(folder / "model.safetensors", "r+b") as handle:
+        handle.truncate(handle.seek(0, 2) - 1000)
+    with pytest.raises(ModelFolderError, match=rf"^{folder / 'model.safetensors'}: unreadable safetensors file"):
+        load_base_model(folder)

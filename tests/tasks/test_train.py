@@ -1,7 +1,8 @@
-"""Stage `train`: params, launching, a real kill -9 mid-run and the resume, the final folder, the GPU bench on CPU."""
+"""Stage `train`: params, launching, failing safely, a real kill -9 mid-run and the resume, the GPU bench on CPU."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
@@ -15,10 +16,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.io import ParamsError
-from pipeline.training import MANIFEST_NAME, TMP_PREFIX, latest_checkpoint
+from pipeline.params import parse_params
+from pipeline.training.checkpoints import MANIFEST_NAME, TMP_PREFIX, latest_checkpoint, list_checkpoints
+from pipeline.training.config import TrainParams
+from pipeline.training.data import TrainDataError, open_split
+from pipeline.training.metrics import truncate_live_series
+from pipeline.training.run_control import launch_command
 from pipeline.workspace import deep_merge
-from tasks.train import TrainParams, launch_command, main, open_split, truncate_live_series
+from tasks.train import main
 from tests.pipeline.test_training import write_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,38 +50,21 @@ def smoke() -> dict:
 
 
 def test_production_params_are_the_card_recipe():
-    params = TrainParams.from_params(production())
-    c = params.config
-    assert params.num_processes == 2 and c.batch_size == 2 and c.max_steps == 1120 and c.context_length == 512
-    assert c.lr == 5e-5 and c.warmup_steps == 100 and c.mixed_precision == "bf16"
-    assert params.cuda_alloc_conf == "expandable_segments:True"
-    assert TrainParams.from_params(smoke()).num_processes == 1
+    params = parse_params(TrainParams, production())
+    assert params == TrainParams(), "docs/training.md's production block is TrainParams' defaults"
+    assert params.num_processes == 2 and params.batch_size == 2 and params.max_steps == 1120
+    assert params.context_length == 512 and params.lr == 5e-5 and params.warmup_steps == 100
+    assert params.mixed_precision == "bf16" and params.cuda_alloc_conf == "expandable_segments:True"
+    assert parse_params(TrainParams, smoke()).num_processes == 1
 
 
 def test_repo_params_parse_when_present():
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     if "train" not in params:
         pytest.skip("params.yaml has no train section yet")
-    TrainParams.from_params(params["train"])
+    parse_params(TrainParams, params["train"])
     smoke_overlay = yaml.safe_load((REPO / "profiles" / "smoke.yaml").read_text()) or {}
-    TrainParams.from_params(deep_merge(params, smoke_overlay)["train"])
-
-
-@pytest.mark.parametrize("change, message", [
-    ({"lr": None}, "train.lr"),
-    ({"batch_size": "2"}, "train.batch_size"),
-    ({"betas": [0.9]}, "train.betas"),
-    ({"max_grad_norm": "1.0"}, "train.max_grad_norm"),
-    ({"warmup_steps": 2000}, "warmup_steps"),
-    ({"num_processes": 0}, "train.num_processes"),
-    ({"learning_rate": 1e-4}, "train.learning_rate"),
-])
-def test_bad_params_name_the_key(change, message):
-    raw = {**production(), **change}
-    if change.get("lr", 0) is None:
-        del raw["lr"]
-    with pytest.raises(ParamsError, match=re.escape(message)):
-        TrainParams.from_params(raw)
+    parse_params(TrainParams, deep_merge(params, smoke_overlay)["train"])
 
 
 def test_launch_command_runs_this_module_under_accelerate():
@@ -109,9 +97,11 @@ def test_two_processes_without_two_gpus_fail_loudly(tmp_path, monkeypatch, capsy
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF", raising=False)
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "")  # so that monkeypatch also undoes what main() sets
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
     assert main() == 1
-    assert "train.num_processes' is 2" in capsys.readouterr().err
+    assert re.fullmatch(r"train: params.yaml: 'train.num_processes' is 2 but \d GPU\(s\) are visible .*\n",
+                        capsys.readouterr().err)
     assert os.environ["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
 
 
@@ -127,10 +117,10 @@ def preprocessed(tiny_lfm, tmp_path_factory) -> Path:
 
 
 def test_missing_or_overlong_data_fails_before_training(preprocessed, tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the preprocess stage"):
+    with pytest.raises(TrainDataError, match="run the preprocess stage"):
         open_split(tmp_path / "nope", 512)
     assert open_split(tmp_path / "nope", 512, required=False) is None
-    with pytest.raises(ValueError, match=r"row\(s\) longer than train.context_length=64 \(row 0: \d+ tokens"):
+    with pytest.raises(TrainDataError, match=r"row\(s\) longer than train.context_length=64 \(row 0: \d+ tokens"):
         open_split(preprocessed / "train", 64)
 
 
@@ -142,13 +132,96 @@ def test_live_series_is_cut_back_to_the_checkpoint(tmp_path):
     assert tsv.read_text() == "timestamp\tstep\tloss\n1\t1\t5.0\n2\t2\t4.0\n"
 
 
-# --- the stage for real: kill -9 after the first checkpoint, rerun, resumed -------------------------
+# --- failing safely: nothing of the user's is touched before the inputs check out ----------------------
+
+
+def fake_checkpoint(folder: Path, step: int, fingerprint: str) -> None:
+    """A complete checkpoint (by its manifest) of another run: never loaded, it must only survive."""
+    path = folder / f"step-{step:07d}"
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(os.urandom(4096))
+    manifest = {"format": 1, "step": step, "epoch": 0, "batches_into_epoch": step, "fingerprint": fingerprint,
+                "world_size": 1, "files": {"model.safetensors": 4096}, "extra": {}}
+    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+def previous_run_outputs(ws: Path) -> None:
+    """What an earlier run (other params) left: two checkpoints, a final model folder, a DVCLive series."""
+    fake_checkpoint(ws / "models" / "checkpoints", 2, "an earlier run")
+    fake_checkpoint(ws / "models" / "checkpoints", 4, "an earlier run")
+    (ws / "models" / "final").mkdir(parents=True)
+    (ws / "models" / "final" / "model.safetensors").write_bytes(b"the earlier run's trained weights")
+    (ws / "reports" / "train" / "plots").mkdir(parents=True)
+    (ws / "reports" / "train" / "plots" / "loss.tsv").write_text("step\tloss\n1\t5.0\n4\t3.0\n")
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file's hash but the run lock's (the stage's own, holding the pid of its holder)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+
+
+def truncate(path: Path, keep: int) -> None:
+    with open(path, "r+b") as handle:
+        handle.truncate(keep)
+
+
+BAD_INPUTS = {
+    # name: (params change, how the model folder is broken, the one line printed)
+    "model_dir typo": ({"model_dir": "models/base/lfm2.5-audi"}, None,
+                       r"models/base/lfm2\.5-audi: model folder not found \(run the base_models stage first\)"),
+    "incomplete model folder": ({}, lambda m: (m / "tokenizer.json").unlink(),
+                                r"models/base/lfm2\.5-audio: incomplete LFM2\.5-Audio folder, missing tokenizer\.json"),
+    "truncated weights": ({}, lambda m: truncate(m / "model.safetensors", 4000),
+                          r"models/base/lfm2\.5-audio/model\.safetensors: unreadable safetensors file \(.*\)"),
+    "damaged Mimi checkpoint": ({}, lambda m: (m / "tokenizer-e351c8d8-checkpoint125.safetensors").write_bytes(b"\xff" * 64),
+                                r"models/base/lfm2\.5-audio/tokenizer-e351c8d8-checkpoint125\.safetensors: "
+                                r"unreadable safetensors file \(.*\)"),
+    "unknown params key": ({"learning_rate": 1e-4}, None, r"params\.yaml: 'train\.learning_rate' is not a known key .*"),
+    "lr out of bounds": ({"lr": 0.0}, None, r"params\.yaml: 'train\.lr' must be in \(0, 1\], got 0\.0"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_params_or_model_fail_in_one_line_and_touch_nothing(case, tiny_lfm_dir, preprocessed, tmp_path,
+                                                                monkeypatch, capsys):
+    change, damage, message = BAD_INPUTS[case]
+    ws = tmp_path / "ws"
+    shutil.copytree(preprocessed, ws / "data" / "preprocessed")
+    shutil.copytree(tiny_lfm_dir, ws / "models" / "base" / "lfm2.5-audio")
+    if damage is not None:
+        damage(ws / "models" / "base" / "lfm2.5-audio")
+    previous_run_outputs(ws)
+    params = {**smoke(), "context_length": 512, **change}
+    (ws / "params.yaml").write_text(yaml.safe_dump({"train": params}))
+    before = snapshot(ws)
+    monkeypatch.chdir(ws)
+    assert main() == 1
+    assert re.fullmatch(rf"train: {message}\n", capsys.readouterr().err)
+    assert snapshot(ws) == before, "a failed run changed the workspace"
+
+
+# --- the stage for real: kill -9 before and after its first checkpoint, rerun, resumed -----------------
+
+
+def run_until(command: list[str], ws: Path, log: Path, ready, **popen) -> subprocess.Popen:
+    """Start the stage, SIGKILL it as soon as ``ready()`` holds; returns the killed process."""
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(command, cwd=ws, env=stage_env(), stdout=handle, stderr=subprocess.STDOUT, **popen)
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and not ready() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{log.read_text()[-2000:]}"
+    return proc
 
 
 def stage_env() -> dict:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
     env["HF_HUB_OFFLINE"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"  # the log lines the tests wait for arrive as printed
     env.pop("LOCAL_RANK", None)
     env.pop("WORLD_SIZE", None)
     return env
@@ -160,39 +233,47 @@ def read_tsv_steps(path: Path) -> list[int]:
     return [int(r["step"]) for r in rows]
 
 
-def test_stage_resumes_after_kill_9(tiny_lfm_dir, preprocessed, tmp_path):
+def test_stage_resumes_after_kill_9_and_keeps_the_previous_run_until_it_has_a_checkpoint(
+        tiny_lfm_dir, preprocessed, tmp_path):
     from pipeline.models import load_lfm
 
     ws = tmp_path / "ws"
     shutil.copytree(preprocessed, ws / "data" / "preprocessed")
-    params = {**smoke(), "model_dir": str(tiny_lfm_dir), "context_length": 512, "max_steps": 6,
-              "save_interval": 1, "val_interval": 3, "keep_checkpoints": 2, "max_grad_norm": 1.0}
-    (ws / "params.yaml").write_text(yaml.safe_dump({"train": params}))
+    previous_run_outputs(ws)
+    earlier = {k: v for k, v in snapshot(ws).items() if k.startswith("models/")}
     checkpoints = ws / "models" / "checkpoints"
+
+    def ours():
+        return [info for info in list_checkpoints(checkpoints) if info.fingerprint != "an earlier run"]
+
+    params = {**smoke(), "model_dir": str(tiny_lfm_dir), "context_length": 512, "max_steps": 6,
+              "save_interval": 3, "val_interval": 3, "keep_checkpoints": 2, "max_grad_norm": 1.0}
     command = [sys.executable, "-m", "tasks.train"]
 
-    with open(tmp_path / "first.log", "w") as log:
-        first = subprocess.Popen(command, cwd=ws, env=stage_env(), stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while first.poll() is None and latest_checkpoint(checkpoints) is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        first.send_signal(signal.SIGKILL)
-        first.wait(timeout=60)
-    first_log = (tmp_path / "first.log").read_text()
-    assert first.returncode == -signal.SIGKILL, f"the run ended before the kill:\n{first_log[-2000:]}"
-    killed_at = latest_checkpoint(checkpoints)
-    assert killed_at is not None and 1 <= killed_at.step < 6
-    assert not (ws / "models" / "final").exists()
+    # Killed after its first step, before its first checkpoint (step 3): the earlier run's outputs are intact.
+    (ws / "params.yaml").write_text(yaml.safe_dump({"train": params}))
+    first_log = tmp_path / "first.log"
+    run_until(command, ws, first_log, lambda: "train: step=1/6" in first_log.read_text())
+    assert {k: v for k, v in snapshot(ws).items() if k.startswith("models/")} == earlier
+    assert "stale" not in first_log.read_text()
+
+    # Killed after its first checkpoint (save_interval is not part of the run's identity).
+    (ws / "params.yaml").write_text(yaml.safe_dump({"train": {**params, "save_interval": 1}}))
+    run_until(command, ws, tmp_path / "second.log", lambda: bool(ours()))
+    killed_at = ours()[-1]
+    assert 1 <= killed_at.step < 6
+    assert snapshot(ws / "models" / "final") == {k.removeprefix("models/final/"): v for k, v in earlier.items()
+                                                 if k.startswith("models/final/")}, "final replaced before the run ended"
     # Debris a crash mid-save can leave: a temp folder, and a step folder without its manifest.
     shutil.copytree(killed_at.path, checkpoints / f"{TMP_PREFIX}step-0000099")
     shutil.copytree(killed_at.path, checkpoints / "step-0000098")
     (checkpoints / "step-0000098" / MANIFEST_NAME).unlink()
 
-    second = subprocess.run(command, cwd=ws, env=stage_env(), capture_output=True, text=True, timeout=300)
-    out = second.stdout + second.stderr
-    assert second.returncode == 0, out[-3000:]
+    third = subprocess.run(command, cwd=ws, env=stage_env(), capture_output=True, text=True, timeout=300, umask=0o002)
+    out = third.stdout + third.stderr
+    assert third.returncode == 0, out[-3000:]
     assert f"resumed from checkpoint {Path('models/checkpoints') / killed_at.path.name} (step {killed_at.step}," in out
-    assert "removed 2 stale checkpoint folder(s)" in out
+    assert re.search(r"removed \d stale checkpoint folder\(s\): .*step-0000098", out)
 
     metrics = json.loads((ws / "reports" / "metrics" / "train.json").read_text())
     assert metrics["resumed_from_step"] == killed_at.step and metrics["steps"] == 6
@@ -208,9 +289,15 @@ def test_stage_resumes_after_kill_9(tiny_lfm_dir, preprocessed, tmp_path):
     assert live_summary["step"] == 6 and "final" in live_summary
     assert sorted(p.name for p in checkpoints.iterdir() if p.is_dir()) == ["step-0000005", "step-0000006"]
 
-    final = load_lfm(ws / "models" / "final")
-    assert {p.name for p in tiny_lfm_dir.iterdir()} <= {p.name for p in (ws / "models" / "final").iterdir()}
+    final_dir = ws / "models" / "final"
+    final = load_lfm(final_dir)
+    assert {p.name for p in tiny_lfm_dir.iterdir()} <= {p.name for p in final_dir.iterdir()}
     assert final.model is not None
+    # Every output follows the umask (here 002): the weights too, which safetensors alone writes 0600.
+    outputs = [final_dir, *final_dir.rglob("*"), *checkpoints.glob("step-*"), *checkpoints.glob("step-*/*"),
+               ws / "reports" / "metrics" / "train.json"]
+    for path in outputs:
+        assert path.stat().st_mode & 0o777 == (0o775 if path.is_dir() else 0o664), path
 
 
 # --- the GPU benchmark, tiny on CPU ----------------------------------------------------------------
