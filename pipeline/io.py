@@ -112,9 +112,18 @@ def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_UMASK)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if target.exists():  # old aside first, new in, old gone: a crash never leaves no folder at all
+            aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, aside / target.name)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(aside / target.name, target)  # put the old folder back
+                raise
+            finally:
+                shutil.rmtree(aside)  # the old folder after a swap; empty after a put-back
+        else:
+            os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
