@@ -156,6 +156,11 @@ def rank(rows: list[dict]) -> list[dict]:
     return ranked + others
 
 
+def displayed(rows: list[dict]) -> list[dict]:
+    """Rows as people read them: floats to 4 significant digits (93.3 / 100 is 0.9329999999999999, shown 0.933)."""
+    return [{k: float(f"{v:.4g}") if isinstance(v, float) else v for k, v in row.items()} for row in rows]
+
+
 def write_leaderboard(workdir: str, rows: list[dict]) -> None:
     from pipeline.io import write_text
 
@@ -163,7 +168,7 @@ def write_leaderboard(workdir: str, rows: list[dict]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)  # unavailable numbers are empty cells
+    writer.writerows(displayed(rows))  # unavailable numbers are empty cells
     write_text(base.with_suffix(".csv"), buffer.getvalue())
     write_text(base.with_suffix(".md"), "# Blip sweep leaderboard\n\n" + markdown_table(rows, COLUMNS) + "\n")
 
@@ -204,7 +209,8 @@ def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", p
         rows.append(row)
     rows = rank(rows)
     write_leaderboard(workdir, rows)
-    publish_table("sweep-leaderboard", [{c: r.get(c) for c in COLUMNS} for r in rows], "Blip sweep leaderboard")
+    publish_table("sweep-leaderboard", [{c: r.get(c) for c in COLUMNS} for r in displayed(rows)],
+                  "Blip sweep leaderboard")
     logger.info("leaderboard:\n%s", markdown_table(rows, COLUMNS))
     if errors:
         raise errors[0]

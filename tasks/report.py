@@ -1,5 +1,9 @@
 """Stage `report`: ``reports/model_card.md`` from this run's metrics, in the shape of the v4.1 card.
 
+The file is a Hugging Face model card: a YAML metadata block (base model, license, task, tags and
+``model-index`` with this run's eval results) that ``huggingface_hub.ModelCard`` parses, then the
+card's body. ``python -m tasks.publish`` uploads it as the README.md of models/final.
+
 Reads the metrics of the evaluation stages (and of ``train`` when present),
 ``reports/eval/eval_classes.jsonl`` for the failures it lists as known
 limitations, the published numbers in ``configs/baselines.yaml`` and the
@@ -441,6 +445,98 @@ def render_card(inputs: ReportInputs) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+# --------------------------------------------------------------------------- Hugging Face metadata
+# The card is a Hugging Face model card: a YAML block that `huggingface_hub.ModelCard` parses, then the
+# body above. Spec: https://github.com/huggingface/hub-docs/blob/main/modelcard.md. Eval values are in
+# percent, rounded as in the body's tables; a metric this run could not compute is left out of
+# `model-index` (the Hub wants a number there) and the body says "unavailable".
+
+HUB_LICENSE = "other"  # the LFM Open License is not in the Hub's list of license ids
+HUB_LICENSE_NAME = "lfm1.0"  # the id LiquidAI's own cards use
+PIPELINE_TAG = "audio-to-audio"
+LIBRARY_NAME = "liquid-audio"
+TAGS = ("liquid", "lfm2.5", "audio", "speech-to-speech", "tool-use", "liquid-audio")
+SMOKE_TAGS = ("smoke-run", "random-init")  # tasks.publish refuses a card carrying "smoke-run"
+
+# (metrics key, model-index metric type, name shown on the Hub)
+CLASS_RESULTS = tuple((f"per_class.{c}", "accuracy", f"{c} accuracy (%)") for c in CLASSES) + (
+    ("overall_accuracy", "accuracy", "Overall accuracy (%)"),)
+NARRATION_RESULTS = (("faithful_rate", "faithful_rate", "Faithful narrations (%)"),
+                     ("memorized_rate", "memorized_rate", "Memorized narrations (%)"))
+BLIP_RESULTS = (("full_match_rate", "full_match_rate", "Blip match, full 8-codebook bit-exact (%)"),
+                ("cb0_match_rate", "cb0_match_rate", "Blip match, cb0-only (%)"),
+                ("cb0_or_cb3_match_rate", "cb0_or_cb3_match_rate", "Blip match, cb0 OR cb3 (%)"),
+                ("detector_true_positive_rate", "detector_true_positive_rate", "Detector: tool acks detected (%)"),
+                ("false_positive_rate", "false_positive_rate", "Detector: false positives on negatives (%)"))
+
+
+def hub_value(rate: Any) -> float | None:
+    """A rate as the Hub shows it (percent, one decimal, as the body); None for anything not a finite number."""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != rate or abs(rate) == float("inf"):
+        return None
+    return round(100 * float(rate), 1)
+
+
+def hub_metrics(loaded: Loaded, keys: tuple[tuple[str, str, str], ...]) -> list[dict[str, Any]]:
+    metrics = []
+    for key, metric_type, name in keys:
+        value = hub_value(get(loaded.data, key)) if loaded.ok else None
+        if value is not None:
+            config = key.split(".", 1)[1] if key.startswith("per_class.") else None
+            metrics.append({"type": metric_type, "name": name, "value": value, **({"config": config} if config else {})})
+    return metrics
+
+
+def hub_result(task: str, dataset: dict[str, str], metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"task": {"type": PIPELINE_TAG, "name": task}, "dataset": dataset, "metrics": metrics}] if metrics else []
+
+
+def model_index(inputs: ReportInputs, name: str) -> list[dict[str, Any]]:
+    """`model-index`: held-out class accuracies, novel-facts narration, blip emission; [] when none is available."""
+    results = (
+        hub_result("Tool-aware spoken replies (rule-based judge)",
+                   {"type": "tool-aware-heldout", "name": "Held-out tool-aware dialogues", "split": "heldout"},
+                   hub_metrics(inputs.classes, CLASS_RESULTS))
+        + hub_result("Novel-facts narration",
+                     {"type": "tool-aware-novel-facts", "name": "Out-of-distribution facts, never in training",
+                      "split": "novel_facts"},
+                     hub_metrics(inputs.narration, NARRATION_RESULTS))
+        + hub_result("Tool-invocation blip emission",
+                     {"type": "tool-aware-heldout", "name": "Held-out tool_match replies", "split": "heldout",
+                      "config": "tool_match"},
+                     hub_metrics(inputs.blip, BLIP_RESULTS))
+    )
+    return [{"name": name, "results": results}] if results else []
+
+
+def card_metadata(inputs: ReportInputs) -> dict[str, Any]:
+    """The card's YAML block: base model and its relation, license, task, tags, eval results."""
+    base = get(inputs.params, "base_models.lfm_repo")
+    smoke = is_smoke(inputs.params, inputs.report_params)
+    meta: dict[str, Any] = {}
+    if base:
+        meta |= {"base_model": base, "base_model_relation": "finetune"}
+    meta |= {"license": HUB_LICENSE, "license_name": HUB_LICENSE_NAME}
+    if base:  # "inherited from base": the base repo's own license file
+        meta["license_link"] = f"https://huggingface.co/{base}/blob/main/LICENSE"
+    meta |= {"library_name": LIBRARY_NAME, "pipeline_tag": PIPELINE_TAG, "language": ["en"],
+             "tags": list(TAGS + (SMOKE_TAGS if smoke else ()))}
+    name = "tool-aware-smoke-run" if smoke else f"{str(base or 'lfm2.5-audio').split('/')[-1]}-tool-aware"
+    index = model_index(inputs, name)
+    if index:
+        meta["model-index"] = index
+    return meta
+
+
+def front_matter(meta: dict[str, Any]) -> str:
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=120) + "---\n\n"
+
+
+def render_hub_card(inputs: ReportInputs) -> str:
+    """What `reports/model_card.md` holds: the metadata block, then the card."""
+    return front_matter(card_metadata(inputs)) + render_card(inputs)
+
+
 # --------------------------------------------------------------------------- stage
 
 def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = CLASS_RECORDS, baselines: Path = BASELINES,
@@ -464,7 +560,7 @@ def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = CLASS_RECORDS, 
 
 
 def run(card_path: Path = CARD_PATH, **kwargs: Any) -> str:
-    card = render_card(read_inputs(**kwargs))
+    card = render_hub_card(read_inputs(**kwargs))
     write_text(card_path, card)
     return card
 

@@ -71,3 +71,14 @@ def test_a_variant_with_invalid_params_is_rejected_not_fatal(toy, prefect_api, t
     (toy / "params.yaml").write_text("blip: {duration_ms: 160}\n")
     result = screen_one(str(toy))
     assert not result.passed and "invalid variant" in result.reason and "blip.duraton_ms" in result.reason
+
+
+def test_leaderboard_floats_are_shown_rounded_not_as_binary_noise(tmp_path):
+    from flows.sweep import write_leaderboard
+
+    rows = [{"rank": 1, "name": "v4", "kind": "baseline", "overall_accuracy": 93.3 / 100, "false_positive_rate": 1 / 60,
+             "cb0_match_rate": None, "overrides": ""}]
+    write_leaderboard(str(tmp_path), rows)
+    [row] = list(csv.DictReader((tmp_path / "reports/sweep/leaderboard.csv").open()))
+    assert (row["overall_accuracy"], row["false_positive_rate"], row["cb0_match_rate"]) == ("0.933", "0.01667", "")
+    assert "| 1 | v4 | baseline | 0.933 |" in (tmp_path / "reports/sweep/leaderboard.md").read_text()

@@ -156,3 +156,72 @@ def test_report_params_are_checked_and_errors_are_one_line(tmp_path, repo_root, 
     (root / "params.yaml").write_text(yaml.safe_dump({**PARAMS, "report": {"profile": "smoke"}}))
     assert report.main() == 0
     assert "SMOKE RUN" in (root / "reports/model_card.md").read_text()
+
+
+# --------------------------------------------------------------------------- the Hugging Face metadata block
+
+def hub_card(root):
+    """The card as the Hub reads it (huggingface_hub's own parser, local file, no network)."""
+    from huggingface_hub import ModelCard
+
+    return ModelCard.load(root / "reports/model_card.md")
+
+
+def hub_values(card) -> dict[tuple[str, str | None], float]:
+    return {(r.metric_type, r.metric_config): r.metric_value for r in card.data.eval_results or []}
+
+
+def test_the_card_is_a_hub_model_card_whose_numbers_are_the_metrics_files(tmp_path, repo_root):
+    from pipeline.records import CLASSES
+
+    root = workspace(tmp_path, repo_root, with_narration=True)
+    render(root)
+    card = hub_card(root)
+    data = card.data
+    assert (data.base_model, data.base_model_relation) == ("LiquidAI/LFM2.5-Audio-1.5B", "finetune")
+    assert (data.license, data.license_name) == ("other", "lfm1.0")
+    assert data.license_link == "https://huggingface.co/LiquidAI/LFM2.5-Audio-1.5B/blob/main/LICENSE"
+    assert data.pipeline_tag == "audio-to-audio" and "tool-use" in data.tags and "smoke-run" not in data.tags
+
+    metrics = {name: json.loads((root / f"reports/metrics/{name}.json").read_text())
+               for name in ("eval_classes", "eval_narration", "eval_blip")}
+    percent = lambda rate: round(100 * rate, 1)  # noqa: E731 - as the body's tables show it
+    classes, narration, blip = metrics["eval_classes"], metrics["eval_narration"], metrics["eval_blip"]
+    expected = {("accuracy", c): percent(classes["per_class"][c]) for c in CLASSES}
+    expected[("accuracy", None)] = percent(classes["overall_accuracy"])
+    expected |= {(k, None): percent(narration[k]) for k in ("faithful_rate", "memorized_rate")}
+    expected |= {(k, None): percent(blip[k]) for k in ("full_match_rate", "cb0_match_rate",
+                                                       "detector_true_positive_rate", "false_positive_rate")}
+    assert hub_values(card) == expected  # cb0_or_cb3_match_rate is null in eval_blip.json: left out, not 0
+    assert f"| **Overall** | 93.3% | 95.0% | {expected[('accuracy', None)]}% (116/120) |" in card.text
+    assert card.text.lstrip().startswith("# LFM2.5-Audio-1.5B — Tool-Aware Fine-Tune (this run)")
+
+
+def test_an_unavailable_metric_is_left_out_of_the_metadata_and_said_in_the_body(tmp_path, repo_root):
+    root = workspace(tmp_path, repo_root, with_narration=False)
+    render(root)
+    card = hub_card(root)
+    assert not {"faithful_rate", "memorized_rate", "cb0_or_cb3_match_rate"} & {t for t, _ in hub_values(card)}
+    assert "This run: unavailable (" in card.text and "unavailable (made up for the test)" in card.text
+
+
+def test_a_smoke_card_parses_names_its_base_and_carries_the_eval_results(tmp_path, repo_root):
+    smoke = {**PARAMS, "base_models": {"source": "fabricate", "lfm_repo": "LiquidAI/LFM2.5-Audio-1.5B"},
+             "report": {"profile": "smoke"}}
+    root = workspace(tmp_path, repo_root, params=smoke)
+    zero = {**CLASSES_METRICS, "per_class": dict.fromkeys(CLASSES_METRICS["per_class"], 0.0), "overall_accuracy": 0.0}
+    (root / "reports/metrics/eval_classes.json").write_text(json.dumps(zero))  # what a random-init model scores
+    render(root)
+    card = hub_card(root)
+    assert card.data.base_model == "LiquidAI/LFM2.5-Audio-1.5B" and "smoke-run" in card.data.tags
+    assert hub_values(card)[("accuracy", None)] == 0.0 and len(card.data.eval_results) == 9
+    assert "THESE NUMBERS MEAN NOTHING" in card.text
+
+
+def test_with_no_metrics_at_all_the_card_still_parses_without_eval_results(tmp_path, repo_root):
+    (tmp_path / "configs").mkdir()
+    shutil.copy(repo_root / "configs/baselines.yaml", tmp_path / "configs/baselines.yaml")
+    (tmp_path / "params.yaml").write_text("report: {profile: smoke}\n")
+    render(tmp_path)
+    card = hub_card(tmp_path)
+    assert card.data.eval_results is None and card.data.license == "other" and card.data.base_model is None
