@@ -255,9 +255,16 @@ def publish_run(workdir: str, rows: list[dict]) -> None:
         publish_table("eval-blip", blip_rows, f"Blip emission ({BLIP_METRICS})")
     card = root / MODEL_CARD
     if card.is_file():
-        create_markdown_artifact(card.read_text(), key="model-card", description=str(MODEL_CARD))
+        create_markdown_artifact(card_body(card.read_text()), key="model-card", description=str(MODEL_CARD))
     else:
         publish_unavailable("model-card", "Model card", f"{card}: not written")
+
+
+def card_body(card: str) -> str:
+    """The card without its Hugging Face YAML block (the UI would show it as text)."""
+    if card.startswith("---\n") and (end := card.find("\n---\n", 4)) != -1:
+        return card[end + len("\n---\n"):].lstrip("\n")
+    return card
 
 
 def class_rows(metrics: dict) -> list[dict]:

@@ -586,21 +586,17 @@ def measure(cases: Iterable[JudgeCase]) -> JudgeAccuracy:
 
 def read_judge_cases(path: Path = JUDGE_CASES) -> list[JudgeCase]:
     """Every case of a JSONL file; a bad line raises :class:`JudgeCaseError` naming file:line."""
+    from pipeline.jsonl import read_jsonl
+
     cases: list[JudgeCase] = []
     seen: set[str] = set()
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise JudgeCaseError(f"{path}: cannot read judge cases ({exc.strerror or exc})") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    for line in read_jsonl(path, on_bad="fail").lines:  # the project's one JSONL reader
         try:
-            case = JudgeCase.from_json(json.loads(line))
-        except ValueError as exc:  # json.JSONDecodeError is a ValueError
-            raise JudgeCaseError(f"{path}:{number}: {exc}") from exc
+            case = JudgeCase.from_json(line.value)
+        except ValueError as exc:
+            raise JudgeCaseError(f"{path}:{line.number}: {exc}") from exc
         if case.id in seen:
-            raise JudgeCaseError(f"{path}:{number}: duplicate id {case.id!r}")
+            raise JudgeCaseError(f"{path}:{line.number}: duplicate id {case.id!r}")
         seen.add(case.id)
         cases.append(case)
     return cases

@@ -24,8 +24,9 @@ import yaml
 
 from pipeline import params as stage_params
 from pipeline.io import write_text
+from pipeline.judge import JUDGE_CASES, measure, read_judge_cases
 from pipeline.jsonl import MissingFile, read_jsonl
-from pipeline.params import StageParams, parse_params, read_params_file, stage_main
+from pipeline.params import StageError, StageParams, parse_params, read_params_file, stage_main
 from pipeline.records import CLASSES
 
 SECTION = "report"
@@ -95,6 +96,7 @@ class ReportInputs:
     baselines: dict[str, Any]
     params: dict[str, Any]  # the whole params.yaml (the recipe reads several groups)
     report_params: ReportParams = field(default_factory=ReportParams)
+    judge_accuracy: str = "unavailable"  # the judge measured on its hand-labelled replies (pipeline.judge)
 
 
 # --------------------------------------------------------------------------- formatting helpers
@@ -226,7 +228,8 @@ def section_classes(inputs: ReportInputs) -> list[str]:
             f"greedily (max_new_tokens = {get(m.data, 'generation.max_new_tokens', UNKNOWN)}) through the real inference "
             "path (row system prompt, synthesised user speech, `generate_interleaved`; tool_result_speak replays turn 1, "
             f"then turn 2 with the facts block). Judge check: it classifies {pct(ref_acc)} of the rows' own reference "
-            "replies correctly.",
+            f"replies correctly, and {inputs.judge_accuracy} (`{JUDGE_CASES}`; its rules were written after seeing "
+            "those cases, so on new phrasings expect lower: 79-83 % on two fresh batches).",
             "",
             f"![Confusion matrix: expected class × judged behaviour]({PLOTS['confusion']})",
             "",
@@ -556,7 +559,16 @@ def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = CLASS_RECORDS, 
         baselines=base,
         params=params,
         report_params=report_params,
+        judge_accuracy=judge_accuracy(),
     )
+
+
+def judge_accuracy(cases: Path = JUDGE_CASES) -> str:
+    """The card's line on how far to trust the class verdicts: the judge on labelled replies."""
+    try:
+        return measure(read_judge_cases(cases)).summary()
+    except StageError as err:
+        return f"unavailable ({err})"
 
 
 def run(card_path: Path = CARD_PATH, **kwargs: Any) -> str:

@@ -156,3 +156,10 @@ def test_task_runs_are_named_after_what_dvc_did(toy, prefect_api):
     names = {run.name: (run.state.type.value, run.state.name) for run in runs}
     assert names == {"prep": ("COMPLETED", "Skipped"), "feat": ("COMPLETED", "Skipped"), "side": ("COMPLETED", "Restored"),
                      "train": ("COMPLETED", "Skipped"), "eval": ("COMPLETED", "Restored")}
+
+
+def test_the_model_card_artifact_shows_the_body_not_the_hub_metadata():
+    from flows.retrain import card_body
+
+    assert card_body("---\nbase_model: x\n---\n\n# Card\nbody\n") == "# Card\nbody\n"
+    assert card_body("# Card without metadata\n") == "# Card without metadata\n"

@@ -1,6 +1,8 @@
 """The rule-based judge on hand-made replies with known verdicts, and on every dataset template."""
 from __future__ import annotations
 
+from pipeline.params import StageError
+
 import random
 
 import pytest
@@ -210,13 +212,13 @@ def test_a_bad_judge_cases_line_fails_naming_file_and_line(tmp_path):
         ('{"id": "y", "family": "f", "class": "tool_result_speak", "reply": "Hi", "expected": "other"}', "needs 'facts'"),
         ('{"id": "x", "family": "f", "class": "non_tool", "reply": "Hi", "expected": "direct"}', "duplicate id"),
         ('{"id": "y", "family": "f", "class": "non_tool", "reply": "Hi", "expected": "direct", "verdict": 1}', "unknown keys"),
-        ("{not json", "line"),
+        ("{not json", "invalid JSON"),
     ]:
         path = tmp_path / "cases.jsonl"
         path.write_text(good + "\n" + bad + "\n", encoding="utf-8")
-        with pytest.raises(JudgeCaseError, match=rf"cases.jsonl:2: .*{message}"):
+        with pytest.raises(StageError, match=rf"cases.jsonl:2: .*{message}"):  # JudgeCaseError, or the JSONL layer's
             read_judge_cases(path)
-    with pytest.raises(JudgeCaseError, match="cannot read"):
+    with pytest.raises(StageError, match="missing.jsonl: file not found"):
         read_judge_cases(tmp_path / "missing.jsonl")
 
 
