@@ -9,6 +9,12 @@ a miss rather than "still waiting" (the card's loop would wait forever).
 Decisions are sticky: once MATCH or NO_MATCH, every later ``feed`` returns the
 same :class:`Decision` object, so the blip pattern reappearing later in the ack
 can never produce a second match.
+
+A blip of several copies (``blip.repeats``) matches on ANY copy: the first
+copy is compared from frame 0, a later copy at its own frames, and the
+decision says which copy matched (``copy_index``) and at which frame. A
+mismatch in copy 0 therefore only ends the turn once every later copy has
+failed too (or the audio ended before it).
 """
 from __future__ import annotations
 
@@ -29,7 +35,7 @@ class DecisionState(str, Enum):
 
 
 class DecisionReason(str, Enum):
-    MATCHED = "matched"  # every detection frame matched
+    MATCHED = "matched"  # every detection frame of one copy matched
     MISMATCH = "mismatch"  # a compared code differed (all alternatives ruled out)
     END_OF_AUDIO = "end_of_audio"  # codebook 0 == 2048 before the blip's frames were all seen
     END_OF_TURN = "end_of_turn"  # text-only end / stream exhausted before the blip's frames
@@ -42,13 +48,15 @@ class Decision:
     For ``END_OF_TURN`` no frame triggered the decision; ``frame_index`` is then
     the number of audio frames seen (the index the missing frame would have had).
     ``matched_codebooks`` lists the codebook groups that matched (useful for
-    ``AnyOfCodebooks``: was it cb0 or cb3?).
+    ``AnyOfCodebooks``: was it cb0 or cb3?). ``copy_index`` is the blip copy
+    that matched (0 = the first; None unless MATCH).
     """
 
     state: DecisionState
     frame_index: int | None = None
     reason: DecisionReason | None = None
     matched_codebooks: tuple[tuple[int, ...], ...] = ()
+    copy_index: int | None = None
 
     @property
     def decided(self) -> bool:
@@ -72,7 +80,7 @@ class StreamingBlipDetector:
     """
 
     __slots__ = (
-        "signature", "matcher", "_plan", "_checks", "_last", "_n_alts", "_n_cb", "_shape",
+        "signature", "matcher", "_plan", "_checks", "_ending", "_last", "_n_lanes", "_n_cb", "_shape",
         "_alive", "_all_alive", "_n_alive", "_decision", "_n_fed", "_memo",
     )
 
@@ -86,11 +94,12 @@ class StreamingBlipDetector:
         self.matcher = matcher if matcher is not None else matcher_from_signature(signature)
         self._plan = self.matcher.plan(signature)
         self._checks = self._plan.checks
+        self._ending = self._plan.lanes_ending_at
         self._last = self._plan.last_frame
-        self._n_alts = len(self._plan.alternatives)
+        self._n_lanes = len(self._plan.lanes)
         self._n_cb = signature.n_codebooks
         self._shape = (self._n_cb,)
-        self._all_alive = [True] * self._n_alts
+        self._all_alive = [True] * self._n_lanes
         self._alive = list(self._all_alive)
         # Decisions are immutable, so identical ones are built once and reused:
         # a frozen dataclass costs ~1 µs to construct, more than a whole frame.
@@ -100,7 +109,7 @@ class StreamingBlipDetector:
     def reset(self) -> None:
         """Start a new turn (reuses the compiled plan)."""
         self._alive[:] = self._all_alive
-        self._n_alive = self._n_alts
+        self._n_alive = self._n_lanes
         self._decision = PENDING
         self._n_fed = 0
 
@@ -122,13 +131,18 @@ class StreamingBlipDetector:
             frame = self._coerce(frame)  # slow path: lists, other int dtypes, (1, 8), bad input
         if frame.item(0) == END_OF_AUDIO_CODE:
             return self._decide(DecisionState.NO_MATCH, i, DecisionReason.END_OF_AUDIO)
+        if i > self._last:  # unreachable once every lane has ended, kept as a guard
+            return self._decide(DecisionState.NO_MATCH, i, DecisionReason.MISMATCH)
         checks = self._checks[i]
+        alive = self._alive
         if checks is not None:
-            alive = self._alive
-            for a in range(self._n_alts):
+            for a in range(self._n_lanes):
                 if not alive[a]:
                     continue
-                kind, where, expected = checks[a]
+                check = checks[a]
+                if check is None:
+                    continue
+                kind, where, expected = check
                 if kind == CHECK_ONE:
                     ok = frame.item(where) == expected
                 elif kind == CHECK_ALL:
@@ -144,8 +158,9 @@ class StreamingBlipDetector:
                     self._n_alive -= 1
             if self._n_alive == 0:
                 return self._decide(DecisionState.NO_MATCH, i, DecisionReason.MISMATCH)
-        if i == self._last:
-            return self._decide(DecisionState.MATCH, i, DecisionReason.MATCHED)
+        for lane in self._ending[i]:
+            if alive[lane]:
+                return self._decide(DecisionState.MATCH, i, DecisionReason.MATCHED, self._plan.lanes[lane][0])
         return PENDING
 
     def end_of_turn(self) -> Decision:
@@ -155,17 +170,19 @@ class StreamingBlipDetector:
         return self._decision
 
     # ------------------------------------------------------------------ helpers
-    def _decide(self, state: DecisionState, index: int, reason: DecisionReason) -> Decision:
+    def _decide(
+        self, state: DecisionState, index: int, reason: DecisionReason, copy_index: int | None = None
+    ) -> Decision:
         matched: tuple[tuple[int, ...], ...] = ()
         if state is DecisionState.MATCH:
-            if self._n_alive == self._n_alts:
-                matched = self._plan.alternatives
-            else:
-                matched = tuple(alt for alt, ok in zip(self._plan.alternatives, self._alive) if ok)
-        key = (state, index, reason, matched)
+            alts = self._plan.alternatives
+            matched = tuple(
+                alts[a] for (c, a), ok in zip(self._plan.lanes, self._alive) if ok and c == copy_index
+            )
+        key = (state, index, reason, matched, copy_index)
         decision = self._memo.get(key)
         if decision is None:
-            decision = self._memo[key] = Decision(state, index, reason, matched)
+            decision = self._memo[key] = Decision(state, index, reason, matched, copy_index)
         self._decision = decision
         return decision
 

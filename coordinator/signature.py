@@ -16,8 +16,20 @@ On-disk contract (written by the ``blip_codes`` stage)::
                                              "n_codebooks": 8,
                                              "detection": {"codebooks": [0], "frames": [0, 1]},
                                              "frame_rate_hz": 12.5, "sample_rate": 24000,
+                                             "cb0_across_frames": [...],  # the WHOLE blip
+                                             "copies": [{"frame_start": 0, "n_frames": 2,
+                                                         "cb0_across_frames": [...]}, ...],
                                              "blip_sha256": ..., "mimi_sha256": ...,
                                              "codes_sha256": sha256 of the .npy bytes}
+
+``copies`` (optional; absent = one copy spanning the whole blip, as before)
+lists the frame span of each repeat of a ``blip.repeats`` blip. The detector
+fires on ANY copy: the first at frame 0, a later one at its own offset, so one
+badly reproduced copy no longer turns the whole blip into a miss. A copy's
+codes are the blip's codes over its span (a copy that does not start on a
+frame boundary has its own codes, hence a span, not a shift); its
+``cb0_across_frames`` is cross-checked against the .npy. The top-level
+``cb0_across_frames`` stays the whole blip's, for older readers.
 
 Several codebooks in ``detection.codebooks`` are alternatives (``[0, 3]`` =
 cb0 OR cb3, as ``params.yaml``'s ``blip_codes.detect_codebooks`` documents);
@@ -70,6 +82,23 @@ class DetectionSpec:
         return out
 
 
+@dataclass(frozen=True)
+class BlipCopy:
+    """One repeat of the blip: the frames ``frame_start .. frame_start + n_frames - 1`` of the whole blip."""
+
+    frame_start: int
+    n_frames: int
+
+    @property
+    def frame_stop(self) -> int:
+        """One past the copy's last frame."""
+        return self.frame_start + self.n_frames
+
+    @property
+    def frames(self) -> range:
+        return range(self.frame_start, self.frame_stop)
+
+
 @dataclass(frozen=True, eq=False)
 class BlipSignature:
     """The blip's codes as (codebook, frame), read-only, plus provenance.
@@ -87,6 +116,7 @@ class BlipSignature:
     mimi_sha256: str | None = None
     codes_sha256: str | None = None
     source: str | None = None  # the .npy path it was loaded from, for messages
+    copies: tuple[BlipCopy, ...] = ()  # the repeats' frame spans; from_codes defaults to one whole copy
 
     # ------------------------------------------------------------------ build
     @classmethod
@@ -98,6 +128,7 @@ class BlipSignature:
         frame_rate_hz: float = MIMI_FRAME_RATE_HZ,
         sample_rate: int = MIMI_SAMPLE_RATE,
         source: str | None = None,
+        copies: tuple[BlipCopy, ...] | None = None,
         **provenance: str | None,
     ) -> "BlipSignature":
         """Wrap an array laid out exactly like the .npy file: (batch=1, codebook, frame).
@@ -125,6 +156,8 @@ class BlipSignature:
         n_codebooks, n_frames = cf.shape
         spec = detection or DetectionSpec(codebooks=(0,), frames=None)
         _check_detection(spec, n_codebooks, n_frames, where)
+        spans = tuple(copies) if copies else (BlipCopy(0, n_frames),)
+        _check_copies(spans, n_frames, where)
         return cls(
             _codes=cf,
             detection=spec,
@@ -134,6 +167,7 @@ class BlipSignature:
             mimi_sha256=provenance.get("mimi_sha256"),
             codes_sha256=provenance.get("codes_sha256"),
             source=source,
+            copies=spans,
         )
 
     @classmethod
@@ -198,6 +232,8 @@ class BlipSignature:
                     f"{sig_path}: key 'n_frames' {meta['n_frames']} disagrees with {npy} shape {list(arr.shape)}"
                 )
         spec = _parse_detection(key("detection", dict), sig_path)
+        copies_block = meta.get("copies")
+        recorded_copies = None if copies_block is None else _parse_copies(copies_block, sig_path)
         signature = cls.from_codes(
             arr,
             detection=spec,
@@ -207,7 +243,15 @@ class BlipSignature:
             blip_sha256=meta.get("blip_sha256"),
             mimi_sha256=meta.get("mimi_sha256"),
             codes_sha256=actual_sha,
+            copies=None if recorded_copies is None else tuple(c for c, _ in recorded_copies),
         )
+        for i, (copy, cb0) in enumerate(recorded_copies or ()):
+            if cb0 is not None and cb0 != signature.copy_cb0_across_frames(i).tolist():
+                raise SignatureError(
+                    f"{sig_path}: key 'copies[{i}].cb0_across_frames' {cb0} disagrees with {npy} "
+                    f"codebook 0 over frames {copy.frame_start}..{copy.frame_stop - 1} "
+                    f"{signature.copy_cb0_across_frames(i).tolist()}"
+                )
         recorded_cb0 = meta.get("cb0_across_frames")
         if recorded_cb0 is not None and list(recorded_cb0) != signature.cb0_across_frames.tolist():
             raise SignatureError(
@@ -259,10 +303,62 @@ class BlipSignature:
         return self._codes[np.newaxis].copy()
 
     @property
+    def n_copies(self) -> int:
+        """How many repeats the blip has (1 unless ``blip.repeats`` > 1 wrote ``copies``)."""
+        return len(self.copies)
+
+    def copy_cb0_across_frames(self, copy_index: int) -> np.ndarray:
+        """Codebook 0 over copy ``copy_index``'s own frames, shape (copy n_frames,), read-only."""
+        copy = self.copies[copy_index]
+        return self._codes[0, copy.frame_start : copy.frame_stop]
+
+    def copy_index_at_frame(self, frame: int) -> int | None:
+        """The first copy whose span contains ``frame`` (None for a frame outside every copy)."""
+        for i, copy in enumerate(self.copies):
+            if frame in copy.frames:
+                return i
+        return None
+
+    @property
     def detection_latency_ms(self) -> float:
-        """Audio time until a full match can be confirmed (last detection frame + 1 frames)."""
-        frames = self.detection.frames or tuple(range(self.n_frames))
+        """Audio time until a full match of the FIRST copy can be confirmed (its last detection frame + 1)."""
+        first = self.copies[0].frames
+        frames = [f for f in (self.detection.frames or first) if f in first] or list(first)
         return (max(frames) + 1) * 1000.0 / self.frame_rate_hz
+
+
+def _parse_copies(block: Any, where: Path) -> list[tuple[BlipCopy, list[int] | None]]:
+    """The ``copies`` list -> (span, recorded cb0 or None) per copy; shapes checked, codes later."""
+    if not isinstance(block, list) or not block:
+        raise SignatureError(f"{where}: 'copies' must be a non-empty list, got {block!r}")
+    parsed = []
+    for i, entry in enumerate(block):
+        if not isinstance(entry, dict) or set(entry) - {"frame_start", "n_frames", "cb0_across_frames"}:
+            raise SignatureError(
+                f"{where}: 'copies[{i}]' must be an object with frame_start, n_frames[, cb0_across_frames], got {entry!r}"
+            )
+        numbers = [entry.get("frame_start"), entry.get("n_frames")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers):
+            raise SignatureError(f"{where}: 'copies[{i}]' frame_start and n_frames must be ints, got {entry!r}")
+        cb0 = entry.get("cb0_across_frames")
+        if cb0 is not None and (not isinstance(cb0, list) or not all(isinstance(c, int) for c in cb0)):
+            raise SignatureError(f"{where}: 'copies[{i}].cb0_across_frames' must be a list of ints, got {cb0!r}")
+        parsed.append((BlipCopy(*numbers), cb0))
+    return parsed
+
+
+def _check_copies(copies: tuple[BlipCopy, ...], n_frames: int, where: str) -> None:
+    for i, copy in enumerate(copies):
+        if copy.n_frames < 1 or copy.frame_start < 0 or copy.frame_stop > n_frames:
+            raise SignatureError(
+                f"{where}: copy {i} spans frames {copy.frame_start}..{copy.frame_stop - 1}, outside the blip's "
+                f"frames 0..{n_frames - 1}"
+            )
+    if copies[0].frame_start != 0:
+        raise SignatureError(f"{where}: the first copy must start at frame 0, got {copies[0].frame_start}")
+    starts = [c.frame_start for c in copies]
+    if starts != sorted(set(starts)):
+        raise SignatureError(f"{where}: copies must start at increasing frames, got {starts}")
 
 
 def _parse_detection(block: dict[str, Any], where: Path) -> DetectionSpec:

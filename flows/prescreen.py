@@ -11,12 +11,21 @@ Two questions, answered with the same Mimi the pipeline trains with:
    coordinator watches for. (Whether the raw blip and its preview share codes does
    not matter: training and detection both use the preview's codes.)
 
-`screen_codes` is the numpy-only core; `prescreen_variant` synthesises the blip
-from params (+ sweep overrides) and encodes through `pipeline.models`.
+3. Is the variant's signature new? A variant that changes ``blip.*`` params but
+   round-trips to the default's signature, or to an earlier variant's (tones
+   1000/1500 Hz gave the default's cb0 codes on the smoke Mimi), would train and
+   be detected on the same codes: `flag_twins` rejects it, naming the twin.
+   Variants that change only other groups (preprocess.*) share the default's
+   signature by design and are never flagged.
+
+`screen_codes` and `flag_twins` are the numpy-only core; `prescreen_variant`
+synthesises the blip from params (+ sweep overrides) and encodes through
+`pipeline.models`.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import os
 from collections.abc import Sequence
@@ -65,6 +74,37 @@ def screen_codes(signature_codes: np.ndarray, prefixed_codes: Sequence[np.ndarra
     return PrescreenResult(rate, stable, "; ".join(reasons) or None, tuple(int(c) for c in signature))
 
 
+DEFAULT_TWIN = "the default (params.yaml)"
+
+
+def changes_blip(overrides: Sequence[str]) -> bool:
+    """Whether a variant's overrides touch the blip itself (`blip.*`), i.e. may change its signature."""
+    return any(o.partition("=")[0].lstrip("+").split(".")[0] == "blip" for o in overrides)
+
+
+def flag_twins(variants: Sequence[tuple[str, Sequence[str], PrescreenResult]],
+               default_signature: tuple[int, ...] | None) -> dict[str, PrescreenResult]:
+    """Reject each blip-changing variant whose signature equals the default's or an earlier one's.
+
+    `variants` are (name, overrides, result) in sweep order; the first variant with a signature
+    keeps it, later ones are its twins. Returns name -> result (the same object when unchanged).
+    """
+    owners: dict[tuple[int, ...], str] = {}
+    if default_signature:
+        owners[tuple(default_signature)] = DEFAULT_TWIN
+    out: dict[str, PrescreenResult] = {}
+    for name, overrides, result in variants:
+        out[name] = result
+        if not changes_blip(overrides) or not result.signature:
+            continue
+        twin = owners.setdefault(result.signature, name)
+        if twin != name:
+            why = (f"signature cb0 {list(result.signature)} equals {twin if twin == DEFAULT_TWIN else repr(twin)}'s:"
+                   f" it would train on the same codes")
+            out[name] = dataclasses.replace(result, reason="; ".join(filter(None, [result.reason, why])))
+    return out
+
+
 def apply_overrides(params: dict, overrides: Sequence[str]) -> dict:
     """params.yaml with `dvc exp run -S` overrides applied (`a.b=value`, `+a.new=value`; YAML values)."""
     result = copy.deepcopy(params)
@@ -92,26 +132,37 @@ def _mimi(model_dir: str):
     return load_mimi(Path(model_dir))
 
 
+def _variant_round_trip(workdir: Path, overrides: Sequence[str], mimi=None):
+    """(BlipParams, Mimi round trip) of the variant's blip; invalid params fail before torch loads."""
+    from pipeline.blip import BlipParams, synthesize_blip
+
+    params = apply_overrides(yaml.safe_load((workdir / "params.yaml").read_text()) or {}, overrides)
+    blip = BlipParams.from_params(params.get("blip", {}))
+
+    from pipeline.blip_mimi import round_trip
+
+    if mimi is None:
+        mimi = _mimi(str(workdir / params.get("blip_codes", {}).get("model_dir", "models/base/lfm2.5-audio")))
+    return mimi, round_trip(mimi, synthesize_blip(blip), blip.sample_rate)
+
+
+def variant_signature(workdir: str | os.PathLike, overrides: Sequence[str], mimi=None) -> tuple[int, ...]:
+    """Codebook 0 across the frames of the variant's blip after the round trip (the default's: no overrides)."""
+    _, trip = _variant_round_trip(Path(workdir), overrides, mimi)
+    return tuple(int(c) for c in trip.codes[0, 0, :])
+
+
 def prescreen_variant(workdir: str | os.PathLike, overrides: Sequence[str], speech: Sequence[np.ndarray] = (),
                       speech_rate: int = 24_000, max_false_trigger_rate: float = 0.0, mimi=None) -> PrescreenResult:
     """Screen one variant of `workdir`'s params.yaml against non-blip assistant audio `speech`.
 
     The Mimi folder is `blip_codes.model_dir` of the params (loaded once per process) unless `mimi` is given.
     """
-    from pipeline.blip import BlipParams, synthesize_blip
-
-    workdir = Path(workdir)
-    params = apply_overrides(yaml.safe_load((workdir / "params.yaml").read_text()) or {}, overrides)
-    blip = BlipParams.from_params(params.get("blip", {}))  # invalid variants fail here, before torch loads
-
     from coordinator.constants import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE
     from pipeline.audio import resample, to_float32, to_int16
-    from pipeline.blip_mimi import round_trip
     from pipeline.models import encode_codes
 
-    if mimi is None:
-        mimi = _mimi(str(workdir / params.get("blip_codes", {}).get("model_dir", "models/base/lfm2.5-audio")))
-    trip = round_trip(mimi, synthesize_blip(blip), blip.sample_rate)
+    mimi, trip = _variant_round_trip(Path(workdir), overrides, mimi)
     # Mimi is causal: the first F frames depend only on the first F frames of audio.
     opening = -(-trip.n_frames * MIMI_FRAME_SAMPLES * speech_rate // MIMI_SAMPLE_RATE)
     openings = [resample(np.asarray(wave)[:opening], speech_rate, MIMI_SAMPLE_RATE) for wave in speech]

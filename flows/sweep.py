@@ -3,13 +3,17 @@
     python -m flows.sweep --sweep flows/sweeps/v4.2-blip.yaml [--workdir .]
 
 1. Pre-screen each variant on CPU (flows/prescreen.py): reject it when its
-   detection signature already opens ordinary assistant audio too often, or when
-   the preview followed by speech no longer encodes to it.
+   detection signature already opens ordinary assistant audio too often, when
+   the preview followed by speech no longer encodes to it, or when a variant that
+   changes the blip gives the same signature as the default or an earlier variant
+   (it would train on identical codes).
 2. Run the survivors as `dvc exp run --temp -n <name> -S ...` (the workspace is
    untouched), each holding `gpus_per_experiment` slots of the Prefect global
    concurrency limit `gpu` while it runs.
 3. Rank them with the v4 and v4.1 baselines of the model card: reports/sweep/
-   leaderboard.{csv,md} and the `sweep-leaderboard` table artifact.
+   leaderboard.{csv,md,png} (TPR, FPR and decision latency of the blip detector
+   beside accuracy), the `sweep-leaderboard` table artifact and the
+   `sweep-leaderboard-plot` image artifact.
 """
 from __future__ import annotations
 
@@ -27,12 +31,14 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.dvc_graph import line_logger, one_line, read_json_at, remove_experiment, run_experiment
 from flows.gpu_stage import gpu_slots
-from flows.prescreen import PrescreenResult, load_reference_audio, prescreen_variant
+from flows.prescreen import (PrescreenResult, changes_blip, flag_twins, load_reference_audio, prescreen_variant,
+                             variant_signature)
 from flows.publish import BLIP_METRICS, CLASS_METRICS, markdown_table, per_class, publish_table
 
-LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv and .md
+LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv, .md and .png
 COLUMNS = ["rank", "name", "kind", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
-           "false_positive_rate", "prescreen_false_trigger_rate", "overrides", "note"]
+           "detector_true_positive_rate", "false_positive_rate", "decision_latency_ms",
+           "prescreen_false_trigger_rate", "overrides", "note"]
 
 BASELINES = Path("configs/baselines.yaml")  # the model cards' numbers, in percent (shared with the report stage)
 
@@ -54,7 +60,8 @@ def baseline_rows(workdir: str) -> list[dict]:
     return [{"name": v, "kind": "baseline", "overrides": "", "note": f"published ({BASELINES})",
              "overall_accuracy": fraction("classes", "overall", v),
              "tool_match_accuracy": fraction("classes", "tool_match", v),
-             "cb0_match_rate": fraction("blip", v, "cb0"), "false_positive_rate": None}
+             "cb0_match_rate": fraction("blip", v, "cb0"), "false_positive_rate": None,
+             "detector_true_positive_rate": None, "decision_latency_ms": None}
             for v in doc.get("versions", [])]
 
 
@@ -113,6 +120,17 @@ def prescreen(workdir: str, variant: Variant, speech: list, max_rate: float) -> 
     return result
 
 
+def reject_twins(screened: dict[Variant, PrescreenResult], default: tuple[int, ...] | None
+                 ) -> dict[Variant, PrescreenResult]:
+    """Screen results with a blip-changing variant whose signature repeats another's rejected, naming the twin."""
+    flagged = flag_twins([(v.name, v.overrides, r) for v, r in screened.items()], default)
+    logger = get_run_logger()
+    for variant, result in screened.items():
+        if flagged[variant.name] is not result:
+            logger.warning("%s rejected: %s", variant.name, flagged[variant.name].reason)
+    return {v: flagged[v.name] for v in screened}
+
+
 @task(task_run_name="exp-{variant.name}", cache_policy=NO_CACHE, persist_result=False)
 def experiment(workdir: str, variant: Variant, gpus: int) -> dict:
     """Run one variant as a DVC experiment; return its leaderboard metrics."""
@@ -132,7 +150,9 @@ def experiment_metrics(workdir: str, rev: str) -> dict:
         "overall_accuracy": classes.get("overall_accuracy"),
         "tool_match_accuracy": per_class(classes).get("tool_match", {}).get("accuracy"),
         "cb0_match_rate": blip.get("cb0_match_rate"),
+        "detector_true_positive_rate": blip.get("detector_true_positive_rate"),
         "false_positive_rate": blip.get("false_positive_rate"),
+        "decision_latency_ms": blip.get("decision_latency_ms"),
         "note": "; ".join(filter(None, [f"exp {rev[:7]}", why_classes, why_blip])),
     }
 
@@ -170,7 +190,70 @@ def write_leaderboard(workdir: str, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(displayed(rows))  # unavailable numbers are empty cells
     write_text(base.with_suffix(".csv"), buffer.getvalue())
-    write_text(base.with_suffix(".md"), "# Blip sweep leaderboard\n\n" + markdown_table(rows, COLUMNS) + "\n")
+    write_text(base.with_suffix(".md"), "# Blip sweep leaderboard\n\n" + markdown_table(rows, COLUMNS) + "\n"
+               + f"\n![TPR vs FPR, accuracy and decision latency per variant]({base.name}.png)\n")
+
+
+def write_leaderboard_plot(workdir: str, rows: list[dict]) -> Path:
+    """reports/sweep/leaderboard.png: detector TPR vs FPR, overall accuracy and decision latency per row.
+
+    Why a picture: the trade-off (a redundant blip fires more often but later) reads at a glance.
+    Rows without a number are listed as n/a rather than drawn at zero.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.io import atomic_path
+
+    shown = [r for r in rows if r.get("kind") in ("baseline", "experiment")]
+    names = [str(r["name"]) for r in shown]
+    fig, (roc, acc, lat) = plt.subplots(1, 3, figsize=(15, 4.8))
+    for r in shown:
+        tpr, fpr = r.get("detector_true_positive_rate"), r.get("false_positive_rate")
+        if tpr is not None and fpr is not None:
+            roc.scatter(fpr, tpr)
+            roc.annotate(str(r["name"]), (fpr, tpr), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    roc.set(xlabel="false-positive rate (negatives)", ylabel="true-positive rate (tool_match)",
+            title="blip detector", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
+    for ax, key, label in ((acc, "overall_accuracy", "overall accuracy"),
+                           (lat, "decision_latency_ms", "decision latency (ms of audio, median)")):
+        values = [r.get(key) for r in shown]
+        ax.barh(range(len(shown)), [0 if v is None else v for v in values], color="tab:blue")
+        for i, v in enumerate(values):
+            ax.text(0 if v is None else v, i, " n/a" if v is None else f" {v:.3g}", va="center", fontsize=8)
+        ax.set_yticks(range(len(shown)), names, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(label)
+    fig.suptitle("Blip sweep leaderboard (rank order)")
+    fig.tight_layout()
+    path = Path(workdir) / LEADERBOARD.with_suffix(".png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path
+
+
+def publish_leaderboard_plot(path: Path) -> None:
+    """The PNG as an image artifact; embedded as a data URL since the Prefect UI cannot read local files."""
+    import base64
+
+    from prefect.artifacts import create_image_artifact
+
+    url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    create_image_artifact(image_url=url, key="sweep-leaderboard-plot",
+                          description=f"Blip sweep: TPR vs FPR, accuracy, decision latency ({LEADERBOARD}.png)")
+
+
+@task(task_run_name="default-signature", cache_policy=NO_CACHE, persist_result=False)
+def default_signature(workdir: str) -> tuple[int, ...] | None:
+    """The signature of params.yaml's own blip, to flag variants that reproduce it; None if unavailable."""
+    try:
+        return variant_signature(workdir, ())
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        get_run_logger().warning("default blip signature unavailable (%s): twins of it are not flagged", err)
+        return None
 
 
 @flow(name="sweep", log_prints=False)
@@ -192,6 +275,8 @@ def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", p
         speech = load_reference_audio(workdir, reference_splits, max_reference_clips)
         logger.info("pre-screen against %d non-blip assistant clips (%s)", len(speech), ", ".join(reference_splits))
         screened = {v: prescreen(workdir, v, speech, plan.max_false_trigger_rate) for v in plan.variants}
+        if any(changes_blip(v.overrides) for v in plan.variants):
+            screened = reject_twins(screened, default_signature(workdir))
         survivors = [v for v, result in screened.items() if result.passed]
         rows += [{"name": v.name, "kind": "rejected", "overrides": " ".join(v.overrides), "note": r.reason,
                   "prescreen_false_trigger_rate": r.false_trigger_rate} for v, r in screened.items() if not r.passed]
@@ -209,6 +294,7 @@ def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", p
         rows.append(row)
     rows = rank(rows)
     write_leaderboard(workdir, rows)
+    publish_leaderboard_plot(write_leaderboard_plot(workdir, rows))
     publish_table("sweep-leaderboard", [{c: r.get(c) for c in COLUMNS} for r in displayed(rows)],
                   "Blip sweep leaderboard")
     logger.info("leaderboard:\n%s", markdown_table(rows, COLUMNS))

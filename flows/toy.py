@@ -34,7 +34,8 @@ if params.get("metrics"):
     (metrics / "eval_classes.json").write_text(json.dumps({
         "overall_accuracy": 0.9 + boost / 100,
         "per_class": {"tool_match": {"accuracy": 0.8 + boost / 100, "n": 30}, "non_tool": {"accuracy": 1.0, "n": 30}}}))
-    (metrics / "eval_blip.json").write_text(json.dumps({"cb0_match_rate": 0.9, "false_positive_rate": boost / 1000}))
+    (metrics / "eval_blip.json").write_text(json.dumps({"cb0_match_rate": 0.9, "false_positive_rate": boost / 1000,
+                                                      "detector_true_positive_rate": 0.9, "decision_latency_ms": 160.0}))
 '''
 
 # name -> (upstream stages, meta); the test pipeline: prep -> feat -> train (GPU) -> eval <- side <- prep

@@ -9,7 +9,10 @@ what the card lacks:
 - the streaming detector's decisions (the matcher the signature asks for, as
   the coordinator runs it): true-positive rate on tool_match replies and
   **false-positive rate** on negative replies (non_tool + tool_miss);
-- the **decision frame**: the audio frame at which the detector decided.
+- the **decision frame**: the audio frame at which the detector decided, and
+  for a blip of several copies the copy that matched (``copy_index``);
+- the **decision latency**: ms of audio the detector needed to fire,
+  ``(frame_index + 1) x 80 ms``, median over the tool_match replies it matched.
 
 A reply shorter than the blip (fewer audio frames) cannot be compared
 frame-by-frame: its matcher results are ``None`` with a reason, and the rates
@@ -113,6 +116,7 @@ def _decision_json(decision: Decision | None) -> dict[str, Any] | None:
         "frame_index": decision.frame_index,
         "reason": decision.reason.value if decision.reason else None,
         "matched_codebooks": [list(group) for group in decision.matched_codebooks],
+        "copy_index": decision.copy_index,
     }
 
 
@@ -231,6 +235,13 @@ def score_blip_emission(
         histogram[group_name] = {state: dict(sorted(h.items(), key=lambda kv: int(kv[0]))) for state, h in hist.items()}
     match_frames = [r.decision["frame_index"] for r in pos_decided + neg_decided if r.decision["state"] == "match"]
     frame_ms = 1000.0 / signature.frame_rate_hz
+    true_positives = [r.decision for r in pos_decided if r.decision["state"] == "match"]
+    latencies_ms = [(d["frame_index"] + 1) * frame_ms for d in true_positives]
+    if not latencies_ms:
+        unavailable["decision_latency_ms"] = "the detector matched no tool_match reply"
+    copy_counts: dict[str, int] = {}
+    for d in true_positives:
+        copy_counts[str(d["copy_index"])] = copy_counts.get(str(d["copy_index"]), 0) + 1
 
     metrics: dict[str, Any] = {
         **rates,
@@ -245,6 +256,8 @@ def score_blip_emission(
         "negative_match_rates": negative_match_rates,
         "decision_frame_histogram": histogram,
         "mean_match_decision_ms": (float(np.mean(match_frames)) + 1) * frame_ms if match_frames else None,
+        "decision_latency_ms": float(np.median(latencies_ms)) if latencies_ms else None,
+        "matched_copy_counts": dict(sorted(copy_counts.items())),
         "n_tool_match": len(pos_rows),
         "n_negative": len(neg_rows),
         "n_scorable_tool_match": len(scorable),
@@ -253,7 +266,10 @@ def score_blip_emission(
         "n_undecided_negative": len(neg_rows) - len(neg_decided),
         "unscorable": [{"id": r.row_id, "reason": r.reason} for r in pos_rows if r.reason is not None],
         "blip": {"n_frames": n_f, "n_codebooks": n_cb, "cb0_across_frames": signature.cb0_across_frames.tolist(),
-                 "frame_rate_hz": signature.frame_rate_hz},
+                 "frame_rate_hz": signature.frame_rate_hz,
+                 "copies": [{"frame_start": c.frame_start, "n_frames": c.n_frames,
+                             "cb0_across_frames": signature.copy_cb0_across_frames(i).tolist()}
+                            for i, c in enumerate(signature.copies)]},
         "unavailable": unavailable,
     }
     return BlipEmissionReport(metrics=metrics, rows=rows, per_position=per_position)

@@ -5,6 +5,12 @@ tool_match ack, so the codes the model learns to emit are the codes of the
 preview, not of the raw blip. When Mimi's round trip is not a fixed point the
 two differ, and a coordinator watching the raw blip's codes would never match.
 Used by the ``blip_codes`` stage and by the sweep's pre-screen.
+
+A blip of ``repeats`` copies records each copy's frame span (``copies``), so
+the coordinator can fire on any copy. A copy that does not start on a frame
+boundary (e.g. 160 ms cues with a 40 ms gap: copy 1 starts at frame 2.5) has
+codes of its own, so its span is the frames its samples touch and its codes
+are the preview's codes there, never a shifted copy of the first.
 """
 from __future__ import annotations
 
@@ -13,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from coordinator.constants import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE
+from coordinator.signature import BlipCopy
 from pipeline.audio import to_int16
 from pipeline.models import decode_codes, encode_codes
 
@@ -46,8 +53,35 @@ def round_trip(mimi, blip: np.ndarray, sample_rate: int) -> BlipRoundTrip:
     return BlipRoundTrip(raw_codes=raw_codes, preview=preview, codes=codes)
 
 
-def signature_document(trip: BlipRoundTrip, detect_codebooks: list[int], hashes: dict[str, str]) -> dict:
-    """signature.json: names the axes, the detection target and the provenance."""
+def copy_spans(repeats: int, duration_ms: float, gap_ms: float, n_frames: int) -> tuple[BlipCopy, ...]:
+    """The Mimi frames each of ``repeats`` cues (``duration_ms`` each, ``gap_ms`` apart) touches.
+
+    One cue is the whole blip (all ``n_frames``). A later cue starts in the
+    frame holding its first sample and ends in the frame holding its last,
+    clipped to the blip's frames.
+    """
+    if repeats == 1:
+        return (BlipCopy(0, n_frames),)
+    samples_per_ms = MIMI_SAMPLE_RATE / 1000
+    spans = []
+    for i in range(repeats):
+        start = round(i * (duration_ms + gap_ms) * samples_per_ms)
+        stop = start + round(duration_ms * samples_per_ms)
+        first, end = start // MIMI_FRAME_SAMPLES, min(n_frames, -(-stop // MIMI_FRAME_SAMPLES))
+        if first < end:
+            spans.append(BlipCopy(first, end - first))
+    return tuple(spans)
+
+
+def signature_document(trip: BlipRoundTrip, detect_codebooks: list[int], hashes: dict[str, str],
+                       copies: tuple[BlipCopy, ...] | None = None) -> dict:
+    """signature.json: names the axes, the detection target, the copies and the provenance.
+
+    ``copies`` defaults to one copy spanning the whole blip. The top-level
+    ``cb0_across_frames`` is the WHOLE blip's (kept for older readers); each
+    copy's own codebook 0 is under ``copies[i].cb0_across_frames``.
+    """
+    copies = copies or (BlipCopy(0, trip.n_frames),)
     return {
         "axes": list(AXES),
         "shape": list(trip.codes.shape),
@@ -57,6 +91,8 @@ def signature_document(trip: BlipRoundTrip, detect_codebooks: list[int], hashes:
         "frame_rate_hz": MIMI_SAMPLE_RATE / MIMI_FRAME_SAMPLES,
         "sample_rate": MIMI_SAMPLE_RATE,
         "cb0_across_frames": trip.codes[0, 0, :].tolist(),
+        "copies": [{"frame_start": c.frame_start, "n_frames": c.n_frames,
+                    "cb0_across_frames": trip.codes[0, 0, c.frame_start : c.frame_stop].tolist()} for c in copies],
         "roundtrip": {
             "stable_codebooks": trip.stable_codebooks(),
             "raw_cb0_across_frames": trip.raw_codes[0, 0, :].tolist(),

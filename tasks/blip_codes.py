@@ -1,7 +1,9 @@
 """Stage `blip_codes`: the blip's Mimi round trip and the detection signature (``pipeline.blip_mimi``).
 
 ``codes.npy`` holds the codes of the preview (what training sees), and the
-signature records whether the round trip was stable, codebook by codebook.
+signature records whether the round trip was stable, codebook by codebook, and
+the frame span of each copy of a ``blip.repeats`` blip (read from the ``blip``
+params that synthesised the wav).
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import numpy as np
 
 from coordinator.constants import MIMI_SAMPLE_RATE
 from pipeline.audio import read_wav, write_wav
-from pipeline.blip_mimi import round_trip, signature_document
+from pipeline.blip import BlipParams
+from pipeline.blip_mimi import copy_spans, round_trip, signature_document
 from pipeline.hub_layout import MIMI_WEIGHTS_NAME
 from pipeline.io import atomic_path, sha256_file, write_json
 from pipeline.models import load_mimi
@@ -36,10 +39,13 @@ class BlipCodesParams(StageParams):
             raise self.bad("detect_codebooks", f"must list distinct codebooks in 0..7, got {list(self.detect_codebooks)}")
 
 
-def run(blip_wav: Path, model_dir: Path, detect_codebooks: list[int]) -> dict:
+def run(blip_wav: Path, model_dir: Path, detect_codebooks: list[int], blip_params: BlipParams | None = None) -> dict:
+    """``blip_params``: the params the wav was synthesised with (its copies); None = one copy."""
     blip, sample_rate = read_wav(blip_wav)
     mimi = load_mimi(model_dir)
     trip = round_trip(mimi, blip, sample_rate)
+    layout = blip_params or BlipParams(repeats=1)
+    copies = copy_spans(layout.repeats, layout.duration_ms, layout.gap_ms, trip.n_frames)
 
     with atomic_path(CODES_NPY) as tmp:
         with open(tmp, "wb") as handle:
@@ -51,18 +57,21 @@ def run(blip_wav: Path, model_dir: Path, detect_codebooks: list[int]) -> dict:
         "codes_sha256": sha256_file(CODES_NPY),
         "preview_sha256": sha256_file(PREVIEW_WAV),
     }
-    document = signature_document(trip, detect_codebooks, hashes)
+    document = signature_document(trip, detect_codebooks, hashes, copies)
     write_json(SIGNATURE_JSON, document)
     return document
 
 
 def write_codes() -> int:
     params = load_stage_params(BlipCodesParams)
-    document = run(BLIP_WAV, params.model_dir, list(params.detect_codebooks))
+    blip_params = load_stage_params(BlipParams)
+    document = run(BLIP_WAV, params.model_dir, list(params.detect_codebooks), blip_params)
     stable = document["roundtrip"]["stable_codebooks"]
+    copies = ", ".join(f"frames {c['frame_start']}..{c['frame_start'] + c['n_frames'] - 1} cb0 {c['cb0_across_frames']}"
+                       for c in document["copies"])
     print(
         f"blip_codes: {document['n_frames']} frames, cb0 across frames {document['cb0_across_frames']}, "
-        f"round trip stable on codebooks {stable}"
+        f"round trip stable on codebooks {stable}; copies: {copies}"
     )
     return 0
 

@@ -11,7 +11,9 @@ Scores (``pipeline.blip_emission``): over held-out tool_match replies the
 card's table -- full 8-codebook bit-exact, cb0 only, cb0 OR cb3 -- and the
 per-position rates (codebook x frame); over non_tool + tool_miss replies the
 streaming detector's false-positive rate; for every reply the frame at which
-the detector decided. Outputs ``reports/metrics/eval_blip.json``,
+the detector decided and which blip copy it matched; the decision latency
+(``decision_latency_ms``: median ms of audio until the detector fired, over the
+tool_match replies it matched). Outputs ``reports/metrics/eval_blip.json``,
 ``reports/plots/blip_positions.png`` (heatmap) and ``reports/eval/eval_blip.jsonl``.
 """
 from __future__ import annotations
@@ -141,9 +143,13 @@ def work() -> int:
     def pct(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.1%}"
 
+    def ms(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.0f} ms"
+
     print(f"{SECTION}: full {pct(metrics['full_match_rate'])}, cb0 {pct(metrics['cb0_match_rate'])}, "
           f"cb0|cb3 {pct(metrics['cb0_or_cb3_match_rate'])} over {metrics['n_scorable_tool_match']} tool_match; "
-          f"detector FPR {pct(metrics['false_positive_rate'])} over {metrics['n_negative']} negatives")
+          f"detector FPR {pct(metrics['false_positive_rate'])} over {metrics['n_negative']} negatives, "
+          f"latency {ms(metrics['decision_latency_ms'])} (copies matched {metrics['matched_copy_counts']})")
     for key, why in metrics["unavailable"].items():
         print(f"{SECTION}: {key} unavailable: {why}")
     return 0

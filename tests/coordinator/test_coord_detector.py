@@ -8,7 +8,7 @@ from coordinator.detector import DecisionReason, DecisionState, StreamingBlipDet
 from coordinator.matchers import AnyOfCodebooks, CodebookMatch
 from coordinator.reference import CardRecipeLoop
 from coordinator.scripted import Opening, audio_frames, card_like_blip_codes
-from coordinator.signature import BlipSignature
+from coordinator.signature import BlipCopy, BlipSignature
 
 EOA = np.full(8, 2048, dtype=np.int64)  # end-of-audio frame
 
@@ -125,3 +125,60 @@ def test_agrees_with_the_card_recipe_and_never_decides_later(sig):
                 card_verdict, card_frame = verdict, i
         assert ours.decision.is_match is card_verdict
         assert ours.decision.frame_index <= card_frame == 1
+
+
+# ------------------------------------------------------------------ copies (blip.repeats)
+def double_blip() -> tuple[np.ndarray, list[np.ndarray]]:
+    """A double blip (copy 0 = frames 0-1, gap frame 2, copy 1 = frames 3-4) and its frames as emitted."""
+    codes = np.full((1, 8, 5), 7, dtype=np.int64)
+    codes[0, 0, :] = [430, 127, 900, 431, 128]
+    return codes, [codes[0, :, i].copy() for i in range(5)]
+
+
+def test_a_double_blip_with_copy_0_corrupted_still_fires_on_copy_1():
+    codes, frames = double_blip()
+    frames[0][0] = 1049  # copy 0 badly reproduced
+    with_copies = BlipSignature.from_codes(codes, copies=(BlipCopy(0, 2), BlipCopy(3, 2)))
+    d = StreamingBlipDetector(with_copies)
+    decisions = [d.feed(f) for f in frames]
+    assert [x.state for x in decisions[:4]] == [DecisionState.PENDING] * 4  # copy 1 is still possible
+    assert (d.decision.state, d.decision.copy_index, d.decision.frame_index) == (DecisionState.MATCH, 1, 4)
+    assert CodebookMatch().matching_copy(with_copies, np.stack(frames, axis=1)) == 1
+
+    # the old rule (the signature = both copies concatenated, every frame must match) misses it
+    whole = StreamingBlipDetector(BlipSignature.from_codes(codes))
+    assert whole.feed(frames[0]).state is DecisionState.NO_MATCH
+
+
+def test_a_double_blip_matches_on_copy_0_as_early_as_a_single_blip():
+    codes, frames = double_blip()
+    d = StreamingBlipDetector(BlipSignature.from_codes(codes, copies=(BlipCopy(0, 2), BlipCopy(3, 2))))
+    d.feed(frames[0])
+    decision = d.feed(frames[1])
+    assert (decision.state, decision.copy_index, decision.frame_index) == (DecisionState.MATCH, 0, 1)
+
+
+def test_a_double_blip_misses_only_when_every_copy_failed_or_audio_ended():
+    codes, frames = double_blip()
+    sig = BlipSignature.from_codes(codes, copies=(BlipCopy(0, 2), BlipCopy(3, 2)))
+    d = StreamingBlipDetector(sig)
+    d.feed(frame(1049))
+    decision = d.feed(frame(1049))
+    assert decision.state is DecisionState.PENDING
+    d.feed(frame(900))
+    decision = d.feed(frame(431 + 1))
+    assert (decision.state, decision.frame_index, decision.copy_index) == (DecisionState.NO_MATCH, 3, None)
+    d.reset()
+    d.feed(frame(1049))
+    assert d.feed(EOA).reason is DecisionReason.END_OF_AUDIO
+
+
+def test_copy_1_can_match_on_another_codebook_alternative():
+    codes, frames = double_blip()
+    sig = BlipSignature.from_codes(codes, copies=(BlipCopy(0, 2), BlipCopy(3, 2)))
+    d = StreamingBlipDetector(sig, AnyOfCodebooks(codebooks=(0, 3)))
+    frames[0][0] = frames[0][3] = 1  # copy 0 fails on both alternatives
+    frames[3][0] = 1  # copy 1 fails on cb0, matches on cb3
+    for f in frames:
+        d.feed(f)
+    assert (d.decision.copy_index, d.decision.matched_codebooks) == (1, ((3,),))

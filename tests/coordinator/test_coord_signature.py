@@ -183,3 +183,44 @@ def test_load_missing_key_and_missing_file(tmp_path):
         BlipSignature.load(npy, sig_json)
     with pytest.raises(SignatureError, match="not found"):
         BlipSignature.load(tmp_path / "absent.npy", sig_json)
+
+
+# ------------------------------------------------------------------ copies (blip.repeats)
+def double_blip_codes() -> np.ndarray:
+    """A 5-frame double blip: copy 0 = frames 0-1, gap frame 2, copy 1 = frames 3-4 (its own codes)."""
+    codes = np.full((1, 8, 5), 7, dtype=np.int64)
+    codes[0, 0, :] = [430, 127, 900, 431, 128]
+    return codes
+
+
+def test_copies_round_trip_through_the_signature_json(tmp_path):
+    copies = [{"frame_start": 0, "n_frames": 2, "cb0_across_frames": [430, 127]},
+              {"frame_start": 3, "n_frames": 2, "cb0_across_frames": [431, 128]}]
+    sig = BlipSignature.load(*write_blip(tmp_path, double_blip_codes(), copies=copies))
+    assert sig.n_copies == 2 and [(c.frame_start, c.n_frames) for c in sig.copies] == [(0, 2), (3, 2)]
+    assert sig.copy_cb0_across_frames(1).tolist() == [431, 128]
+    assert sig.cb0_across_frames.tolist() == [430, 127, 900, 431, 128]  # top level: the whole blip
+    assert [sig.copy_index_at_frame(i) for i in range(5)] == [0, 0, None, 1, 1]
+
+
+def test_a_signature_without_copies_is_one_copy_spanning_the_whole_blip(tmp_path):
+    sig = BlipSignature.load(*write_blip(tmp_path, double_blip_codes()))
+    assert [(c.frame_start, c.n_frames) for c in sig.copies] == [(0, 5)]
+
+
+@pytest.mark.parametrize(
+    "copies, fragment",
+    [
+        ([{"frame_start": 0, "n_frames": 2, "cb0_across_frames": [430, 127]},
+          {"frame_start": 3, "n_frames": 2, "cb0_across_frames": [430, 127]}], "'copies[1].cb0_across_frames'"),
+        ([{"frame_start": 0, "n_frames": 2}, {"frame_start": 4, "n_frames": 2}], "copy 1 spans frames 4..5"),
+        ([{"frame_start": 1, "n_frames": 2}], "first copy must start at frame 0"),
+        ([{"frame_start": 0, "n_frames": 2}, {"frame_start": 0, "n_frames": 3}], "increasing frames"),
+        ([{"frame_start": 0, "frames": 2}], "'copies[0]' must be an object"),
+        ([], "'copies' must be a non-empty list"),
+    ],
+)
+def test_load_rejects_inconsistent_copies(tmp_path, copies, fragment):
+    with pytest.raises(SignatureError) as err:
+        BlipSignature.load(*write_blip(tmp_path, double_blip_codes(), copies=copies))
+    assert fragment in str(err.value)

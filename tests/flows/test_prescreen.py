@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import yaml
 
-from flows.prescreen import apply_overrides, screen_codes
+from flows.prescreen import PrescreenResult, apply_overrides, screen_codes
 
 
 def codes(cb0: list[int], rest: int = 7) -> np.ndarray:
@@ -56,7 +56,7 @@ def test_overrides_use_dvc_set_syntax():
 
 @pytest.mark.slow
 def test_prescreen_variant_through_the_real_mimi_code_path(tiny_lfm_dir, repo_root, tmp_path):
-    from flows.prescreen import _mimi, prescreen_variant
+    from flows.prescreen import _mimi, prescreen_variant, variant_signature
     from pipeline.audio import to_float32
     from pipeline.blip import BlipParams, synthesize_blip
     from pipeline.blip_mimi import round_trip
@@ -78,3 +78,34 @@ def test_prescreen_variant_through_the_real_mimi_code_path(tiny_lfm_dir, repo_ro
     assert result.roundtrip_stable  # Mimi is causal: the preview keeps its codes whatever follows
     again = prescreen_variant(tmp_path, ["blip.duration_ms=240"], [speech_like], mimi=tiny_mimi)
     assert again.signature == result.signature and again.false_trigger_rate == 0.0  # deterministic
+    assert variant_signature(tmp_path, ["blip.duration_ms=240"]) == result.signature
+    assert len(variant_signature(tmp_path, [])) == 2  # the default blip: 160 ms
+
+
+def test_a_blip_variant_with_the_defaults_or_an_earlier_variants_signature_is_rejected_naming_the_twin():
+    from flows.prescreen import flag_twins
+
+    def passed(signature):
+        return PrescreenResult(0.0, True, None, signature)
+
+    default = (430, 127)
+    variants = [
+        ("tones-1000-1500", ["blip.tones_hz=[1000,1500]"], passed((430, 127))),  # the default's codes
+        ("long", ["blip.duration_ms=240"], passed((430, 127, 88))),
+        ("long-louder", ["blip.duration_ms=240", "blip.amplitude=0.6"], passed((430, 127, 88))),
+        ("oversample", ["preprocess.tool_match_oversample=2"], passed((430, 127))),  # shares it by design
+        ("new", ["+blip.gap_ms=40"], passed((5, 6))),
+    ]
+    out = flag_twins(variants, default)
+    assert not out["tones-1000-1500"].passed and "equals the default (params.yaml)'s" in out["tones-1000-1500"].reason
+    assert not out["long-louder"].passed and "equals 'long''s" in out["long-louder"].reason
+    assert [name for name, r in out.items() if r.passed] == ["long", "oversample", "new"]
+    assert out["long"] is variants[1][2]  # untouched results are the same objects
+
+
+def test_an_already_rejected_twin_keeps_both_reasons():
+    from flows.prescreen import flag_twins
+
+    result = PrescreenResult(0.5, True, "false-trigger rate 0.500 > 0.0", (1, 2))
+    out = flag_twins([("a", ["blip.tones_hz=[1]"], result)], (1, 2))
+    assert out["a"].reason.startswith("false-trigger rate") and "equals the default" in out["a"].reason

@@ -38,8 +38,13 @@ def test_two_toy_variants_make_a_two_row_leaderboard_plus_baselines(toy, prefect
     assert float(best["false_positive_rate"]) == pytest.approx(0.007)
     assert rows[2]["cb0_match_rate"] == ""  # v4 had no blip: unavailable, not zero
     assert float(rows[1]["overall_accuracy"]) == pytest.approx(0.95) and float(rows[1]["cb0_match_rate"]) == 0.95
-    assert "| boost-7 | experiment |" in (toy / "reports/sweep/leaderboard.md").read_text()
+    assert float(best["detector_true_positive_rate"]) == 0.9 and float(best["decision_latency_ms"]) == 160.0
+    assert rows[1]["decision_latency_ms"] == ""  # the cards did not measure it
+    markdown = (toy / "reports/sweep/leaderboard.md").read_text()
+    assert "| boost-7 | experiment |" in markdown and "(leaderboard.png)" in markdown
+    assert (toy / "reports/sweep/leaderboard.png").read_bytes()[:4] == b"\x89PNG"
     assert "boost-7" in Artifact.get("sweep-leaderboard").data
+    assert Artifact.get("sweep-leaderboard-plot").data.startswith("data:image/png;base64,")
     assert (toy / "params.yaml").read_text() == params_before  # experiments ran in temp dirs
 
 
@@ -57,6 +62,7 @@ def test_sweep_file_errors_name_the_variant(tmp_path):
 def test_the_shipped_v42_sweep_file_parses(repo_root):
     names = [v.name for v in load_sweep(repo_root / "flows/sweeps/v4.2-blip.yaml").variants]
     assert "double-blip" in names and len(names) == len(set(names))
+    assert {"v4.1-default", "v4-no-blip", "blip-on-tool-match-turn1-ack", "text-preamble-2"} <= set(names)
 
 
 def test_a_variant_with_invalid_params_is_rejected_not_fatal(toy, prefect_api, tmp_path):

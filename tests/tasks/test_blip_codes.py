@@ -71,6 +71,7 @@ def test_stage_writes_codes_preview_and_signature(tiny_lfm_dir, tmp_path, monkey
     assert signature["axes"] == ["batch", "codebook", "frame"]
     assert signature["detection"] == {"codebooks": [0], "frames": [0, 1]}
     assert signature["cb0_across_frames"] == codes[0, 0, :].tolist()
+    assert signature["copies"] == [{"frame_start": 0, "n_frames": 2, "cb0_across_frames": codes[0, 0, :].tolist()}]
     preview, rate = soundfile.read(blip_codes.PREVIEW_WAV, dtype="int16")
     assert rate == 24000 and preview.shape == (3840,)
 
@@ -90,10 +91,42 @@ def test_stage_rejects_bad_params_and_a_missing_model_in_one_line(tiny_lfm_dir, 
          "blip_codes: params.yaml: 'blip_codes.detect_codebooks' must list distinct codebooks"),
         ({"model_dir": str(tiny_lfm_dir), "detect": [0]}, "blip_codes: params.yaml: 'blip_codes.detect' is not a known key"),
         ({"model_dir": "models/nope"}, "blip_codes: models/nope: model folder not found"),
+        ({"model_dir": str(tiny_lfm_dir), "blip": {"repeats": 0}}, "blip_codes: params.yaml: 'blip.repeats' must be"),
     ]
     for params, message in cases:
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"blip_codes": params}))
+        blip = params.pop("blip", {})  # the blip's copies come from its own params
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"blip_codes": params, "blip": blip}))
         assert blip_codes.main() == 1
         err = capsys.readouterr().err
         assert err.startswith(message) and err.count("\n") == 1, err
         assert not blip_codes.CODES_NPY.exists()
+
+
+def test_copy_spans_are_the_frames_each_cue_touches():
+    from pipeline.blip_mimi import copy_spans
+
+    def spans(*args):
+        return [(c.frame_start, c.n_frames) for c in copy_spans(*args)]
+
+    assert spans(1, 160, 0, 2) == [(0, 2)]  # one cue = the whole blip
+    assert spans(2, 160, 0, 4) == [(0, 2), (2, 2)]  # on frame boundaries
+    assert spans(2, 160, 40, 5) == [(0, 2), (2, 3)]  # copy 1 starts at 200 ms = frame 2.5: frames 2-4
+    assert spans(3, 120, 0, 5) == [(0, 2), (1, 2), (3, 2)]  # copies 0 and 1 share frame 1
+
+
+def test_a_double_blip_records_each_copys_span_and_codes(tiny_lfm_dir, tmp_path, monkeypatch):
+    from coordinator.signature import BlipSignature
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/blips").mkdir(parents=True)
+    double = BlipParams(repeats=2, gap_ms=40)
+    soundfile.write(tmp_path / blip_codes.BLIP_WAV, synthesize_blip(double), 24000, subtype="PCM_16")
+    document = blip_codes.run(blip_codes.BLIP_WAV, tiny_lfm_dir, [0], double)
+
+    codes = np.load(blip_codes.CODES_NPY)
+    assert codes.shape[2] == 5  # 360 ms
+    assert [(c["frame_start"], c["n_frames"]) for c in document["copies"]] == [(0, 2), (2, 3)]
+    assert document["copies"][1]["cb0_across_frames"] == codes[0, 0, 2:5].tolist()
+    assert document["cb0_across_frames"] == codes[0, 0, :].tolist()  # the whole blip, as before
+    signature = BlipSignature.load(blip_codes.CODES_NPY, blip_codes.SIGNATURE_JSON)
+    assert signature.n_copies == 2 and signature.copy_cb0_across_frames(1).tolist() == codes[0, 0, 2:5].tolist()

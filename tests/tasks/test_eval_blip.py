@@ -54,6 +54,7 @@ def test_stage_writes_metrics_heatmap_and_rows(tmp_path):
     assert m["false_positive_rate"] == 0.5  # the tool_miss reply opens with the blip's cb0
     assert len(m["per_position"]) == 8 and len(m["per_position"][0]) == 2 and m["per_position"][0] == [1.0, 1.0]
     assert m["decision_frame_histogram"]["tool_match"] == {"match": {"1": 2}, "no_match": {"0": 1}}
+    assert m["decision_latency_ms"] == 160.0 and m["matched_copy_counts"] == {"0": 2}  # 2 frames of 80 ms
     assert any("m4" in p for p in m["records_problems"])
     assert m["cb0_match_rate_judged_ack"] == 1.0 and m["cb0_match_rate_judged_not_ack"] is None
     on_disk = json.loads((tmp_path / "eval_blip.json").read_text())
@@ -62,6 +63,30 @@ def test_stage_writes_metrics_heatmap_and_rows(tmp_path):
     assert (tmp_path / "blip_positions.png").read_bytes()[:4] == b"\x89PNG"
     rows = [json.loads(line) for line in (tmp_path / "eval_blip.jsonl").read_text().splitlines()]
     assert {r["id"] for r in rows} == {"m1", "m2", "m3", "n1", "x1", "s1"}
+
+
+def test_a_double_blip_reports_the_copy_that_fired_and_its_latency(tmp_path):
+    codes = np.full((1, 8, 5), 7, dtype=np.int64)
+    codes[0, 0] = [430, 127, 900, 431, 128]
+    npy, sig = tmp_path / "tool_invoke.codes.npy", tmp_path / "tool_invoke.signature.json"
+    np.save(npy, codes)
+    sig.write_text(json.dumps({
+        "axes": ["batch", "codebook", "frame"], "shape": [1, 8, 5], "n_frames": 5, "n_codebooks": 8,
+        "detection": {"codebooks": [0]}, "frame_rate_hz": 12.5, "sample_rate": 24000,
+        "copies": [{"frame_start": 0, "n_frames": 2}, {"frame_start": 3, "n_frames": 2}],
+        "codes_sha256": hashlib.sha256(npy.read_bytes()).hexdigest()}))
+    first_ok, second_ok = codes[0].copy(), codes[0].copy()
+    second_ok[0, 0] = 1049  # copy 0 lost: only copy 1 can fire, 400 ms in
+    src = tmp_path / "eval_classes.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in [
+        record("a", "tool_match", first_ok), record("b", "tool_match", second_ok),
+        record("c", "tool_match", second_ok)]))
+    m = run(EvalBlipParams(), src, npy, sig, tmp_path / "m.json", tmp_path / "p.png", tmp_path / "rows.jsonl")
+    assert m["detector_true_positive_rate"] == 1.0 and m["cb0_match_rate"] == 1.0
+    assert m["matched_copy_counts"] == {"0": 1, "1": 2}
+    assert m["decision_latency_ms"] == 400.0  # median of 160, 400, 400
+    rows = {r["id"]: r for r in map(json.loads, (tmp_path / "rows.jsonl").read_text().splitlines())}
+    assert (rows["b"]["decision"]["copy_index"], rows["b"]["decision"]["frame_index"]) == (1, 4)
 
 
 def test_no_tool_match_rows_are_null_with_reasons(tmp_path):
