@@ -322,6 +322,7 @@ def section_header_learn(inputs: ReportInputs) -> list[str]:
         f"{show(get(p, 'train.max_steps'))} CPU steps until it fits its {show(get(p, 'dataset.train_size'))} generated "
         f"training rows; `eval_classes` then replies to those same rows (`eval_classes.rows: {rows}`), so every "
         "\"held-out\" table below is in-sample.",
+        ">",
         "> What it shows: the pipeline teaches the model to open its tool_match acks with the blip's codes and no other "
         "reply (the blip table: cb0 match on tool_match, detector false positives on non_tool/tool_miss), through the "
         "same preprocessing, loss and decoding schedule as a production run. With `preprocess.blip_on: []` (the v4 arm) "
