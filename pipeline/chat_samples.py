@@ -4,7 +4,12 @@ The chat layout comes from ``pipeline.prompts.build_chat_turns`` (the same one
 evaluation replays). liquid-audio's ``LFM2AudioChatMapper`` turns a chat into a
 training sample; the only thing changed here is where assistant-audio codes
 come from: a content-addressed cache keyed by the waveform itself, so after a
-blip change only the rows whose audio changed (tool_match acks) re-encode.
+blip change only the rows whose audio changed (the blipped acks) re-encode.
+
+Which assistant turns get the blip is a list of turn kinds (``preprocess.blip_on``):
+``tool_match`` (the ack of a tool_match row: the v4.1 card), ``turn1_ack`` (the
+turn-1 ack inside a tool_result_speak row, which v4.1 trains without the blip);
+``[]`` is v4 (no blip anywhere).
 """
 from __future__ import annotations
 
@@ -19,8 +24,43 @@ from liquid_audio.data.types import AudioSegment, ChatMessage, InterleavedSegmen
 
 from pipeline.audio import SAMPLE_RATE, encode_wav
 from pipeline.io import atomic_path
+from pipeline.params import StageError
 from pipeline.prompts import build_chat_turns
 from pipeline.records import DatasetRow
+
+
+#: Assistant turns that can carry the blip, by kind (the values of ``preprocess.blip_on``).
+BLIP_TURNS = ("tool_match", "turn1_ack")
+#: The card's recipe: only tool_match acks open with the blip.
+DEFAULT_BLIP_ON = ("tool_match",)
+END_OF_AUDIO = 2048  # the mapper closes every assistant turn's codes with one frame of 2048s
+
+
+class MissingTurnAudio(StageError, ValueError):
+    """A row lacks the synthesised audio one of its turns needs."""
+
+
+def assistant_turn_kinds(row: DatasetRow) -> tuple[str, ...]:
+    """The kind of each assistant turn of ``row``'s chat, in order.
+
+    A tool_result_speak row has its turn-1 ack (``turn1_ack``) then the narration;
+    every other row has one reply, named by its class.
+    """
+    if row.row_class == "tool_result_speak":
+        return ("turn1_ack", "narration")
+    return (row.row_class,)
+
+
+def blipped_turns(row: DatasetRow, blip_on: tuple[str, ...] | list[str]) -> list[tuple[int, str]]:
+    """(assistant-turn index, kind) of the turns of ``row`` whose audio opens with the blip."""
+    return [(i, kind) for i, kind in enumerate(assistant_turn_kinds(row)) if kind in blip_on]
+
+
+def assistant_audio_turns(audio_out: np.ndarray) -> list[np.ndarray]:
+    """A sample's ``audio_out`` (8, T) cut into one (8, t) block per assistant turn, end frames dropped."""
+    ends = np.flatnonzero(np.asarray(audio_out)[0] == END_OF_AUDIO)
+    starts = np.concatenate([[0], ends[:-1] + 1]) if ends.size else np.array([], dtype=np.int64)
+    return [audio_out[:, int(a):int(b)] for a, b in zip(starts, ends)]
 
 
 @dataclass(frozen=True)
@@ -33,20 +73,28 @@ class RowAudio:
     turn1_assistant: np.ndarray | None = None
 
 
-def row_messages(row: DatasetRow, audio: RowAudio, blip_prefix: np.ndarray | None = None) -> list[ChatMessage]:
+def row_messages(
+    row: DatasetRow,
+    audio: RowAudio,
+    blip_prefix: np.ndarray | None = None,
+    blip_on: tuple[str, ...] | list[str] = DEFAULT_BLIP_ON,
+) -> list[ChatMessage]:
     """The chat liquid-audio trains on for ``row``.
 
     ``blip_prefix`` (the blip preview, float32 at 24 kHz) is placed at sample 0
-    of the assistant audio; callers pass it for tool_match rows only.
+    of the audio of each assistant turn whose kind is in ``blip_on``
+    (``blipped_turns``); without it no turn is blipped.
     """
     turns = build_chat_turns(row)
     two_turn = row.row_class == "tool_result_speak"
     user_waves = [audio.turn1_user] if two_turn else [audio.user]
     assistant_waves = [audio.turn1_assistant, audio.assistant] if two_turn else [audio.assistant]
     if any(wave is None for wave in (*user_waves, *assistant_waves)):
-        raise ValueError(f"row {row.id}: tool_result_speak rows need turn-1 user and assistant audio")
+        raise MissingTurnAudio(f"row {row.id}: tool_result_speak rows need turn-1 user and assistant audio")
+    blipped = {i for i, _ in blipped_turns(row, blip_on)} if blip_prefix is not None else set()
 
     messages: list[ChatMessage] = []
+    assistant_index = 0
     for turn in turns:
         if turn.role == "system":
             messages.append(ChatMessage(role="system", content=[TextSegment(text=turn.text)]))
@@ -55,8 +103,9 @@ def row_messages(row: DatasetRow, audio: RowAudio, blip_prefix: np.ndarray | Non
             messages.append(ChatMessage(role="user", content=[AudioSegment(audio=wav)]))
         else:
             wave = assistant_waves.pop(0)
-            if blip_prefix is not None:
+            if assistant_index in blipped:
                 wave = np.concatenate([blip_prefix, wave])
+            assistant_index += 1
             segment = InterleavedSegment(text=turn.text, audio=encode_wav(wave, SAMPLE_RATE))
             messages.append(ChatMessage(role="assistant", content=[segment]))
     return messages

@@ -6,7 +6,7 @@ untracked-but-not-ignored files, with the profile overlay merged into its
 params.yaml, DVC's cache shared with the repo (`.dvc/config.local`), and its own
 git history (one commit per sync) so `dvc exp run --temp` works there too.
 
-    python -m pipeline.workspace --profile smoke   # prints the workspace path
+    python -m pipeline.workspace --profile smoke   # prints the workspace path (or --profile learn)
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.io import ParamsError, write_text
+from pipeline.io import write_text
+from pipeline.params import ParamsError
 
 MANIFEST = ".workspace-files"  # files the last sync copied, so removed files disappear too
 

@@ -1,17 +1,21 @@
 """Stage `preprocess`: dataset rows + TTS audio → liquid-audio training shards.
 
 Each row becomes the chat of ``pipeline.prompts.build_chat_turns`` (system
-prompt, user audio, assistant text+audio); tool_match acks get the blip preview
-at sample 0 of their audio. liquid-audio's own mapper makes the samples, so the
-shards are in its dataset format. Unlike the stock ``preprocess_dataset``,
-over-long rows are counted, listed and reported, not silently skipped, and
-every tool_match row is checked to start with the blip signature's codes.
+prompt, user audio, assistant text+audio); the assistant turns named by
+``preprocess.blip_on`` get the blip preview at sample 0 of their audio
+(``tool_match``: the card's tool acks; ``turn1_ack``: the ack inside
+tool_result_speak rows; ``[]``: v4, no blip). liquid-audio's own mapper makes
+the samples, so the shards are in its dataset format. Unlike the stock
+``preprocess_dataset``, over-long rows are counted, listed and reported, not
+silently skipped, and every blipped turn is checked to open with the blip
+signature's codes, per kind, in ``reports/metrics/preprocess.json``.
 """
 from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from tqdm import tqdm
@@ -20,8 +24,19 @@ from coordinator.constants import N_CODEBOOKS
 from coordinator.detector import StreamingBlipDetector
 from coordinator.signature import BlipSignature, SignatureError
 from pipeline.audio import SAMPLE_RATE, read_wav, resample, to_float32
-from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, row_messages
-from pipeline.io import ParamsError, atomic_dir, load_params, read_json, require, write_json
+from pipeline.chat_samples import (
+    BLIP_TURNS,
+    DEFAULT_BLIP_ON,
+    CachedCodesMapper,
+    CodesCache,
+    RowAudio,
+    assistant_audio_turns,
+    blipped_turns,
+    row_messages,
+)
+from pipeline.io import atomic_dir, write_json
+from pipeline.params import StageError, StageParams, load_stage_params, stage_main
+from pipeline.params import field as param
 from pipeline.records import DatasetRow, read_rows, write_jsonl
 from pipeline.tts_cache import load_audio, read_manifest
 
@@ -36,30 +51,53 @@ OVERLONG = Path("reports/preprocess/overlong.jsonl")
 SPLITS = ("train", "eval")
 
 
+class PreprocessError(StageError):
+    """The dataset or TTS outputs this stage reads are not what the earlier stages promise."""
+
+
 @dataclass(frozen=True)
-class PreprocessParams:
+class PreprocessParams(StageParams):
+    SECTION = "preprocess"
     model_dir: Path
     tts_cache_dir: Path
     codes_cache_dir: Path
-    max_context_length: int
-    tool_match_oversample: int  # v4.2 idea: tool_match rows repeated k times in train
+    max_context_length: int = param(lo=1)
+    tool_match_oversample: int = param(1, lo=1)  # v4.2 idea: tool_match rows repeated k times in train
+    blip_on: tuple[Literal["tool_match", "turn1_ack"], ...] = DEFAULT_BLIP_ON  # [] = v4
+
+    def check(self) -> None:
+        if len(set(self.blip_on)) != len(self.blip_on):
+            raise self.bad("blip_on", f"lists a turn kind twice: {list(self.blip_on)}")
+
+
+@dataclass
+class TurnCheck:
+    """The prefix check over the blipped turns of one kind."""
+
+    turns: int = 0
+    detection_matches: int = 0  # the coordinator's detector matches the turn's opening
+    full_matches: int = 0  # all 8 codebooks equal (a deep-codebook near-tie may flip)
+    codebook_matches: list[int] = field(default_factory=lambda: [0] * 8)  # per codebook, all F frames
+    mismatched_ids: list[str] = field(default_factory=list)
+
+    def add(self, row_id: str, detection: bool, per_codebook: np.ndarray) -> None:
+        self.turns += 1
+        self.detection_matches += detection
+        self.full_matches += bool(per_codebook.all())
+        self.codebook_matches = [a + int(b) for a, b in zip(self.codebook_matches, per_codebook)]
+        if not detection:
+            self.mismatched_ids.append(row_id)
 
     @classmethod
-    def from_params(cls, params: dict) -> "PreprocessParams":
-        section = "preprocess"
-        oversample = require(params, "tool_match_oversample", section, int)
-        if oversample < 1:
-            raise ParamsError(f"params.yaml: 'preprocess.tool_match_oversample' must be >= 1, got {oversample}")
-        context = require(params, "max_context_length", section, int)
-        if context <= 0:
-            raise ParamsError(f"params.yaml: 'preprocess.max_context_length' must be > 0, got {context}")
-        return cls(
-            model_dir=Path(require(params, "model_dir", section, str)),
-            tts_cache_dir=Path(require(params, "tts_cache_dir", section, str)),
-            codes_cache_dir=Path(require(params, "codes_cache_dir", section, str)),
-            max_context_length=context,
-            tool_match_oversample=oversample,
-        )
+    def summed(cls, checks: list["TurnCheck"]) -> "TurnCheck":
+        total = cls()
+        for check in checks:
+            total.turns += check.turns
+            total.detection_matches += check.detection_matches
+            total.full_matches += check.full_matches
+            total.codebook_matches = [a + b for a, b in zip(total.codebook_matches, check.codebook_matches)]
+            total.mismatched_ids += check.mismatched_ids
+        return total
 
 
 @dataclass
@@ -68,17 +106,16 @@ class SplitReport:
     written: int = 0
     overlong: list[dict] = field(default_factory=list)
     tool_match_rows: int = 0
-    blip_prefix_detection_matches: int = 0  # the coordinator's detector matches the sample's opening
-    blip_prefix_full_matches: int = 0  # all 8 codebooks equal (a deep-codebook near-tie may flip)
-    blip_prefix_codebook_matches: list[int] = field(default_factory=lambda: [0] * N_CODEBOOKS)  # per codebook, all F frames
-    mismatched_ids: list[str] = field(default_factory=list)
+    blipped: dict[str, TurnCheck] = field(default_factory=lambda: {kind: TurnCheck() for kind in BLIP_TURNS})
+    unblipped_turns: int = 0
+    unblipped_detections: int = 0  # turns without the blip whose opening the detector still matches
 
 
 def prefix_check(signature: BlipSignature, audio_out: np.ndarray) -> tuple[bool, np.ndarray]:
-    """Would the coordinator detect the blip at the start of this sample's audio out?
+    """Would the coordinator detect the blip at the start of this turn's audio out?
 
     Runs the runtime's own streaming detector (with the signature's matcher) over the
-    sample's first audio frames, so training rows are checked exactly as serving
+    turn's first audio frames, so training rows are checked exactly as serving
     will watch them; also returns, per codebook, whether all F frames equal the blip's.
     """
     detector = StreamingBlipDetector(signature)
@@ -93,6 +130,19 @@ def prefix_check(signature: BlipSignature, audio_out: np.ndarray) -> tuple[bool,
         for k in range(signature.n_codebooks)
     ])
     return bool(decision is not None and decision.is_match), per_codebook
+
+
+def check_turns(row: DatasetRow, audio_out: np.ndarray, blip_on: tuple[str, ...], signature: BlipSignature,
+                report: SplitReport) -> None:
+    """Prefix-check every assistant turn of one sample: blipped turns must open with the blip."""
+    blipped = dict(blipped_turns(row, blip_on))
+    for index, turn in enumerate(assistant_audio_turns(audio_out)):
+        detection, per_codebook = prefix_check(signature, turn)
+        if index in blipped:
+            report.blipped[blipped[index]].add(row.id, detection, per_codebook)
+        else:
+            report.unblipped_turns += 1
+            report.unblipped_detections += detection
 
 
 def row_audio(row: DatasetRow, manifest_entry: dict, tts_cache_dir: Path) -> RowAudio:
@@ -126,22 +176,16 @@ def samples_for_split(
     for row in tqdm(rows, desc=f"preprocess {desc}", unit="row", file=sys.stderr):
         report.rows += 1
         if row.id not in manifest:
-            raise KeyError(f"row {row.id}: not in the TTS manifest (rerun the tts stage)")
-        is_match = row.row_class == "tool_match"
-        messages = row_messages(row, row_audio(row, manifest[row.id], params.tts_cache_dir), preview if is_match else None)
-        sample = mapper(messages)
+            raise PreprocessError(f"row {row.id}: not in the TTS manifest (rerun the tts stage)")
+        audio = row_audio(row, manifest[row.id], params.tts_cache_dir)
+        sample = mapper(row_messages(row, audio, preview, params.blip_on))
         length = int(sample.modality_flag.shape[-1])
         if length > params.max_context_length:
             report.overlong.append({"split": desc, "id": row.id, "class": row.row_class, "tokens": length})
             continue
-        if is_match:
-            report.tool_match_rows += 1
-            detection, per_codebook = prefix_check(signature, sample.audio_out.numpy())
-            report.blip_prefix_detection_matches += detection
-            report.blip_prefix_full_matches += bool(per_codebook.all())
-            report.blip_prefix_codebook_matches = [a + int(b) for a, b in zip(report.blip_prefix_codebook_matches, per_codebook)]
-            if not detection:
-                report.mismatched_ids.append(row.id)
+        is_match = row.row_class == "tool_match"
+        report.tool_match_rows += is_match
+        check_turns(row, sample.audio_out.numpy(), params.blip_on, signature, report)
         record = {
             "text": sample.text.tolist(),
             "audio_in": sample.audio_in.tolist(),
@@ -185,7 +229,7 @@ def write_dataset(records, target: Path) -> None:
 
 def run(params: PreprocessParams) -> dict:
     from pipeline.io import sha256_file
-    from pipeline.mimi_config import MIMI_WEIGHTS_NAME
+    from pipeline.hub_layout import MIMI_WEIGHTS_NAME
     from pipeline.models import load_processor
 
     processor = load_processor(params.model_dir)
@@ -200,7 +244,8 @@ def run(params: PreprocessParams) -> dict:
         result = read_rows(DATASET_DIR / f"{split}.jsonl")
         if result.bad:
             first = result.bad[0]
-            raise ValueError(f"{first.path}:{first.line}: {first.reason} (the dataset stage should have quarantined it)")
+            raise PreprocessError(f"{first.path}:{first.line}: {first.reason} "
+                                  "(the dataset stage should have quarantined it)")
         manifest = read_manifest(TTS_DIR / f"{split}.jsonl")
         report = reports[split] = SplitReport()
         oversample = params.tool_match_oversample if split == "train" else 1
@@ -211,7 +256,7 @@ def run(params: PreprocessParams) -> dict:
 
     overlong = [entry for report in reports.values() for entry in report.overlong]
     write_jsonl(OVERLONG, overlong)
-    metrics = metrics_document(reports, cache)
+    metrics = metrics_document(reports, cache, params.blip_on)
     write_json(METRICS, metrics)
     return metrics
 
@@ -220,39 +265,58 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def metrics_document(reports: dict[str, SplitReport], cache: CodesCache) -> dict:
-    matches = sum(r.tool_match_rows for r in reports.values())
+def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on: tuple[str, ...]) -> dict:
+    kinds = {kind: TurnCheck.summed([r.blipped[kind] for r in reports.values()]) for kind in BLIP_TURNS}
+    every = TurnCheck.summed(list(kinds.values()))
+    unblipped = sum(r.unblipped_turns for r in reports.values())
     return {
+        "blip_on": list(blip_on),
         "splits": {
-            split: {k: v for k, v in asdict(r).items() if k not in ("overlong", "mismatched_ids", "blip_prefix_codebook_matches")}
-            | {"overlong": len(r.overlong)}
+            split: {"rows": r.rows, "written": r.written, "tool_match_rows": r.tool_match_rows,
+                    "blipped_turns": {kind: r.blipped[kind].turns for kind in BLIP_TURNS},
+                    "blip_prefix_detection_matches": TurnCheck.summed(list(r.blipped.values())).detection_matches,
+                    "blip_prefix_full_matches": TurnCheck.summed(list(r.blipped.values())).full_matches,
+                    "overlong": len(r.overlong)}
             for split, r in reports.items()
         },
         "overlong_rows": sum(len(r.overlong) for r in reports.values()),
-        # Expected 1.0: anything else means training does not see the signature the coordinator watches.
-        "blip_prefix_match_rate": _rate(sum(r.blip_prefix_detection_matches for r in reports.values()), matches),
-        "blip_prefix_full_match_rate": _rate(sum(r.blip_prefix_full_matches for r in reports.values()), matches),
-        "blip_prefix_codebook_match_rates": [
-            _rate(sum(r.blip_prefix_codebook_matches[k] for r in reports.values()), matches) for k in range(N_CODEBOOKS)
-        ],
-        "blip_prefix_mismatched_ids": [i for r in reports.values() for i in r.mismatched_ids],
+        # Per kind: how many turns got the blip, and does each open with the signature the coordinator watches?
+        "blipped_turns": {
+            kind: {"turns": check.turns, "detection_matches": check.detection_matches,
+                   "match_rate": _rate(check.detection_matches, check.turns),
+                   "full_match_rate": _rate(check.full_matches, check.turns),
+                   "mismatched_ids": check.mismatched_ids}
+            for kind, check in kinds.items()
+        },
+        # Expected 1.0 (None without blipped turns, the v4 arm): anything else means training does not
+        # see the signature the coordinator watches.
+        "blip_prefix_match_rate": _rate(every.detection_matches, every.turns),
+        "blip_prefix_full_match_rate": _rate(every.full_matches, every.turns),
+        "blip_prefix_codebook_match_rates": [_rate(every.codebook_matches[k], every.turns) for k in range(N_CODEBOOKS)],
+        "blip_prefix_mismatched_ids": every.mismatched_ids,
+        # Expected 0: an unblipped turn that opens like the blip would teach the blip off tool acks.
+        "unblipped_turns": unblipped,
+        "unblipped_detection_rate": _rate(sum(r.unblipped_detections for r in reports.values()), unblipped),
         "codes_cache": {"hits": cache.hits, "misses": cache.misses, "hit_rate": _rate(cache.hits, cache.hits + cache.misses)},
     }
 
 
 def main() -> int:
-    try:
-        params = PreprocessParams.from_params(load_params("preprocess"))
-        metrics = run(params)
-    except (ParamsError, FileNotFoundError, ValueError, KeyError, SignatureError) as err:
-        print(f"preprocess: {err}", file=sys.stderr)
-        return 1
-    print(
-        f"preprocess: {metrics['splits']['train']['written']} train / {metrics['splits']['eval']['written']} eval samples, "
-        f"{metrics['overlong_rows']} over-long (see {OVERLONG}), blip prefix match {metrics['blip_prefix_match_rate']}, "
-        f"codes cache hit rate {metrics['codes_cache']['hit_rate']}"
-    )
-    return 0
+    from pipeline.models import ModelFolderError
+
+    def work() -> int:
+        metrics = run(load_stage_params(PreprocessParams))
+        train, evals = metrics["splits"]["train"], metrics["splits"]["eval"]
+        blipped = ", ".join(f"{kind} {sum(s['blipped_turns'][kind] for s in metrics['splits'].values())}"
+                            for kind in BLIP_TURNS)
+        print(
+            f"preprocess: {train['written']} train / {evals['written']} eval samples, "
+            f"{metrics['overlong_rows']} over-long (see {OVERLONG}), blipped turns ({blipped}), "
+            f"blip prefix match {metrics['blip_prefix_match_rate']}, codes cache hit rate {metrics['codes_cache']['hit_rate']}"
+        )
+        return 0
+
+    return stage_main("preprocess", work, expected=(FileNotFoundError, ValueError, ModelFolderError))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.io import ParamsError
+from pipeline.params import ParamsError
 from pipeline.workspace import deep_merge, profile_params, source_files, sync
 
 

@@ -1,4 +1,4 @@
-"""Preprocessing: rows → liquid-audio samples, blip prefix on tool_match only, parity with the stock path."""
+"""Preprocessing: rows → liquid-audio samples, the blip on the turns `preprocess.blip_on` names, parity with the stock path."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,12 +9,13 @@ from liquid_audio.data.mapper import LFM2AudioChatMapper
 from liquid_audio.data.preprocess import preprocess_dataset
 
 from pipeline.audio import to_float32
-from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, row_messages
+from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, assistant_audio_turns, row_messages
+from pipeline.params import ParamsError, parse_params
 from pipeline.records import DatasetRow
 from tasks import blip_codes
 from pipeline.blip import BlipParams, synthesize_blip
 from coordinator.signature import BlipSignature
-from tasks.preprocess import SplitReport, prefix_check, samples_for_split, write_dataset
+from tasks.preprocess import PreprocessParams, SplitReport, check_turns, prefix_check, samples_for_split, write_dataset
 
 TOOLS = [{"name": "weather", "description": "get current weather and forecasts for a location"},
          {"name": "alarm", "description": "set or cancel alarms"}]
@@ -125,3 +126,98 @@ def test_written_shards_equal_the_stock_preprocess_dataset(tiny_lfm, mapper, tmp
         a, b = stock[i], ours[i]
         for name in ("text", "audio_in", "audio_in_lens", "audio_out", "modality_flag", "supervision_mask"):
             assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+
+def preprocess_rows(rows, mapper, preview, signature, blip_on, monkeypatch, tmp_path):
+    """samples_for_split over ``rows`` (synthetic audio), as the stage runs it; (samples, report)."""
+    import tasks.preprocess as stage
+
+    params = PreprocessParams(tmp_path, tmp_path, tmp_path, max_context_length=4096, blip_on=tuple(blip_on))
+    monkeypatch.setattr(stage, "row_audio", lambda row, entry, cache_dir: audio_for(row))
+    report = SplitReport()
+    samples = list(samples_for_split(rows, {r.id: {} for r in rows}, mapper, params, preview, signature, report, 1,
+                                     "train"))
+    return samples, report
+
+
+@pytest.mark.parametrize("blip_on, opens_with_blip", [
+    ((), {"m1": [False], "r1": [False, False]}),  # v4: no blip anywhere
+    (("tool_match",), {"m1": [True], "r1": [False, False]}),  # the card
+    (("turn1_ack",), {"m1": [False], "r1": [True, False]}),
+    (("tool_match", "turn1_ack"), {"m1": [True], "r1": [True, False]}),
+])
+def test_blip_on_names_the_assistant_turns_that_open_with_the_blip(blip_on, opens_with_blip, signature, mapper,
+                                                                   monkeypatch, tmp_path):
+    trip, blip = signature
+    rows = [DatasetRow.from_json(ROWS[c]) for c in ("tool_match", "tool_result_speak", "non_tool", "tool_miss")]
+    samples, report = preprocess_rows(rows, mapper, to_float32(trip.preview), blip, blip_on, monkeypatch, tmp_path)
+    for row, sample in zip(rows, samples):
+        turns = assistant_audio_turns(np.asarray(sample["audio_out"]))
+        detected = [prefix_check(blip, turn)[0] for turn in turns]
+        assert detected == opens_with_blip.get(row.id, [False]), row.id
+    # the report counts and checks every blipped turn, per kind; the rest stay unblipped
+    assert {kind: check.turns for kind, check in report.blipped.items()} == \
+        {"tool_match": int("tool_match" in blip_on), "turn1_ack": int("turn1_ack" in blip_on)}
+    assert all(check.detection_matches == check.turns and not check.mismatched_ids for check in report.blipped.values())
+    assert report.unblipped_turns == 5 - len(blip_on) and report.unblipped_detections == 0
+
+
+def test_the_prefix_check_reports_a_blip_one_frame_late(signature, mapper):
+    trip, blip = signature
+    row = DatasetRow.from_json(ROWS["tool_result_speak"])
+    codes = mapper(row_messages(row, audio_for(row), to_float32(trip.preview), blip_on=("turn1_ack",))).audio_out.numpy()
+    late = np.concatenate([codes[:, 3:4], codes], axis=1)  # a frame of speech before the blip's codes
+    report = SplitReport()
+    check_turns(row, late, ("turn1_ack",), blip, report)
+    assert (report.blipped["turn1_ack"].turns, report.blipped["turn1_ack"].detection_matches) == (1, 0)
+    assert report.blipped["turn1_ack"].mismatched_ids == ["r1"]
+
+
+def test_the_prefix_check_reports_a_blip_on_the_wrong_rows(signature, mapper):
+    trip, blip = signature
+    row = DatasetRow.from_json(ROWS["non_tool"])
+    codes = mapper(row_messages(row, audio_for(row), to_float32(trip.preview), blip_on=("non_tool",))).audio_out.numpy()
+    report = SplitReport()
+    check_turns(row, codes, ("tool_match",), blip, report)
+    assert (report.unblipped_turns, report.unblipped_detections) == (1, 1)
+
+
+def test_audio_out_splits_into_one_block_per_assistant_turn(signature, mapper):
+    row = DatasetRow.from_json(ROWS["tool_result_speak"])
+    sample = mapper(row_messages(row, audio_for(row)))
+    turns = assistant_audio_turns(sample.audio_out.numpy())
+    # turn 1: 0.3 s of speech, turn 2: 0.6 s (12.5 Hz frames); each turn's end-of-audio frame dropped
+    assert [t.shape[1] for t in turns] == [4, 8] and sample.audio_out.shape[1] == 4 + 1 + 8 + 1
+    assert all((t != 2048).all() for t in turns)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"blip_on": ["tool_match", "narration"]}, "params.yaml: 'preprocess.blip_on' must be a list of one of 'tool_match', 'turn1_ack'"),
+    ({"blip_on": ["tool_match", "tool_match"]}, "params.yaml: 'preprocess.blip_on' lists a turn kind twice"),
+    ({"blip_on": "tool_match"}, "params.yaml: 'preprocess.blip_on' must be a list"),
+    ({"max_context_length": 0}, "params.yaml: 'preprocess.max_context_length' must be in [1, inf]"),
+    ({"tool_match_oversample": 0}, "params.yaml: 'preprocess.tool_match_oversample' must be in [1, inf]"),
+])
+def test_bad_preprocess_params_fail_in_one_line(raw, message):
+    base = {"model_dir": "m", "tts_cache_dir": "t", "codes_cache_dir": "c", "max_context_length": 512}
+    with pytest.raises(ParamsError) as err:
+        parse_params(PreprocessParams, base | raw)
+    assert str(err.value).startswith(message)
+
+
+def test_blip_on_defaults_to_the_card(repo_root):
+    import yaml
+
+    params = parse_params(PreprocessParams, yaml.safe_load((repo_root / "params.yaml").read_text())["preprocess"])
+    assert params.blip_on == ("tool_match",)
+
+
+def test_a_missing_model_folder_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    import tasks.preprocess as stage
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text("preprocess:\n  model_dir: models/nowhere\n  tts_cache_dir: t\n"
+                                          "  codes_cache_dir: c\n  max_context_length: 512\n")
+    assert stage.main() == 1
+    assert capsys.readouterr().err == (
+        "preprocess: models/nowhere: model folder not found (run the base_models stage first)\n")
