@@ -1,7 +1,8 @@
 """Generation: a dataset row + the user's speech -> the model's ``Reply``, through liquid-audio.
 
-``generate_reply`` is the one entry point (a later batched decoder replaces what is
-behind it). The model sees exactly the chat layout it was trained on
+``generate_reply`` is the one-row entry point (stock ``generate_interleaved``);
+``generate_replies`` does many rows, through the batched greedy decoder
+(``pipeline.batch_decode``) when ``batch_size`` > 1 -- the same replies, token for token. The model sees exactly the chat layout it was trained on
 (``pipeline.prompts``, ``pipeline.chat_samples``):
 
     <|startoftext|>
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 
 from coordinator.constants import N_CODEBOOKS
+from pipeline.batch_decode import Schedule, decode_chats
 from pipeline.models import LoadedLFM
 from pipeline.params import StageParams, field
 from pipeline.prompts import facts_system_prompt, system_prompt
@@ -182,3 +184,63 @@ def stream_reply(lfm: LoadedLFM, row: DatasetRow, user_audio: UserAudio, params:
     if row.row_class == "tool_result_speak":
         raise ValueError(f"row {row.id}: a tool_result_speak reply takes two turns; use generate_reply")
     return generate_stream(lfm, request_chat(lfm, row, user_audio), params)
+
+
+# --------------------------------------------------------------------------- many rows
+
+def _collect(lfm: LoadedLFM, items: Iterable[Any], max_new_tokens: int, seconds: float) -> tuple[Reply, ReplyCollector]:
+    collector = ReplyCollector(lfm.processor.text)
+    for item in items:
+        collector.add(item)
+    finish = "max_new_tokens" if collector.n_items >= max_new_tokens else "im_end"
+    return collector.reply(finish, seconds), collector
+
+
+def _open_turn(chat):
+    chat.new_turn("assistant")
+    return chat
+
+
+def generate_replies(
+    lfm: LoadedLFM,
+    requests: list[tuple[DatasetRow, UserAudio]],
+    params: GenerationParams,
+    batch_size: int = 1,
+    schedule: Schedule | None = None,
+) -> list[Reply]:
+    """``generate_reply`` for every (row, user audio), in order.
+
+    ``batch_size`` 1 with the model's own schedule is exactly ``generate_reply``
+    row after row. Otherwise the turns are decoded ``batch_size`` at a time by
+    the batched greedy decoder: all first turns, then the tool_result_speak rows'
+    second turns. ``Reply.seconds`` is then the turn's own time in the batch.
+    """
+    if batch_size == 1 and schedule is None:
+        return [generate_reply(lfm, row, audio, params) for row, audio in requests]
+    if not params.greedy:
+        raise ValueError("the batched decoder is greedy only: set the temperatures to null or batch_size to 1")
+    for row, _ in requests:
+        if row.row_class == "tool_result_speak" and row.facts is None:
+            raise ValueError(f"row {row.id}: a tool_result_speak row needs facts")
+    chats = [_open_turn(request_chat(lfm, row, audio)) for row, audio in requests]
+    first = decode_chats(lfm, chats, params.max_new_tokens, batch_size, schedule)
+    replies: list[Reply] = []
+    second_turns: list[int] = []
+    for n, ((row, _), decoded) in enumerate(zip(requests, first)):
+        reply, collector = _collect(lfm, decoded.items, params.max_new_tokens, decoded.seconds)
+        replies.append(reply)
+        if row.row_class == "tool_result_speak":
+            chat = chats[n]
+            append_turn(chat, collector)
+            chat.end_turn()
+            chat.new_turn("system")
+            chat.add_text(facts_system_prompt(row.tools, row.facts))
+            chat.end_turn()
+            _open_turn(chat)
+            second_turns.append(n)
+    second = decode_chats(lfm, [chats[n] for n in second_turns], params.max_new_tokens, batch_size, schedule)
+    for n, decoded in zip(second_turns, second):
+        reply, _ = _collect(lfm, decoded.items, params.max_new_tokens, decoded.seconds)
+        reply.turn1 = replies[n]
+        replies[n] = reply
+    return replies

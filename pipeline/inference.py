@@ -5,8 +5,9 @@ The path is four modules, one concern each:
 - ``pipeline.inference`` (this one): the params an inference run over a row file
   shares (``InferenceRunParams``) and the model loaded on its device (``load_model``);
 - ``pipeline.user_audio``: each row's spoken request, from the TTS manifest and cache;
-- ``pipeline.generation``: the chat layout the model was trained on and
-  ``generate_reply`` (row + user audio -> ``Reply``), the one entry point;
+- ``pipeline.generation``: the chat layout the model was trained on,
+  ``generate_reply`` (row + user audio -> ``Reply``) and ``generate_replies``
+  (many rows, ``batch_size`` at a time through ``pipeline.batch_decode``);
 - ``pipeline.reply``: the ``Reply`` record, torch-free, so CPU stages read stored replies without torch.
 """
 from __future__ import annotations
@@ -42,6 +43,17 @@ class InferenceRunParams(GenerationParams):
     dtype: Dtype = "bfloat16"
     max_rows: int | None = field(None, lo=1)
     max_skipped_fraction: float = field(0.0, lo=0, hi=1)
+    batch_size: int = field(1, lo=1)  # rows decoded together (pipeline.batch_decode); 1 = stock, one row at a time
+
+    def check(self) -> None:
+        check_batch_size(self)
+
+
+def check_batch_size(params) -> None:
+    """Batching decodes greedily only: a batch_size > 1 with a sampling temperature is refused."""
+    if params.batch_size > 1 and not params.greedy:
+        raise params.bad("batch_size", f"is {params.batch_size}, but the batched decoder is greedy only "
+                                       "(set text_temperature and audio_temperature to null, or batch_size to 1)")
 
 
 def resolve_device(device: str) -> str:

@@ -37,8 +37,8 @@ from coordinator.constants import END_OF_AUDIO_CODE, MIMI_FRAME_SAMPLES, MIMI_FR
 from coordinator.coordinator import Coordinator, DispatchContext, Trigger
 from coordinator.signature import BlipSignature, SignatureError
 from coordinator.timeline import EventKind
-from pipeline.generation import GenerationParams, stream_reply
-from pipeline.inference import Dtype, load_model
+from pipeline.generation import GenerationParams, generate_replies, stream_reply
+from pipeline.inference import Dtype, check_batch_size, load_model
 from pipeline.params import PARAMS_FILE, StageError, field, parse_params, read_params_file, stage_main
 from pipeline.records import read_rows
 from pipeline.reply import decode_text
@@ -63,6 +63,10 @@ class DemoParams(GenerationParams):
     tool_latency_s: float = field(0.3, lo=0)
     device: str = "auto"
     dtype: Dtype = "bfloat16"
+    batch_size: int = field(1, lo=1)  # 1: each turn streamed live; >1: decoded together, then replayed
+
+    def check(self) -> None:
+        check_batch_size(self)
 
 
 @dataclass
@@ -381,7 +385,12 @@ def run_from_params(params: DemoParams) -> int:
     tokenizer = lfm.processor.text
     print(f"demo: {len(chosen)} turns, model {params.model_dir}, blip cb0 {signature.cb0_across_frames.tolist()}, "
           f"max_new_tokens {generation.max_new_tokens}")
-    run_demo(chosen, signature, lambda row: stream_reply(lfm, row, audio.audio_for(row), generation), lfm.processor.mimi,
+    streams = lambda row: stream_reply(lfm, row, audio.audio_for(row), generation)  # noqa: E731 - live, row by row
+    if params.batch_size > 1:  # decoded together (pipeline.batch_decode); the coordinator sees each stream replayed
+        replies = generate_replies(lfm, [(row, audio.audio_for(row)) for row in chosen], generation, params.batch_size)
+        by_id = {row.id: reply for row, reply in zip(chosen, replies)}
+        streams = lambda row: by_id[row.id].items()  # noqa: E731
+    run_demo(chosen, signature, streams, lfm.processor.mimi,
              lambda ids: decode_text(tokenizer, ids), params.out_dir, params.plot, params.chunk_frames,
              params.tool_latency_s)
     print(f"demo: WAVs in {params.out_dir}/, timeline {params.plot}")

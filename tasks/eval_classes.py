@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from pipeline.generation import generate_reply
+from pipeline.generation import generate_reply, generate_replies
 from pipeline.inference import InferenceRunParams, load_model
 from pipeline.io import write_json
 from pipeline.jsonl import write_jsonl
@@ -222,6 +222,17 @@ def write_records(results: list[RowResult], path: Path) -> None:
 
 # --------------------------------------------------------------------------- stage
 
+def replies_for(lfm, rows: list[DatasetRow], audio: dict[str, UserAudio | str], generation,
+                batch_size: int) -> Callable[[DatasetRow, UserAudio], Reply]:
+    """``evaluate``'s generator: stock, row by row, at batch_size 1; else every reply decoded up front in batches."""
+    if batch_size == 1:
+        return lambda row, wave: generate_reply(lfm, row, wave, generation)
+    requests = [(row, audio[row.id]) for row in rows if not isinstance(audio.get(row.id, ""), str)]
+    replies = generate_replies(lfm, requests, generation, batch_size)  # type: ignore[arg-type]
+    by_id = {row.id: reply for (row, _), reply in zip(requests, replies)}
+    return lambda row, wave: by_id[row.id]
+
+
 def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
         records_path: Path = RECORDS_PATH, lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -235,7 +246,7 @@ def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path:
         lfm = load_model(params.model_dir, params.device, params.dtype)
     generation = params.generation
     started = time.perf_counter()
-    results = evaluate(rows, audio, lambda row, wave: generate_reply(lfm, row, wave, generation),
+    results = evaluate(rows, audio, replies_for(lfm, rows, audio, generation, params.batch_size),
                        params.narration_min_coverage, log)
     metrics = summarize(results, read.lines_read, bad)
     metrics["generation"] = generation.to_json()

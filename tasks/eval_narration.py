@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.generation import generate_reply
+from pipeline.generation import generate_reply, generate_replies
 from pipeline.inference import InferenceRunParams, load_model
 from pipeline.io import write_json
 from pipeline.jsonl import write_jsonl
@@ -133,13 +133,18 @@ def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_
     generation = params.generation
     started = time.perf_counter()
     replies: dict[str, Reply | str] = {}
+    batched: dict[str, Reply] = {}
+    if params.batch_size > 1:  # every reply decoded up front, batch_size rows at a time
+        requests = [(row, audio[row.id]) for row in rows if not isinstance(audio[row.id], str)]
+        batched = {row.id: reply for (row, _), reply in
+                   zip(requests, generate_replies(lfm, requests, generation, params.batch_size))}  # type: ignore[arg-type]
     for n, row in enumerate(rows, start=1):
         wave = audio[row.id]
         if isinstance(wave, str):
             replies[row.id] = wave
             log(f"[{n}/{len(rows)}] {row.id}: skipped, {wave}")
             continue
-        reply = generate_reply(lfm, row, wave, generation)
+        reply = batched[row.id] if row.id in batched else generate_reply(lfm, row, wave, generation)
         replies[row.id] = reply
         log(f"[{n}/{len(rows)}] {row.id}: ({reply.seconds:.1f}s) {reply.text[:70]!r}")
     results = score_rows(rows, replies, training)

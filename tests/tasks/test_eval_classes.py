@@ -145,3 +145,48 @@ def test_an_expected_failure_is_one_line_naming_the_cause(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"eval_classes: {message}")
     assert not (tmp_path / "reports").exists()  # nothing written
+
+
+def test_batch_size_4_gives_exactly_the_replies_of_batch_size_1(tiny_lfm_dir, tmp_path):
+    import torch
+
+    from pipeline.models import load_lfm
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # shared CI cores: more threads only thrash
+    try:
+        lfm = load_lfm(tiny_lfm_dir, dtype=torch.float32)
+        maker = RowMaker(random.Random(7), "heldout")
+        rows = one_row_per_class() + [maker.tool_match("h-m2"), maker.non_tool("h-n2")]
+        rows_path, _ = write_inputs(tmp_path, rows, with_audio={r.id for r in rows} - {"h-n"})
+
+        def loader(cache_dir, key):  # the same waveform for a key on every read, lengths differing by row
+            rng = np.random.default_rng(sum(key.encode()))
+            return (0.05 * rng.standard_normal(int(rng.integers(6_000, 16_000)))).astype(np.float32), 24_000
+
+        source = ManifestAudio(tmp_path / "manifest.jsonl", tmp_path / "cache", loader=loader)
+        records = {}
+        for batch_size in (1, 4):
+            params = parse_params(EvalClassesParams, {**PARAMS, "model_dir": str(tiny_lfm_dir), "rows": str(rows_path),
+                                                      "dtype": "float32", "max_skipped_fraction": 0.3,
+                                                      "batch_size": batch_size})
+            out = tmp_path / f"bs{batch_size}"
+            run(params, out / "m.json", out / "cm.png", out / "r.jsonl", lfm=lfm, audio_source=source, log=lambda _: None)
+            lines = [json.loads(line) for line in (out / "r.jsonl").read_text().splitlines()]
+            for r in lines:
+                for reply in (r["reply"], (r["reply"] or {}).get("turn1")):
+                    if reply:
+                        reply.pop("seconds")
+            records[batch_size] = lines
+    finally:
+        torch.set_num_threads(before)
+    assert records[4] == records[1]
+    assert sum(r["reply"] is not None for r in records[1]) == 5
+
+
+def test_batch_size_is_bounded_and_greedy_only():
+    assert parse_params(EvalClassesParams, PARAMS).batch_size == 1
+    with pytest.raises(ParamsError, match="eval_classes.batch_size"):
+        parse_params(EvalClassesParams, {**PARAMS, "batch_size": 0})
+    with pytest.raises(ParamsError, match="'eval_classes.batch_size' is 4, but the batched decoder is greedy only"):
+        parse_params(EvalClassesParams, {**PARAMS, "batch_size": 4, "audio_temperature": 1.0})
