@@ -57,7 +57,7 @@ def main() -> int:
     from pipeline.audio import SAMPLE_RATE, read_wav, resample, to_float32
     from pipeline.chat_samples import row_messages
     from pipeline.fabricate import fabricate_lfm_folder
-    from pipeline.io import load_params
+    from pipeline.params import load_section as load_params
     from pipeline.models import load_processor
     from pipeline.records import read_rows
     from pipeline.tts_cache import read_manifest

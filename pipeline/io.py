@@ -1,4 +1,4 @@
-"""Atomic file output and params access shared by every stage.
+"""Atomic file output shared by every stage (params: ``pipeline.params``; JSONL: ``pipeline.jsonl``).
 
 Every stage writes through these helpers so that an interrupted run never
 leaves a half-written artifact behind (DESIGN.md, principle 8).
@@ -13,15 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
 
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
-
-
-class ParamsError(ValueError):
-    """A params.yaml key is missing or invalid; the message names the key."""
 
 
 @contextlib.contextmanager
@@ -77,28 +72,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
-
-
-def load_params(section: str, path: str | os.PathLike = "params.yaml") -> dict[str, Any]:
-    """Return one stage's group of ``params.yaml`` (each stage reads only its own keys)."""
-    path = Path(path)
-    try:
-        params = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: not found (run from the workspace root)") from None
-    if section not in params or not isinstance(params[section], dict):
-        raise ParamsError(f"{path}: missing section '{section}'")
-    return params[section]
-
-
-def require(params: dict[str, Any], key: str, section: str, kind: type | tuple[type, ...] | None = None) -> Any:
-    """Fetch ``params[key]`` or raise a ParamsError naming ``section.key``."""
-    if key not in params:
-        raise ParamsError(f"params.yaml: missing key '{section}.{key}'")
-    value = params[key]
-    if kind is not None and not isinstance(value, kind) or isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise ParamsError(f"params.yaml: '{section}.{key}' must be {getattr(kind, '__name__', kind)}, got {value!r}")
-    return value
 
 
 @contextlib.contextmanager
