@@ -199,16 +199,20 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
         update_progress_artifact(progress, 100.0 * len(schedule.finished) / len(stages),
                                  description=f"{result.stage}: {result.status}")
 
+    def start(spec: StageSpec) -> None:
+        if upstream := schedule.blocked_by(spec):
+            finish(StageResult(spec.name, NOT_RUN, error=f"upstream stage '{upstream}' failed"))
+            return
+        on_pool = pool if spec.pool == "gpu" else None
+        schedule.running.add(spec.name)
+        started = (_now(), time.perf_counter())
+        future = dvc_stage.submit(spec, workdir, spec.name in forced, on_pool, gpu_deployment, inproc_check)
+        running[future.wrapped_future] = (spec, future, on_pool, started)
+
     while not schedule.done:
-        for spec in schedule.ready():
-            if upstream := schedule.blocked_by(spec):
-                finish(StageResult(spec.name, NOT_RUN, error=f"upstream stage '{upstream}' failed"))
-                continue
-            on_pool = pool if spec.pool == "gpu" else None
-            schedule.running.add(spec.name)
-            started = (_now(), time.perf_counter())
-            future = dvc_stage.submit(spec, workdir, spec.name in forced, on_pool, gpu_deployment, inproc_check)
-            running[future.wrapped_future] = (spec, future, on_pool, started)
+        while startable := schedule.ready():  # again after a blocked stage is marked: its dependents are blocked too
+            for spec in startable:
+                start(spec)
         if schedule.done:
             break
         done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)

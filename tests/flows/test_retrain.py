@@ -163,3 +163,20 @@ def test_the_model_card_artifact_shows_the_body_not_the_hub_metadata():
 
     assert card_body("---\nbase_model: x\n---\n\n# Card\nbody\n") == "# Card\nbody\n"
     assert card_body("# Card without metadata\n") == "# Card without metadata\n"
+
+
+def test_a_failure_blocks_every_stage_downstream_even_when_nothing_else_runs():
+    """prep fails and nothing is running: feat and its dependents are all not_run (no wait on an empty set)."""
+    from flows.dvc_graph import StageSpec
+    from flows.retrain import Schedule
+
+    chain = [StageSpec("prep"), StageSpec("feat", ("prep",)), StageSpec("train", ("feat",), "gpu", "train", 2),
+             StageSpec("eval", ("train",))]
+    schedule = Schedule(chain)
+    schedule.finished["prep"] = "failed"
+    rounds = []
+    while startable := schedule.ready():
+        rounds.append([s.name for s in startable])
+        for spec in startable:
+            schedule.finished[spec.name] = "not_run" if schedule.blocked_by(spec) else "ran"
+    assert rounds == [["feat"], ["train"], ["eval"]] and schedule.done
