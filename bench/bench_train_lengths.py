@@ -99,15 +99,18 @@ def train_one(mode: str, args, folder: str, queue) -> None:
     data = LFM2DataLoader(folder, context_length=args.ctx)
     steps = -(-len(data) // args.batch_size)
     params = TrainParams(max_steps=steps, batch_size=args.batch_size, context_length=args.ctx, lr=5e-5,
-                         warmup_steps=1, val_interval=0, log_interval=steps, save_interval=steps,
+                         warmup_steps=1, val_interval=0, log_interval=1, save_interval=steps,
                          mixed_precision="no", dataloader_workers=0, pad_to=mode)
     trainer = Trainer(model, data, None, params, accelerator=Accelerator(mixed_precision="no", cpu=True),
                       echo=lambda line: None)
     result = trainer.train()
+    per_step = [h["perf/tokens_per_s"] for h in result.history if "perf/tokens_per_s" in h]
     queue.put({"mode": mode, "steps": result.steps, "n_params": sum(p.numel() for p in model.parameters()),
                "non_pad_tokens_per_s": result.tokens_per_s, "real_tokens": result.real_tokens,
                "padding_fraction": result.padding_fraction, "train_seconds": result.train_seconds,
-               "peak_rss_gib": result.peak_memory_gib, "final_train_loss": result.final_train_loss})
+               "peak_rss_gib": result.peak_memory_gib, "final_train_loss": result.final_train_loss,
+               "per_step_non_pad_tokens_per_s": per_step,
+               "median_step_non_pad_tokens_per_s": sorted(per_step)[len(per_step) // 2]})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                    "row_length_min": min(lengths), "row_length_max": max(lengths)},
         "results": results,
         "speedup_non_pad_tokens_per_s": ours["non_pad_tokens_per_s"] / stock["non_pad_tokens_per_s"],
+        "speedup_median_step": ours["median_step_non_pad_tokens_per_s"] / stock["median_step_non_pad_tokens_per_s"],
         "peak_rss_ratio": ours["peak_rss_gib"] / stock["peak_rss_gib"],
         "loadavg_before": load_before, "loadavg_after": load_after, "cpu_count": os.cpu_count(),
         "when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
