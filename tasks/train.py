@@ -95,15 +95,17 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
         if main_process:
             export_model_folder(accelerator.unwrap_model(trainer.model), params.model_dir, paths.final_dir)
             write_json(paths.metrics_json, metrics)
-            sink.close({k: metrics[k] for k in ("final_train_loss", "final_val_loss", "tokens_per_s", "peak_memory_gib")
+            sink.close({k: metrics[k] for k in ("final_train_loss", "final_val_loss", "tokens_per_s", "padding_fraction",
+                                                 "peak_memory_gib")
                         if metrics.get(k) is not None})
         accelerator.wait_for_everyone()
         accelerator.end_training()
 
     rate = "n/a" if result.tokens_per_s is None else f"{result.tokens_per_s:.1f}"
+    padding = "n/a" if result.padding_fraction is None else f"{result.padding_fraction:.0%}"
     accelerator.print(
         f"train: {result.steps} steps (resumed from {result.resumed_from_step}), final train loss "
-        f"{result.final_train_loss}, val loss {result.final_val_loss}, {rate} tokens/s, peak "
+        f"{result.final_train_loss}, val loss {result.final_val_loss}, {rate} non-pad tokens/s ({padding} padding), peak "
         f"{result.peak_memory_gib:.2f} GiB ({result.peak_memory_kind}); model in {paths.final_dir}")
     return result
 

@@ -31,7 +31,10 @@ class TrainParams(StageParams):
     cuda_alloc_conf: str | None = "expandable_segments:True"  # exported as PYTORCH_CUDA_ALLOC_CONF
     batch_size: int = field(2, lo=1, hi=1024)
     max_steps: int = field(1120, lo=1, hi=10_000_000)
-    context_length: int = field(512, lo=1, hi=131_072)
+    context_length: int = field(512, lo=1, hi=131_072)  # the longest row allowed
+    # longest: a batch is padded to its longest row, rows grouped by length; context_length: every row padded to
+    # context_length in plain shuffled order (the stock Trainer, kept to reproduce it). Same loss on the real rows.
+    pad_to: Literal["longest", "context_length"] = "longest"
     lr: float = field(5e-5, lo=0, hi=1, lo_open=True)
     warmup_steps: int = field(100, lo=0)
     min_lr_ratio: float = field(0.1, lo=0, hi=1)
@@ -48,7 +51,7 @@ class TrainParams(StageParams):
     # Params that change the optimisation trajectory: a checkpoint made under other values is not resumed from.
     TRAJECTORY: ClassVar[tuple[str, ...]] = (
         "max_steps", "batch_size", "context_length", "lr", "warmup_steps", "min_lr_ratio", "betas",
-        "weight_decay", "max_grad_norm", "mixed_precision", "seed")
+        "weight_decay", "max_grad_norm", "mixed_precision", "seed", "pad_to")
     # What a checkpoint's manifest records of the params (the trainer's view: no paths, no launcher settings).
     RECIPE: ClassVar[tuple[str, ...]] = TRAJECTORY + (
         "log_interval", "val_interval", "save_interval", "keep_checkpoints", "dataloader_workers")
@@ -63,7 +66,10 @@ class TrainParams(StageParams):
         return {name: list(v) if isinstance(v := getattr(self, name), tuple) else v for name in names}
 
     def trajectory(self) -> dict[str, Any]:
-        return self._as_json(self.TRAJECTORY)
+        document = self._as_json(self.TRAJECTORY)
+        if document["pad_to"] == "context_length":
+            del document["pad_to"]  # the stock order: checkpoints written before pad_to existed still resume
+        return document
 
     def recipe(self) -> dict[str, Any]:
         return self._as_json(self.RECIPE)

@@ -36,14 +36,16 @@ class IntervalStats:
 
     loss_sum: float = 0.0
     steps: int = 0
-    tokens: int = 0
+    tokens: int = 0  # non-padding
+    positions: int = 0  # padding included
     seconds: float = 0.0
     grad_norm: float = math.nan  # of the interval's last step
 
-    def add(self, loss: float, tokens: int, seconds: float, grad_norm: float | None) -> None:
+    def add(self, loss: float, tokens: int, seconds: float, grad_norm: float | None, positions: int = 0) -> None:
         self.loss_sum += loss
         self.steps += 1
         self.tokens += tokens
+        self.positions += positions
         self.seconds += seconds
         self.grad_norm = float(grad_norm) if grad_norm is not None else math.nan
 
@@ -52,7 +54,8 @@ class IntervalStats:
             "train/loss": self.loss_sum / self.steps,
             "train/lr": lr,
             "train/grad_norm": self.grad_norm,
-            "perf/tokens_per_s": self.tokens / self.seconds if self.seconds > 0 else math.nan,
+            "perf/tokens_per_s": self.tokens / self.seconds if self.seconds > 0 else math.nan,  # non-padding
+            "perf/padding_fraction": 1 - self.tokens / self.positions if self.positions else math.nan,
         }
 
 

@@ -16,7 +16,9 @@ What it changes, and why:
   steps and reaches the floor at step 560);
 - optional gradient clipping (``max_grad_norm``), the global grad norm logged;
 - a deterministic data order and complete checkpoints, so a run resumes exactly;
-- train/val loss, learning rate, non-padding tokens/s and peak memory reported.
+- length-aware batches (``pad_to: longest``): padded to the batch's longest row,
+  rows grouped by length (``data.ResumableSampler``), same rows per epoch;
+- train/val loss, learning rate, non-padding tokens/s, padding fraction and peak memory reported.
 
 It is composition, not a subclass: the stock ``Trainer.train_step`` still runs on
 a ``Trainer`` of this module (it reads only ``model``, ``optimizer``, ``scheduler``
@@ -40,7 +42,7 @@ from torch.utils.data import Dataset
 from pipeline.training import checkpoints
 from pipeline.training.checkpoints import OPTIMIZER_NAME, SCHEDULER_NAME, WEIGHTS_NAME, Checkpoint
 from pipeline.training.config import TrainParams
-from pipeline.training.data import ResumableSampler, make_loader, real_tokens
+from pipeline.training.data import PadTo, ResumableSampler, UnpaddedRows, make_loader, positions, real_tokens, row_lengths
 from pipeline.training.metrics import IntervalStats, MetricsSink, peak_memory, peak_metric_name
 
 # DDP under `accelerate launch`: the stock Trainer's setting (a batch without user audio leaves the
@@ -64,6 +66,7 @@ class TrainResult:
     final_val_loss: float | None
     tokens_per_s: float | None  # non-padding tokens, all processes, over this invocation's train steps
     real_tokens: int  # this invocation
+    padding_fraction: float | None  # pad positions / all positions of this invocation's train batches
     train_seconds: float
     peak_memory_gib: float  # max over processes
     peak_memory_kind: str  # cuda_max_allocated | cpu_peak_rss
@@ -121,12 +124,21 @@ class Trainer:
         optimizer, self.scheduler = build_optimizer(model, params, device)
 
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        train_lengths = row_lengths(train_data) if params.pad_to == "longest" else None
+        if train_lengths is not None:
+            train_data = UnpaddedRows(train_data, train_lengths)
+        # pad_to: context_length pads as LFM2DataLoader already did: the stock batches, byte for byte.
+        self.collate = PadTo(params.context_length if params.pad_to == "context_length" else None)
         loader = dict(batch_size=params.batch_size, workers=params.dataloader_workers, seed=params.seed,
-                      pin_memory=device.type == "cuda")
-        self.train_sampler = ResumableSampler(len(train_data), seed=params.seed, rank=rank, world=world)
+                      pin_memory=device.type == "cuda", collate=self.collate)
+        self.train_sampler = ResumableSampler(len(train_data), seed=params.seed, rank=rank, world=world,
+                                              lengths=train_lengths, batch_size=params.batch_size)
         self.train_loader = make_loader(train_data, self.train_sampler, **loader)
         self.val_loader = None
         if val_data is not None and len(val_data) > 0:
+            val_lengths = row_lengths(val_data) if params.pad_to == "longest" else None
+            if val_lengths is not None:
+                val_data = UnpaddedRows(val_data, val_lengths)
             val_sampler = ResumableSampler(len(val_data), seed=0, rank=rank, world=world, shuffle=False, pad=False)
             self.val_loader = make_loader(val_data, val_sampler, **loader)
         self.batches_per_epoch = math.ceil(len(self.train_sampler.shard()) / params.batch_size)
@@ -180,7 +192,7 @@ class Trainer:
         started_at, start_step = time.monotonic(), self.step
         self.echo(f"train: start at step {self.step}/{p.max_steps} ({acc.num_processes} process(es), device {acc.device})")
         self.model.train()
-        run_tokens, run_seconds = 0, 0.0
+        run_tokens, run_positions, run_seconds = 0, 0, 0.0
         final_val: float | None = None
         batches: Iterator[Any] | None = None
         while self.step < p.max_steps:
@@ -191,7 +203,7 @@ class Trainer:
                 self.train_sampler.set_position(self.epoch, self.batches_into_epoch * p.batch_size)
                 batches = iter(self.train_loader)
             batch = next(batches)
-            tokens = real_tokens(batch)
+            tokens, batch_positions = real_tokens(batch), positions(batch)
             out = self.train_step(batch)
             loss = float(acc.reduce(out.loss.detach().float(), reduction="mean").item())
             seconds = time.perf_counter() - step_started  # .item() above synchronises the device
@@ -202,10 +214,12 @@ class Trainer:
                 self.epoch, self.batches_into_epoch = self.epoch + 1, 0
                 batches = None
 
-            all_tokens = int(acc.reduce(torch.tensor(tokens, device=acc.device), "sum").item())
+            counts = acc.reduce(torch.tensor([tokens, batch_positions], device=acc.device), "sum").tolist()
+            all_tokens, all_positions = int(counts[0]), int(counts[1])
             run_tokens += all_tokens
+            run_positions += all_positions
             run_seconds += seconds
-            self.interval.add(loss, all_tokens, seconds, self.last_grad_norm)
+            self.interval.add(loss, all_tokens, seconds, self.last_grad_norm, all_positions)
             if self.step % p.log_interval == 0:
                 self._report_interval()
             if self.step % p.save_interval == 0 or self.step == p.max_steps:
@@ -230,6 +244,7 @@ class Trainer:
             final_val_loss=final_val,
             tokens_per_s=run_tokens / run_seconds if run_seconds > 0 else None,
             real_tokens=run_tokens,
+            padding_fraction=1 - run_tokens / run_positions if run_positions else None,
             train_seconds=run_seconds,
             peak_memory_gib=peak,
             peak_memory_kind=kind,
@@ -273,7 +288,7 @@ class Trainer:
         self.echo(
             f"train: step={self.step}/{self.params.max_steps} epoch={self.step / self.batches_per_epoch:.2f} "
             f"loss={metrics['train/loss']:.4f} lr={metrics['train/lr']:.3e} grad_norm={metrics['train/grad_norm']:.3f} "
-            f"tokens/s={metrics['perf/tokens_per_s']:.1f} peak={peak:.2f}GiB ({kind})"
+            f"tokens/s={metrics['perf/tokens_per_s']:.1f} pad={metrics['perf/padding_fraction']:.2f} peak={peak:.2f}GiB ({kind})"
         )
         self.interval = IntervalStats()
 

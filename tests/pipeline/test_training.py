@@ -26,7 +26,7 @@ from pipeline.training.checkpoints import (
     read_checkpoint,
 )
 from pipeline.training.config import TrainParams, run_fingerprint
-from pipeline.training.data import ResumableSampler, real_tokens
+from pipeline.training.data import PadTo, ResumableSampler, UnpaddedRows, positions, real_tokens, row_lengths
 from pipeline.training.model_folder import base_layout_state_dict, export_model_folder
 from pipeline.training.trainer import Trainer
 
@@ -180,8 +180,15 @@ def test_fingerprint_depends_on_trajectory_not_on_logging():
 
 def test_fingerprint_of_the_card_recipe_is_unchanged():
     """Checkpoints written before this code still resume: the fingerprint document is the same."""
-    assert run_fingerprint(TrainParams(), 2, {"train_data": "a", "model": "b"}) == (
+    stock = TrainParams(pad_to="context_length")
+    assert run_fingerprint(stock, 2, {"train_data": "a", "model": "b"}) == (
         "207c85dfbf9aea3528beab40abd69639596100f484b4924e905c6183ee3f61ef")
+
+
+def test_length_aware_batches_are_another_run():
+    """pad_to: longest groups rows differently, so its checkpoints are not the stock order's."""
+    inputs = {"data": "a"}
+    assert run_fingerprint(small_params(), 1, inputs) != run_fingerprint(small_params(pad_to="context_length"), 1, inputs)
 
 
 # --- data order -----------------------------------------------------------------------------------
@@ -210,6 +217,79 @@ def test_real_tokens_count_excludes_padding(tiny_data):
     batch = lfm2_collator([data[0], data[1]])
     assert batch.modality_flag.shape == (2, CTX)
     assert real_tokens(batch) == unpadded < 2 * CTX
+
+
+def epoch_of(sampler: ResumableSampler, epoch: int, skip: int = 0) -> list[int]:
+    sampler.set_position(epoch, skip)
+    return list(sampler)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_bucketed_sampler_yields_every_row_once_per_epoch_in_a_seeded_order(world):
+    lengths = torch.randint(10, 500, (37,), generator=torch.Generator().manual_seed(1)).tolist()
+    make = lambda seed, rank: ResumableSampler(37, seed=seed, rank=rank, world=world, lengths=lengths, batch_size=2)
+    for epoch in range(3):
+        shards = [epoch_of(make(5, r), epoch) for r in range(world)]
+        assert len({len(s) for s in shards}) == 1  # every process takes the same number of steps
+        seen = [i for s in shards for i in s]
+        assert sorted(set(seen)) == list(range(37)) and len(seen) == math.ceil(37 / world) * world
+        assert shards == [epoch_of(make(5, r), epoch) for r in range(world)]  # a pure function of (seed, epoch)
+    assert epoch_of(make(5, 0), 0) != epoch_of(make(5, 0), 1) != epoch_of(make(6, 0), 1)
+
+
+def test_bucketed_sampler_resumes_exactly_from_a_saved_position():
+    lengths = list(range(50, 0, -1))
+    full = ResumableSampler(50, seed=3, lengths=lengths, batch_size=4)
+    order = epoch_of(full, 2)
+    again = ResumableSampler(50, seed=3, lengths=lengths, batch_size=4)
+    assert epoch_of(again, 2, skip=12) == order[12:]
+
+
+def test_bucketed_sampler_groups_rows_of_similar_length():
+    lengths = torch.randint(10, 500, (256,), generator=torch.Generator().manual_seed(2)).tolist()
+
+    def padded_positions(sampler):
+        order = epoch_of(sampler, 0)
+        return sum(len(b) * max(lengths[i] for i in b) for b in (order[k : k + 4] for k in range(0, 256, 4)))
+
+    plain = padded_positions(ResumableSampler(256, seed=0))
+    bucketed = padded_positions(ResumableSampler(256, seed=0, lengths=lengths, batch_size=4))
+    assert bucketed < 0.75 * plain
+
+
+def test_loss_on_a_batch_padded_to_its_longest_row_equals_the_loss_padded_to_the_context(base_model, tiny_data):
+    """No attention mask, causal layers only: right padding does not change the loss on the real rows (float32)."""
+    from liquid_audio.data.dataloader import LFM2DataLoader, lfm2_collator
+
+    model = copy.deepcopy(base_model).float().eval()
+    stock = LFM2DataLoader(str(tiny_data["train"]), CTX)
+    rows = [stock[i] for i in range(len(stock))]
+    lengths = row_lengths(stock)
+    assert len(set(lengths)) > 1
+    unpadded = UnpaddedRows(stock, lengths)
+    longest = PadTo(None)([unpadded[i] for i in range(len(stock))])
+    assert longest.modality_flag.shape[1] == max(lengths) < CTX
+    assert real_tokens(longest) == real_tokens(lfm2_collator(rows))
+    with torch.no_grad():
+        loss_ctx = model(lfm2_collator(rows)).loss
+        loss_longest = model(longest).loss
+    torch.testing.assert_close(loss_longest, loss_ctx, rtol=1e-5, atol=1e-6)
+
+
+def test_length_aware_batches_pad_less_over_the_same_rows(base_model, tiny_data):
+    """pad_to: longest batches carry the stock batches' rows' real tokens with fewer positions; same batch count."""
+    def one_epoch(pad_to):
+        trainer = make_trainer(base_model, tiny_data, small_params(pad_to=pad_to), None)
+        trainer.train_sampler.set_position(0)
+        batches = list(trainer.train_loader)
+        return trainer.batches_per_epoch, batches
+
+    stock_count, stock = one_epoch("context_length")
+    ours_count, ours = one_epoch("longest")
+    assert stock_count == ours_count == len(stock) == len(ours)
+    assert all(b.modality_flag.shape[1] == CTX for b in stock)
+    assert sum(map(real_tokens, ours)) == sum(map(real_tokens, stock))
+    assert sum(map(positions, ours)) < 0.8 * sum(map(positions, stock))
 
 
 # --- the trainer ----------------------------------------------------------------------------------
@@ -244,12 +324,11 @@ def test_stock_and_our_step_agree_without_clipping(base_model, tiny_data):
     The stock step is ``liquid_audio.trainer.Trainer.train_step`` itself, run on our trainer's model,
     optimizer, scheduler and accelerator (all it reads).
     """
-    from liquid_audio.data.dataloader import lfm2_collator
     from liquid_audio.trainer import Trainer as StockTrainer
 
     params = small_params(max_grad_norm=None, max_steps=2)
     ours, stock = (make_trainer(base_model, tiny_data, params, None) for _ in range(2))
-    batch = lfm2_collator([ours.train_loader.dataset[0], ours.train_loader.dataset[1]])
+    batch = ours.collate([ours.train_loader.dataset[0], ours.train_loader.dataset[1]])
     torch.manual_seed(0)
     ours.train_step(batch)
     torch.manual_seed(0)
@@ -260,10 +339,8 @@ def test_stock_and_our_step_agree_without_clipping(base_model, tiny_data):
 
 
 def test_clipping_bounds_the_update(base_model, tiny_data):
-    from liquid_audio.data.dataloader import lfm2_collator
-
     trainer = make_trainer(base_model, tiny_data, small_params(max_grad_norm=1e-3, max_steps=2), None)
-    batch = lfm2_collator([trainer.train_loader.dataset[0], trainer.train_loader.dataset[1]])
+    batch = trainer.collate([trainer.train_loader.dataset[0], trainer.train_loader.dataset[1]])
     trainer.optimizer.zero_grad()
     trainer.model.train()
     with trainer.accelerator.autocast():
@@ -291,7 +368,9 @@ def test_train_reports_metrics(straight):
     assert result.tokens_per_s > 0 and result.peak_memory_gib > 0 and result.peak_memory_kind == "cpu_peak_rss"
     assert result.metrics()["global_batch_size"] == 2 and "history" not in result.metrics()
     names = set().union(*(m for _, m in logged))
-    assert {"train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s", "perf/peak_rss_gib", "val/loss"} <= names
+    assert {"train/loss", "train/lr", "train/grad_norm", "perf/tokens_per_s", "perf/padding_fraction",
+            "perf/peak_rss_gib", "val/loss"} <= names
+    assert 0 <= result.metrics()["padding_fraction"] < 1
     assert [s for s, m in logged if "train/loss" in m] == [1, 2, 3, 4]
     assert [s for s, m in logged if "val/loss" in m] == [2, 4]
 
