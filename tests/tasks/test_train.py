@@ -283,7 +283,7 @@ def test_stage_resumes_after_kill_9_and_keeps_the_previous_run_until_it_has_a_ch
     plots = ws / "reports" / "train" / "plots" / "metrics"
     assert read_tsv_steps(plots / "train" / "loss.tsv") == [1, 2, 3, 4, 5, 6]
     assert read_tsv_steps(plots / "val" / "loss.tsv") == [3, 6]
-    assert {p.stem for p in (plots / "perf").glob("*.tsv")} == {"tokens_per_s", "peak_rss_gib"}
+    assert {p.stem for p in (plots / "perf").glob("*.tsv")} == {"tokens_per_s", "peak_rss_gib", "padding_fraction"}
     assert read_tsv_steps(plots / "train" / "lr.tsv")[-1] == 6
     live_summary = json.loads((ws / "reports" / "train" / "metrics.json").read_text())
     assert live_summary["step"] == 6 and "final" in live_summary
