@@ -10,9 +10,10 @@ the others. The v4 arm (``preprocess.blip_on: []``), trained the same way, must
 not emit it, and a pipeline that misplaces the blip by one frame must fail the
 same assertion.
 
-The stages run in-process, through their own entry points, in a temporary
-workspace whose params.yaml is ``params.yaml`` + ``profiles/learn.yaml`` + the
-smaller set-up below (no DVC, no Prefect: they add minutes, not evidence).
+Each stage runs as DVC would run it (``python -m tasks.<stage>`` in the
+workspace), in a temporary workspace whose params.yaml is ``params.yaml`` +
+``profiles/learn.yaml`` + the smaller set-up below; no DVC, no Prefect (they add
+minutes, not evidence). The three arms train side by side, one per core.
 Scoring is the ``eval_blip`` stage's.
 """
 from __future__ import annotations
@@ -20,7 +21,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from contextlib import contextmanager
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -51,23 +54,16 @@ STAGES_BEFORE_TRAINING = ("blip", "blip_codes", "dataset", "tts")
 STAGES_FROM_PREPROCESS = ("preprocess", "train", "eval_classes", "eval_blip")
 
 
-@contextmanager
-def inside(folder: Path):
-    previous = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
+def run_stage(root: Path, stage: str) -> None:
+    """``python -m tasks.<stage>`` in the workspace ``root``, with one torch thread.
 
-
-def run_stage(stage: str) -> None:
-    """``python -m tasks.<stage>``, in this process."""
-    import importlib
-
-    module = importlib.import_module(f"tasks.{stage}")
-    code = module.main([]) if stage == "dataset" else module.main()
-    assert code == 0, f"stage {stage} failed"
+    The model is tiny (hidden size 64): a second thread saves ~20 % of a step on an idle
+    2-core machine, and on a shared one its spin-waits made a step 7x slower (measured:
+    0.7 s vs 5.0 s at 5x oversubscription); one thread per arm, arms side by side, wins.
+    """
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-m", f"tasks.{stage}"], cwd=root, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"stage {stage} failed in {root}:\n{done.stdout[-1500:]}\n{done.stderr[-1500:]}"
 
 
 def learn_params(overrides: dict) -> dict:
@@ -79,9 +75,8 @@ def make_workspace(root: Path, model_dir: Path, overrides: dict) -> Path:
     root.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(learn_params(overrides), sort_keys=False))
     shutil.copytree(model_dir, root / BASE_MODEL)
-    with inside(root):
-        for stage in STAGES_BEFORE_TRAINING:
-            run_stage(stage)
+    for stage in STAGES_BEFORE_TRAINING:
+        run_stage(root, stage)
     return root
 
 
@@ -94,18 +89,18 @@ def train_arm(shared: Path, root: Path, blip_on: list[str], overrides: dict, pre
     shutil.copytree(shared, root)
     params = deep_merge(learn_params(overrides), {"preprocess": {"blip_on": blip_on}})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    with inside(root):
-        if preview_delay_frames:
-            from pipeline.audio import read_wav, write_wav
+    if preview_delay_frames:
+        from pipeline.audio import read_wav, write_wav
 
-            preview, rate = read_wav(Path("data/blips/tool_invoke.preview.wav"))
-            silence = np.zeros(int(preview_delay_frames * 0.08 * rate), dtype=preview.dtype)  # 80 ms a frame
-            write_wav(Path("data/blips/tool_invoke.preview.wav"), np.concatenate([silence, preview]), rate)
-        for stage in STAGES_FROM_PREPROCESS:
-            run_stage(stage)
-        metrics = json.loads(Path("reports/metrics/eval_blip.json").read_text())
-        for stage in ("preprocess", "train"):
-            metrics[stage] = json.loads(Path(f"reports/metrics/{stage}.json").read_text())
+        preview_wav = root / "data/blips/tool_invoke.preview.wav"
+        preview, rate = read_wav(preview_wav)
+        silence = np.zeros(int(preview_delay_frames * 0.08 * rate), dtype=preview.dtype)  # 80 ms a frame
+        write_wav(preview_wav, np.concatenate([silence, preview]), rate)
+    for stage in STAGES_FROM_PREPROCESS:
+        run_stage(root, stage)
+    metrics = json.loads((root / "reports/metrics/eval_blip.json").read_text())
+    for stage in ("preprocess", "train"):
+        metrics[stage] = json.loads((root / f"reports/metrics/{stage}.json").read_text())
     assert metrics["preprocess"]["overlong_rows"] == 0, "rows longer than SMALL's context were left out: raise it"
     return metrics
 
@@ -125,37 +120,37 @@ def assert_learns_the_blip(metrics: dict) -> None:
 
 # --------------------------------------------------------------------------- fixtures: one trained model per arm
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The model is tiny (hidden size 64): a second thread buys nothing, and on a shared CPU its spin-waits
-    made a training step 7x slower (measured: 5.0 s vs 0.7 s a step at 5x oversubscription)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+ARMS = {  # name: (preprocess.blip_on, frames the blip preview is delayed by)
+    "v4.1": (["tool_match"], 0),
+    "v4": ([], 0),
+    "late blip": (["tool_match"], 1),  # the pipeline broken on purpose
+}
 
 
 @pytest.fixture(scope="module")
-def shared_workspace(tmp_path_factory, tiny_lfm_dir) -> Path:
-    return make_workspace(tmp_path_factory.mktemp("learn") / "shared", tiny_lfm_dir, SMALL)
+def arms(tmp_path_factory, tiny_lfm_dir):
+    """One trained model per arm, from one shared workspace; two arms train at a time (2 cores)."""
+    base = tmp_path_factory.mktemp("learn")
+    shared = make_workspace(base / "shared", tiny_lfm_dir, SMALL)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {name: pool.submit(train_arm, shared, base / name.replace(" ", "-"), blip_on, SMALL, delay)
+                   for name, (blip_on, delay) in ARMS.items()}
+        return {name: future.result() for name, future in futures.items()}
 
 
 @pytest.fixture(scope="module")
-def v41_arm(shared_workspace, tmp_path_factory) -> dict:
-    return train_arm(shared_workspace, tmp_path_factory.mktemp("v4.1") / "ws", ["tool_match"], SMALL)
+def v41_arm(arms) -> dict:
+    return arms["v4.1"]
 
 
 @pytest.fixture(scope="module")
-def v4_arm(shared_workspace, tmp_path_factory) -> dict:
-    return train_arm(shared_workspace, tmp_path_factory.mktemp("v4") / "ws", [], SMALL)
+def v4_arm(arms) -> dict:
+    return arms["v4"]
 
 
 @pytest.fixture(scope="module")
-def late_blip_arm(shared_workspace, tmp_path_factory) -> dict:
-    return train_arm(shared_workspace, tmp_path_factory.mktemp("late") / "ws", ["tool_match"], SMALL,
-                     preview_delay_frames=1)
+def late_blip_arm(arms) -> dict:
+    return arms["late blip"]
 
 
 # --------------------------------------------------------------------------- the proof
