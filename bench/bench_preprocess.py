@@ -59,6 +59,7 @@ def main() -> int:
     from pipeline.fabricate import fabricate_lfm_folder
     from pipeline.params import load_section as load_params
     from pipeline.models import load_processor
+    from pipeline.params import load_stage_params
     from pipeline.records import read_rows
     from pipeline.tts_cache import read_manifest
     from tasks import blip, blip_codes, dataset, preprocess, tts
@@ -74,7 +75,7 @@ def main() -> int:
         tts_params = tts.TTSParams.from_params(load_params("tts"))
         first_tts = tts.run_tts(tts_params, tts.build_engine(tts_params), progress=False)
 
-        params = preprocess.PreprocessParams.from_params(load_params("preprocess"))
+        params = load_stage_params(preprocess.PreprocessParams)
         scratch_metrics = timed("ours_from_scratch", lambda: preprocess.run(params), seconds)
 
         # The stock path on the very same chats (train + eval), its own mapper, no cache;

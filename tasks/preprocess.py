@@ -13,7 +13,7 @@ signature's codes, per kind, in ``reports/metrics/preprocess.json``.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
