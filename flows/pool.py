@@ -2,6 +2,8 @@
 
     python -m flows.pool setup                         # pool gpu-2x4090, queues train/gpu0/gpu1, gcl gpu=2
     python -m flows.pool deploy                        # gpu-stage deployment from this checkout
+    python -m flows.pool deploy --own-clone            # gpu-stage/remote + gpu-experiment/remote: workers
+                                                       #   share only git + a DVC remote (flows/remote.py)
     python -m flows.pool worker --queue train --gpus 0,1
     python -m flows.pool worker --queue gpu0 --gpus 0
     python -m flows.pool worker --queue gpu1 --gpus 1
@@ -66,25 +68,50 @@ def setup(pool: str = POOL, gpus: int = 2, queues: dict = QUEUES, cpu_pool: str 
         print(f"global concurrency limit {GPU_LIMIT}: {gpus} slots (one per GPU)")
 
 
-def deploy(pool: str = POOL, source: Path = REPO) -> str:
-    """Deploy the gpu-stage flow from the checkout `source` onto `pool`; return 'gpu-stage/gpu-stage'."""
-    from flows.gpu_stage import gpu_stage
+def deploy(pool: str = POOL, source: Path = REPO, own_clone: bool = False) -> str:
+    """Deploy the gpu-stage flow from the checkout `source` onto `pool`; return its name.
 
-    flow = gpu_stage.from_source(source=str(source), entrypoint="flows/gpu_stage.py:gpu_stage")
-    flow.deploy(name="gpu-stage", work_pool_name=pool, build=False, push=False, print_next_steps=False,
-                description="One GPU stage of dvc.yaml (dvc repro --single-item) on the GPU pool")
-    print(f"deployed gpu-stage/gpu-stage from {source} on {pool}")
-    return "gpu-stage/gpu-stage"
+    `own_clone`: `gpu-stage/remote` (tagged `own-clone`: the parent passes a git + DVC snapshot, the
+    worker runs in its own clone) and `gpu-experiment/remote` (sweep experiments, queue `train`);
+    otherwise `gpu-stage/gpu-stage` (the worker runs in the parent's workspace path)."""
+    from flows.remote import OWN_CLONE_TAG
+
+    name, tags = ("remote", [OWN_CLONE_TAG]) if own_clone else ("gpu-stage", [])
+    _deploy("flows/gpu_stage.py:gpu_stage", name, pool, source, tags, None,
+            "One GPU stage of dvc.yaml (dvc repro --single-item) on the GPU pool")
+    if own_clone:
+        _deploy("flows/gpu_stage.py:gpu_experiment", "remote", pool, source, tags, "train",
+                "One sweep experiment (dvc exp run --temp, dvc exp push) in a worker's own clone")
+    return f"gpu-stage/{name}"
 
 
-def worker_command(pool: str, queue: str | None, gpus: str | None, poll_seconds: int = 2) -> tuple[list[str], dict]:
-    """The `prefect worker start` command line and environment for one worker."""
+def _deploy(entrypoint: str, name: str, pool: str, source: Path, tags: list[str], queue: str | None,
+            description: str) -> None:
+    from prefect import Flow
+
+    flow = Flow.from_source(source=str(source), entrypoint=entrypoint)
+    flow.deploy(name=name, work_pool_name=pool, work_queue_name=queue, tags=tags, build=False, push=False,
+                print_next_steps=False, description=description)
+    print(f"deployed {flow.name}/{name} from {source} on {pool}" + (f", queue {queue}" if queue else ""))
+
+
+def worker_command(pool: str, queue: str | None, gpus: str | None, poll_seconds: int = 2,
+                   limit: int | None = None) -> tuple[list[str], dict]:
+    """The `prefect worker start` command line and environment for one worker.
+
+    Its own-clone runs (flows/remote.py) use clones under $TOOLAWARE_CLONES, by default one folder per
+    queue, so two workers of one host do not wait for each other's clone."""
+    from flows.remote import CLONES_ENV
+
     env = dict(os.environ, PREFECT_WORKER_QUERY_SECONDS=str(poll_seconds))
+    env.setdefault(CLONES_ENV, str(Path.home() / ".cache" / "toolaware" / "clones" / (queue or "all-queues")))
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
     if queue:
         command += ["--work-queue", queue]
+    if limit:
+        command += ["--limit", str(limit)]
     return command, env
 
 
@@ -94,17 +121,20 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     cmd_setup = commands.add_parser("setup", help="create the pool, its queues and the gpu concurrency limit")
     cmd_setup.add_argument("--gpus", type=int, default=2, help="GPUs in the pool, all hosts together")
-    commands.add_parser("deploy", help="deploy gpu-stage from this checkout onto the pool")
+    cmd_deploy = commands.add_parser("deploy", help="deploy gpu-stage from this checkout onto the pool")
+    cmd_deploy.add_argument("--own-clone", action="store_true",
+                            help="workers share only git + a DVC remote: gpu-stage/remote, gpu-experiment/remote")
     cmd_worker = commands.add_parser("worker", help="start a worker (runs in the foreground)")
     cmd_worker.add_argument("--queue", help="work queue (train, gpu0, gpu1); default: all of the pool's")
     cmd_worker.add_argument("--gpus", help="CUDA_VISIBLE_DEVICES for the flows it runs, e.g. 0,1")
+    cmd_worker.add_argument("--limit", type=int, help="flow runs at once (default: no limit)")
     args = parser.parse_args(argv)
     if args.command == "setup":
         setup(args.pool, args.gpus)
     elif args.command == "deploy":
-        deploy(args.pool)
+        deploy(args.pool, own_clone=args.own_clone)
     else:
-        command, env = worker_command(args.pool, args.queue, args.gpus)
+        command, env = worker_command(args.pool, args.queue, args.gpus, limit=args.limit)
         os.execvpe(command[0], command, env)
     return 0
 
