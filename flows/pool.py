@@ -14,6 +14,7 @@ creates the same gpu-stage deployment plus `retrain` and `sweep`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -66,6 +67,46 @@ def setup(pool: str = POOL, gpus: int = 2, queues: dict = QUEUES, cpu_pool: str 
         except ObjectNotFound:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=gpus))
         print(f"global concurrency limit {GPU_LIMIT}: {gpus} slots (one per GPU)")
+    crash_silent_runs()
+
+
+# A host that loses power reports nothing: its GPU flow runs would stay Running. Their heartbeats
+# (every HEARTBEAT_SECONDS, sent by the flow-run process; `flows.pool worker` turns them on) stop,
+# and this automation marks such a run Crashed; the parent then reschedules it (flows/remote.py run_child).
+HEARTBEAT_SECONDS = 30  # Prefect's minimum
+SILENT_RUN_AUTOMATION = "toolaware: crash GPU flow runs whose heartbeats stopped"
+
+
+def crash_silent_runs(silence_seconds: int = 3 * HEARTBEAT_SECONDS) -> None:
+    """Create (or replace) the automation that marks a gpu-stage / gpu-experiment run without a heartbeat
+    for `silence_seconds` as Crashed (Prefect's documented zombie-run detection)."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.exceptions import ObjectNotFound
+
+    with contextlib.suppress(ObjectNotFound, ValueError):
+        Automation.read(name=SILENT_RUN_AUTOMATION).delete()
+    Automation(
+        name=SILENT_RUN_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": ["gpu-stage", "gpu-experiment"]},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=silence_seconds),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {silence_seconds} s: its host is gone")],
+    ).create()
+    print(f"automation '{SILENT_RUN_AUTOMATION}': a GPU flow run silent for {silence_seconds} s is marked Crashed")
 
 
 def deploy(pool: str = POOL, source: Path = REPO, own_clone: bool = False) -> str:
@@ -104,6 +145,7 @@ def worker_command(pool: str, queue: str | None, gpus: str | None, poll_seconds:
     from flows.remote import CLONES_ENV
 
     env = dict(os.environ, PREFECT_WORKER_QUERY_SECONDS=str(poll_seconds))
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))  # see crash_silent_runs
     env.setdefault(CLONES_ENV, str(Path.home() / ".cache" / "toolaware" / "clones" / (queue or "all-queues")))
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus

@@ -137,8 +137,9 @@ def record_stage(workdir: str | os.PathLike, name: str, ref: str, on_line: Calla
     """Take a remote run's result into the workspace: its dvc.lock entry, its outputs (`dvc pull`), its
     `cache: false` outputs (from the result commit). Returns the run's status.
 
-    If the outputs cannot be pulled (missing, or corrupt with `verify = true`), the previous entry is put
-    back and DvcFailed raised: a half-pushed output is never recorded as the stage's result."""
+    The pull hashes every downloaded file; if it fails (an output missing on the remote, or truncated by an
+    upload killed mid-file), the previous entry is put back and DvcFailed raised: a half-pushed output is
+    never recorded as the stage's result."""
     workdir = os.fspath(workdir)
     top = git(["rev-parse", "--show-toplevel"], workdir)
     prefix = git(["rev-parse", "--show-prefix"], workdir)
@@ -154,12 +155,14 @@ def record_stage(workdir: str | os.PathLike, name: str, ref: str, on_line: Calla
     except DvcFailed as err:
         set_lock_entry(workdir, name, previous)
         host = git(["log", "-1", "--format=%(trailers:key=Host,valueonly)", commit], top).strip()
-        raise DvcFailed(f"stage '{name}'", 1, [f"ERROR: stage '{name}' ran on {host}, but its outputs are missing "
-                                               f"or corrupt on the DVC remote; not recorded ({err.summary.removeprefix('ERROR: ')})"]) from err
+        why = err.summary.removeprefix("ERROR: ")
+        raise DvcFailed(f"stage '{name}'", 1, [f"ERROR: stage '{name}' ran on {host}, but its outputs are "
+                                               f"missing or corrupt on the DVC remote; not recorded ({why})"]) from err
     on_line(f"dvc pull {name}: {stats.get('stats', {}).get('fetched', 0)} file(s) fetched")
-    in_result = git(["ls-tree", "-r", "--name-only", commit, "--", *uncached_outputs(workdir, name)], workdir)
-    if in_result:  # paths relative to workdir, as ls-tree prints them
-        git(["restore", f"--source={commit}", "--worktree", "--", *in_result.splitlines()], workdir)
+    if uncached := uncached_outputs(workdir, name):  # git carried them (those it may track)
+        in_result = git(["ls-tree", "-r", "--name-only", commit, "--", *uncached], workdir).splitlines()
+        if in_result:  # paths relative to workdir, as ls-tree prints them
+            git(["restore", f"--source={commit}", "--worktree", "--", *in_result], workdir)
     return status
 
 

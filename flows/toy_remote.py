@@ -25,7 +25,8 @@ def sshd_available() -> bool:
     return Path(SSHD).is_file() and shutil.which("ssh-keygen") is not None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nothing listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -47,7 +48,7 @@ class SshServer:
         """An empty DVC store (reached over this server) and bare git origin under `folder`."""
         folder = Path(folder)
         (folder / "dvc-store").mkdir(parents=True)
-        subprocess.run(["git", "init", "-q", "--bare", str(folder / "origin.git")], check=True)
+        subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(folder / "origin.git")], check=True)
         return Remote(f"ssh://{getpass.getuser()}@127.0.0.1:{self.port}{folder / 'dvc-store'}",
                       folder / "dvc-store", folder / "origin.git", self.key)
 
@@ -81,7 +82,7 @@ def start_sshd(root: str | os.PathLike, timeout: float = 10.0) -> SshServer:
     for key in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / key)], check=True)
     shutil.copy(root / "client_key.pub", root / "authorized_keys")
-    port = _free_port()
+    port = free_port()
     (root / "sshd_config").write_text("\n".join([
         f"ListenAddress 127.0.0.1:{port}", f"HostKey {root / 'host_key'}",
         f"AuthorizedKeysFile {root / 'authorized_keys'}", f"PidFile {root / 'sshd.pid'}",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import threading
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 
 from flows import remote as remote_path
 from flows.dvc_graph import DvcFailed, dvc, lock_entry, stage_changed
@@ -64,10 +64,25 @@ def test_a_stage_in_the_remote_run_cache_is_restored_on_another_worker_not_rerun
     as_worker("b")  # an empty clone, an empty DVC cache: only the remote has the result
     second = remote_path.reproduce_in_clone(snapshot, "train", False, "refs/toolaware/results/b")
     assert (first["status"], second["status"]) == ("ran", "restored")
+    set_param(toy, "side", "v", 9)  # the user edits on meanwhile
     assert remote_path.record_stage(toy, "train", "refs/toolaware/results/b") == "restored"
     assert json.loads((toy / "out/train.json").read_text())["stage"] == "train"
     assert not stage_changed(toy, "train")
+    assert yaml.safe_load((toy / "params.yaml").read_text())["side"]["v"] == 9  # only the stage's result landed
     assert str(toy) not in first["clone"] + second["clone"]
+
+
+def test_cache_false_outputs_of_a_remote_stage_come_back_through_git(remote_toy, as_worker):
+    toy, _ = remote_toy
+    repro(toy, "train", "side")
+    snapshot = remote_path.publish_workspace(toy, ["train", "side"])
+    as_worker("a")
+    result = remote_path.reproduce_in_clone(snapshot, "eval", False, "refs/toolaware/results/a")
+    assert not (toy / "reports/metrics/eval_classes.json").exists()
+    assert remote_path.record_stage(toy, "eval", "refs/toolaware/results/a") == "ran"
+    metrics = Path(result["clone"]) / "reports/metrics/eval_classes.json"  # `cache: false`: DVC never pushes it
+    assert (toy / "reports/metrics/eval_classes.json").read_text() == metrics.read_text()
+    assert not stage_changed(toy, "eval")
 
 
 def test_a_half_pushed_output_is_never_recorded(remote_toy, as_worker):
@@ -175,7 +190,6 @@ def test_sweep_experiments_run_on_two_workers_at_once(remote_toy, remote_workers
     import shutil
 
     import dvc.api
-    import yaml
 
     from flows.sweep import EXPERIMENT_DEPLOYMENT_ENV, sweep
 
@@ -219,10 +233,10 @@ def test_an_unreachable_dvc_remote_fails_the_stage_in_one_line(toy, sshd, worker
     from dataclasses import replace
 
     from flows.retrain import LAST_RUN, retrain
-    from flows.toy_remote import connect_workspace
+    from flows.toy_remote import connect_workspace, free_port
 
     remote = sshd.new_remote(tmp_path / "shared")
-    closed_port = sshd.port + 1 if sshd.port < 65535 else sshd.port - 1  # nothing listens there
+    closed_port = free_port()
     connect_workspace(toy, replace(remote, url=remote.url.replace(f":{sshd.port}/", f":{closed_port}/")))
     with pytest.raises(DvcFailed):
         retrain(workdir=str(toy), gpu_pool=POOL, gpu_deployment=STAGE_DEPLOYMENT)
