@@ -11,8 +11,8 @@ Parent (retrain / sweep, in its workspace)      Worker (`gpu-stage` / `gpu-exper
    and `git push` it to refs/toolaware/...;        dvc.lock, the stage's `cache: false` outputs);
 2. dispatch the flow run with the snapshot;       experiments: `dvc exp run --temp`, `dvc exp push`.
 5. once the run completed (never before): take the stage's dvc.lock entry from the result commit and
-   `dvc pull` its outputs (with the remote's `verify = true` a truncated object is rejected); or
-   `dvc exp pull` the experiment.
+   `dvc pull` its outputs, hashing every file (a truncated object is rejected, the entry put back);
+   or `dvc exp pull` the experiment.
 
 See docs/orchestration.md, "Hosts that share only git and a DVC remote".
 """
@@ -29,10 +29,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-from flows.dvc_graph import (DvcFailed, exp_pull, exp_push, load_stages, lock_entry, lock_entry_of, pull, push, remove_experiment,
-                             repo_lock, run_experiment, run_stage, set_lock_entry, uncached_outputs)
+from flows.dvc_graph import (DvcFailed, exp_pull, exp_push, load_stages, lock_entry, lock_entry_of, pull, push,
+                             remove_experiment, repo_lock, run_experiment, run_stage, set_lock_entry,
+                             uncached_outputs)
 
 GIT_REMOTE = "origin"  # the git remote every host reaches
 SNAPSHOTS = "refs/toolaware/snapshots"  # workspace states the parent handed out, by commit
@@ -212,6 +214,11 @@ def run_child(deployment: str, parameters: dict, queue: str | None, log, poll_se
             time.sleep(poll_seconds)
 
 
+def child_failure(deployment: str, run) -> list[str]:
+    """A failed child run as DvcFailed tail lines: the worker's own `ERROR:` line becomes the one-line summary."""
+    return [f"{deployment} run '{run.name}' {run.state.type.value.lower()}:", *(run.state.message or "").splitlines()]
+
+
 # ---------------------------------------------------------------- worker side
 
 def clone_root() -> Path:
@@ -277,11 +284,18 @@ def experiment_in_clone(snapshot: Snapshot, name: str, overrides: list[str],
     with checked_out(snapshot) as work:
         pull(work, allow_missing=True)  # the outputs the experiment does not rerun
         remove_experiment(work, name)  # an earlier run of this name on this snapshot
+        started = _now()
         rev = run_experiment(work, name, overrides, on_line=on_line)
+        finished = _now()
         ref = experiment_ref(snapshot.commit, name)
         exp_push(work, GIT_REMOTE, ref)
         on_line(f"dvc exp push {GIT_REMOTE} {ref}: done")
-    return {"name": name, "rev": rev, "ref": ref, "host": socket.gethostname(), "clone": str(work)}
+    return {"name": name, "rev": rev, "ref": ref, "host": socket.gethostname(), "clone": str(work),
+            "started_at": started, "finished_at": finished}  # when `dvc exp run` ran, ISO 8601 UTC
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def run_remote_experiment(workdir: str | os.PathLike, name: str, overrides: list[str], gpus: int,
@@ -295,5 +309,5 @@ def run_remote_experiment(workdir: str | os.PathLike, name: str, overrides: list
     parameters = {"name": name, "overrides": list(overrides), "source": snapshot.param(), "gpus": gpus}
     child = run_child(deployment, parameters, None, log)
     if not child.state.is_completed():
-        raise DvcFailed(f"experiment '{name}'", 1, [f"{deployment} run '{child.name}': {child.state.message}"])
+        raise DvcFailed(f"experiment '{name}'", 1, child_failure(deployment, child))
     return pull_experiment(workdir, experiment_ref(snapshot.commit, name), on_line)

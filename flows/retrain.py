@@ -65,7 +65,7 @@ def run_on_pool(spec: StageSpec, workdir: str, force: bool, deployment: str) -> 
     (flows/remote.py). Otherwise the worker runs it in `workdir`, a path it shares with this host.
     A crashed run is rescheduled once for the next free worker.
     """
-    from flows.remote import is_own_clone, publish_workspace, record_stage, result_ref, run_child
+    from flows.remote import child_failure, is_own_clone, publish_workspace, record_stage, result_ref, run_child
 
     logger = get_run_logger()
     on_line = line_logger(logger)
@@ -78,7 +78,7 @@ def run_on_pool(spec: StageSpec, workdir: str, force: bool, deployment: str) -> 
     child = run_child(deployment, parameters, spec.queue, logger)
     logger.info("stage '%s' ran as flow run '%s' (%s)", spec.name, child.name, child.state.type.value)
     if not child.state.is_completed():
-        raise DvcFailed(f"stage '{spec.name}'", 1, [f"{deployment} run '{child.name}': {child.state.message}"])
+        raise DvcFailed(f"stage '{spec.name}'", 1, child_failure(deployment, child))
     if own_clone:
         return record_stage(workdir, spec.name, result_ref(child.id), on_line)
     try:

@@ -213,8 +213,8 @@ def test_sweep_experiments_run_on_two_workers_at_once(remote_toy, remote_workers
     revs = {r["name"]: r["note"].split()[1] for r in rows if r["kind"] == "experiment"}
     ran_on = {json.loads(dvc.api.read("out/train.json", repo=str(toy), rev=rev))["gpus"] for rev in revs.values()}
     assert ran_on == {"5", "6"}  # one experiment on each worker ...
-    first, second = child_runs("gpu-experiment", remote)
-    assert first.start_time < second.end_time and second.start_time < first.end_time  # ... at the same time
+    first, second = (run.state.result() for run in child_runs("gpu-experiment", remote))  # when `dvc exp run` ran
+    assert first["started_at"] < second["finished_at"] and second["started_at"] < first["finished_at"]  # ... at once
     assert (toy / "params.yaml").read_text() == params_before
     print(f"two remote experiments: {elapsed:.1f} s")
 
