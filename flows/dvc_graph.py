@@ -262,7 +262,7 @@ def run_stage(workdir: str | os.PathLike, name: str, force: bool = False,
         on_line(line)
         for pattern, status in _OUTCOME_LINES:
             match = pattern.match(line)
-            if match and match["stage"] == name and outcome is None:
+            if match and match["stage"] == name:  # the last one counts: `--pull` may fail over to a run
                 outcome = status
 
     before = lock_entry(workdir, name)
