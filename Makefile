@@ -15,6 +15,7 @@ setup: $(STAMP)
 
 $(STAMP): requirements.txt constraints.txt
 	@command -v espeak-ng >/dev/null || (apt-get update -qq && apt-get install -y -qq espeak-ng)
+	@test -x /usr/sbin/sshd || (apt-get update -qq && apt-get install -y -qq openssh-server)  # the multihost tests' SSH DVC remote
 	@test -x $(PY) || { PY312=$$(command -v python3.12 || PYENV_VERSION=3.12.1 pyenv which python3.12); $$PY312 -m venv $(VENV); }
 	@$(PY) -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' || { echo "$(VENV) is not Python 3.12: remove it"; exit 1; }
 	$(PY) -m pip install -q --upgrade pip

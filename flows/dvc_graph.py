@@ -9,6 +9,7 @@ decided up front (`dvc status` only sees the first changed stage).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -30,6 +31,8 @@ _OUTCOME_LINES = (
     (re.compile(r"^Stage '(?P<stage>.+)' is cached - skipping run"), RESTORED),
     (re.compile(r"^Running stage '(?P<stage>.+)':"), RAN),
     (re.compile(r"^Stage '(?P<stage>.+)' didn't change, skipping"), SKIPPED),
+    # `repro --pull`: unchanged but its outputs were missing here, pulled from the DVC remote
+    (re.compile(r"^Pulling data for stage: '(?P<stage>.+)'$"), RESTORED),
 )
 
 
@@ -78,10 +81,10 @@ class StageResult:
                 "started_at": self.started_at, "finished_at": self.finished_at}
 
 
-def _repo(workdir: str | os.PathLike):
+def _repo(workdir: str | os.PathLike, **options):
     from dvc.repo import Repo
 
-    return Repo(os.fspath(workdir), _wait_for_lock=True)  # see WAIT_FOR_LOCK
+    return Repo(os.fspath(workdir), _wait_for_lock=True, **options)  # see WAIT_FOR_LOCK
 
 
 def load_stages(workdir: str | os.PathLike, targets: Iterable[str] | None = None) -> list[StageSpec]:
@@ -247,8 +250,11 @@ def dvc(args: list[str], workdir: str | os.PathLike, on_line: Callable[[str], No
 
 
 def run_stage(workdir: str | os.PathLike, name: str, force: bool = False,
-              on_line: Callable[[str], None] = print) -> str:
-    """`dvc repro --single-item [--force] <name>`: return RAN, SKIPPED or RESTORED, or raise DvcFailed."""
+              on_line: Callable[[str], None] = print, pull: bool = False) -> str:
+    """`dvc repro --single-item [--force] [--pull] <name>`: return RAN, SKIPPED or RESTORED, or raise DvcFailed.
+
+    `pull`: restore from the DVC remote's run-cache (and pull unchanged outputs) instead of rerunning.
+    """
     outcome = None
 
     def watch(line: str) -> None:
@@ -256,25 +262,116 @@ def run_stage(workdir: str | os.PathLike, name: str, force: bool = False,
         on_line(line)
         for pattern, status in _OUTCOME_LINES:
             match = pattern.match(line)
-            if match and match["stage"] == name and outcome is None:
+            if match and match["stage"] == name:  # the last one counts: `--pull` may fail over to a run
                 outcome = status
 
-    before = _lock_entry(workdir, name)
-    args = ["repro", "--single-item", *(["--force"] if force else []), name]
+    before = lock_entry(workdir, name)
+    args = ["repro", "--single-item", *(["--force"] if force else []), *(["--pull"] if pull else []), name]
     returncode, tail = dvc(args, workdir, watch)
     if returncode != 0:
         raise DvcFailed(f"stage '{name}'", returncode, tail)
     if outcome is None:  # DVC changed its wording: fall back to comparing the dvc.lock entry
-        outcome = RAN if force or _lock_entry(workdir, name) != before else SKIPPED
+        outcome = RAN if force or lock_entry(workdir, name) != before else SKIPPED
         on_line(f"(no DVC outcome line for '{name}'; dvc.lock comparison says {outcome})")
     return outcome
 
 
-def _lock_entry(workdir: str | os.PathLike, name: str) -> dict | None:
+def lock_entry(workdir: str | os.PathLike, name: str) -> dict | None:
+    """Stage `name`'s entry in `workdir`'s dvc.lock, or None."""
     lock = Path(workdir) / "dvc.lock"
     if not lock.exists():
         return None
-    return (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).get(name)
+    return lock_entry_of(lock.read_text(), name)
+
+
+def lock_entry_of(lock_text: str, name: str) -> dict | None:
+    """The `dvc.lock` entry of stage `name` in the text of a dvc.lock file, or None."""
+    return (yaml.safe_load(lock_text) or {}).get("stages", {}).get(name)
+
+
+@contextlib.contextmanager
+def repo_lock(workdir: str | os.PathLike):
+    """Hold DVC's repo lock (waiting for it, like every DVC call here): dvc.lock is not being written meanwhile."""
+    with _repo(workdir) as repo, repo.lock:
+        yield
+
+
+def set_lock_entry(workdir: str | os.PathLike, name: str, entry: dict | None) -> None:
+    """Record `entry` as stage `name`'s dvc.lock entry (None removes it), as DVC's own lockfile writer does."""
+    from dvc.utils.serialize import modify_yaml
+
+    with repo_lock(workdir), modify_yaml(Path(workdir) / "dvc.lock") as data:
+        data.setdefault("schema", "2.0")
+        stages = data.setdefault("stages", {})
+        if entry is None:
+            stages.pop(name, None)
+        else:
+            stages[name] = entry
+
+
+def uncached_outputs(workdir: str | os.PathLike, name: str) -> list[str]:
+    """Paths (relative to the DVC root) of stage `name`'s `cache: false` outputs: DVC's remote never carries them."""
+    with _INDEX_LOCK:
+        repo, stages = _INDEX.get(workdir)
+        return [out.def_path for out in stages[name].outs if not out.use_cache]
+
+
+def _absolute_targets(workdir: str | os.PathLike, targets: Iterable[str]) -> list[str]:
+    """Stage addresses / output paths as in-process DVC needs them (it resolves targets against the cwd)."""
+    root = os.path.realpath(workdir)
+    out = []
+    for target in targets:
+        if ":" in target or os.path.exists(os.path.join(root, target)):
+            out.append(os.path.join(root, target))
+        else:  # a stage of the root dvc.yaml
+            out.append(f"{os.path.join(root, 'dvc.yaml')}:{target}")
+    return out
+
+
+def push(workdir: str | os.PathLike, targets: Iterable[str] | None = None, run_cache: bool = False) -> int:
+    """`dvc push [--run-cache] [targets]` in-process (no 0.4-3 s CLI start; waits for the repo lock like
+    every DVC call here). Returns the number of files pushed; raises DvcFailed with DVC's error in one line."""
+    what = " ".join(["dvc push", *(["--run-cache"] if run_cache else []), *(targets or [])])
+    with _repo(workdir) as repo, _dvc_errors(what, repo):
+        return repo.push(targets=_absolute_targets(workdir, targets) if targets else None, run_cache=run_cache)
+
+
+def pull(workdir: str | os.PathLike, targets: Iterable[str] | None = None, allow_missing: bool = False,
+         verify: bool = False) -> dict:
+    """`dvc pull [--allow-missing] [targets]` in-process (see push). Returns DVC's pull stats.
+
+    `verify`: hash every downloaded file (the default remote's `verify = true`, whatever its config says),
+    so a truncated or corrupt object on the remote fails the pull instead of landing in the workspace."""
+    what = " ".join(["dvc pull", *(["--allow-missing"] if allow_missing else []), *(targets or [])])
+    with _repo(workdir, **({"remote_config": {"verify": True}} if verify else {})) as repo, _dvc_errors(what, repo):
+        return repo.pull(targets=_absolute_targets(workdir, targets) if targets else None,
+                         allow_missing=allow_missing)
+
+
+def exp_push(workdir: str | os.PathLike, git_remote: str, ref: str) -> None:
+    """`dvc exp push --force <git_remote> <ref>` in-process: the experiment's commit to git, its outputs to
+    the default DVC remote."""
+    with _repo(workdir) as repo, _dvc_errors(f"dvc exp push {git_remote} {ref}", repo):
+        repo.experiments.push(git_remote, [ref], force=True, push_cache=True)
+
+
+def exp_pull(workdir: str | os.PathLike, git_remote: str, ref: str) -> None:
+    """`dvc exp pull --force <git_remote> <ref>` in-process: the experiment's commit and its outputs."""
+    with _repo(workdir) as repo, _dvc_errors(f"dvc exp pull {git_remote} {ref}", repo):
+        repo.experiments.pull(git_remote, [ref], force=True, pull_cache=True)
+
+
+@contextlib.contextmanager
+def _dvc_errors(what: str, repo):
+    """Any error of an in-process DVC call as DvcFailed, one line naming the call and the DVC remote."""
+    try:
+        yield
+    except Exception as err:  # noqa: BLE001 - DVC, ssh, network: all reported as one DVC failure
+        name = repo.config.get("core", {}).get("remote")
+        url = repo.config.get("remote", {}).get(name, {}).get("url") if name else None
+        where = f" (DVC remote '{name}': {url})" if url else " (no default DVC remote)"
+        message = " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split()) or type(err).__name__
+        raise DvcFailed(what, 1, [f"ERROR: {what}{where}: {message}"]) from err
 
 
 def experiment_rev(workdir: str | os.PathLike, name: str) -> str | None:

@@ -1,7 +1,10 @@
-"""`gpu-stage`: one GPU stage of dvc.yaml, run by a worker of the `gpu-2x4090` pool.
+"""`gpu-stage` and `gpu-experiment`: the flows GPU workers run (pool `gpu-2x4090`).
 
 The worker sets CUDA_VISIBLE_DEVICES; the stage runs the same command as
 anywhere else (`dvc repro --single-item <stage>`, DESIGN.md principle 6).
+With `workdir` it runs in that workspace (a path every host mounts); with `source`
+(a snapshot the parent pushed to git + the DVC remote) in this worker's own clone
+(flows/remote.py).
 """
 from __future__ import annotations
 
@@ -36,10 +39,33 @@ def gpu_slots(gpus: int) -> contextlib.AbstractContextManager:
 
 
 @flow(name="gpu-stage", persist_result=True, log_prints=False)
-def gpu_stage(stage: str, workdir: str, force: bool = False, gpus: int = 1) -> dict:
-    """Bring one stage of the DVC workspace `workdir` (a path on this worker's host) up to date."""
+def gpu_stage(stage: str, workdir: str | None = None, force: bool = False, gpus: int = 1,
+              source: dict | None = None) -> dict:
+    """Bring one stage up to date: in the DVC workspace `workdir` (a path on this worker's host), or at
+    the snapshot `source` in this worker's own clone (its result commit goes to refs/toolaware/results/<run id>)."""
+    from prefect.runtime import flow_run
+
+    from flows.remote import Snapshot, reproduce_in_clone, result_ref
+
     logger = get_run_logger()
-    logger.info("stage '%s' on %s in %s", stage, socket.gethostname(), workdir)
+    if (workdir is None) == (source is None):
+        raise ValueError("gpu-stage needs exactly one of workdir (a shared path) or source (a snapshot)")
+    where = workdir or f"own clone of {source['origin']} at {source['commit'][:7]}"
+    logger.info("stage '%s' on %s in %s", stage, socket.gethostname(), where)
     with gpu_slots(gpus):
-        status = run_stage(workdir, stage, force=force, on_line=line_logger(logger))
-    return {"stage": stage, "status": status, "host": socket.gethostname()}
+        if source is None:
+            status = run_stage(workdir, stage, force=force, on_line=line_logger(logger))
+            return {"stage": stage, "status": status, "host": socket.gethostname()}
+        return reproduce_in_clone(Snapshot(**source), stage, force, result_ref(flow_run.id), line_logger(logger))
+
+
+@flow(name="gpu-experiment", persist_result=True, log_prints=False)
+def gpu_experiment(name: str, overrides: list[str], source: dict, gpus: int = 1) -> dict:
+    """One sweep experiment (`dvc exp run --temp`) at the snapshot `source` in this worker's own clone,
+    pushed with `dvc exp push` (git ref refs/exps/<snapshot>/<name> + its outputs on the DVC remote)."""
+    from flows.remote import Snapshot, experiment_in_clone
+
+    logger = get_run_logger()
+    logger.info("experiment '%s' on %s at %s", name, socket.gethostname(), source["commit"][:7])
+    with gpu_slots(gpus):
+        return experiment_in_clone(Snapshot(**source), name, overrides, line_logger(logger))

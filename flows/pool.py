@@ -2,6 +2,8 @@
 
     python -m flows.pool setup                         # pool gpu-2x4090, queues train/gpu0/gpu1, gcl gpu=2
     python -m flows.pool deploy                        # gpu-stage deployment from this checkout
+    python -m flows.pool deploy --own-clone            # gpu-stage/remote + gpu-experiment/remote: workers
+                                                       #   share only git + a DVC remote (flows/remote.py)
     python -m flows.pool worker --queue train --gpus 0,1
     python -m flows.pool worker --queue gpu0 --gpus 0
     python -m flows.pool worker --queue gpu1 --gpus 1
@@ -12,6 +14,7 @@ creates the same gpu-stage deployment plus `retrain` and `sweep`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -64,27 +67,93 @@ def setup(pool: str = POOL, gpus: int = 2, queues: dict = QUEUES, cpu_pool: str 
         except ObjectNotFound:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=gpus))
         print(f"global concurrency limit {GPU_LIMIT}: {gpus} slots (one per GPU)")
+    crash_silent_runs()
 
 
-def deploy(pool: str = POOL, source: Path = REPO) -> str:
-    """Deploy the gpu-stage flow from the checkout `source` onto `pool`; return 'gpu-stage/gpu-stage'."""
-    from flows.gpu_stage import gpu_stage
-
-    flow = gpu_stage.from_source(source=str(source), entrypoint="flows/gpu_stage.py:gpu_stage")
-    flow.deploy(name="gpu-stage", work_pool_name=pool, build=False, push=False, print_next_steps=False,
-                description="One GPU stage of dvc.yaml (dvc repro --single-item) on the GPU pool")
-    print(f"deployed gpu-stage/gpu-stage from {source} on {pool}")
-    return "gpu-stage/gpu-stage"
+# A host that loses power reports nothing: its GPU flow runs would stay Running. Their heartbeats
+# (every HEARTBEAT_SECONDS, sent by the flow-run process; `flows.pool worker` turns them on) stop,
+# and this automation marks such a run Crashed; the parent then reschedules it (flows/remote.py run_child).
+HEARTBEAT_SECONDS = 30  # Prefect's minimum
+SILENT_RUN_AUTOMATION = "toolaware: crash GPU flow runs whose heartbeats stopped"
 
 
-def worker_command(pool: str, queue: str | None, gpus: str | None, poll_seconds: int = 2) -> tuple[list[str], dict]:
-    """The `prefect worker start` command line and environment for one worker."""
+def crash_silent_runs(silence_seconds: int = 3 * HEARTBEAT_SECONDS) -> None:
+    """Create (or replace) the automation that marks a gpu-stage / gpu-experiment run without a heartbeat
+    for `silence_seconds` as Crashed (Prefect's documented zombie-run detection)."""
+    from datetime import timedelta
+
+    from prefect.automations import Automation
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.exceptions import ObjectNotFound
+
+    with contextlib.suppress(ObjectNotFound, ValueError):
+        Automation.read(name=SILENT_RUN_AUTOMATION).delete()
+    Automation(
+        name=SILENT_RUN_AUTOMATION,
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.Completed", "prefect.flow-run.Failed",
+                    "prefect.flow-run.Cancelled", "prefect.flow-run.Crashed"},
+            match={"prefect.resource.id": "prefect.flow-run.*"},
+            match_related={"prefect.resource.role": "flow", "prefect.resource.name": ["gpu-stage", "gpu-experiment"]},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=silence_seconds),
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED,
+                                    message=f"no heartbeat for {silence_seconds} s: its host is gone")],
+    ).create()
+    print(f"automation '{SILENT_RUN_AUTOMATION}': a GPU flow run silent for {silence_seconds} s is marked Crashed")
+
+
+def deploy(pool: str = POOL, source: Path = REPO, own_clone: bool = False) -> str:
+    """Deploy the gpu-stage flow from the checkout `source` onto `pool`; return its name.
+
+    `own_clone`: `gpu-stage/remote` (tagged `own-clone`: the parent passes a git + DVC snapshot, the
+    worker runs in its own clone) and `gpu-experiment/remote` (sweep experiments, queue `train`);
+    otherwise `gpu-stage/gpu-stage` (the worker runs in the parent's workspace path)."""
+    from flows.remote import OWN_CLONE_TAG
+
+    name, tags = ("remote", [OWN_CLONE_TAG]) if own_clone else ("gpu-stage", [])
+    _deploy("flows/gpu_stage.py:gpu_stage", name, pool, source, tags, None,
+            "One GPU stage of dvc.yaml (dvc repro --single-item) on the GPU pool")
+    if own_clone:
+        _deploy("flows/gpu_stage.py:gpu_experiment", "remote", pool, source, tags, "train",
+                "One sweep experiment (dvc exp run --temp, dvc exp push) in a worker's own clone")
+    return f"gpu-stage/{name}"
+
+
+def _deploy(entrypoint: str, name: str, pool: str, source: Path, tags: list[str], queue: str | None,
+            description: str) -> None:
+    from prefect import Flow
+
+    flow = Flow.from_source(source=str(source), entrypoint=entrypoint)
+    flow.deploy(name=name, work_pool_name=pool, work_queue_name=queue, tags=tags, build=False, push=False,
+                print_next_steps=False, description=description)
+    print(f"deployed {flow.name}/{name} from {source} on {pool}" + (f", queue {queue}" if queue else ""))
+
+
+def worker_command(pool: str, queue: str | None, gpus: str | None, poll_seconds: int = 2,
+                   limit: int | None = None) -> tuple[list[str], dict]:
+    """The `prefect worker start` command line and environment for one worker.
+
+    Its own-clone runs (flows/remote.py) use clones under $TOOLAWARE_CLONES, by default one folder per
+    queue, so two workers of one host do not wait for each other's clone."""
+    from flows.remote import CLONES_ENV
+
     env = dict(os.environ, PREFECT_WORKER_QUERY_SECONDS=str(poll_seconds))
+    env.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(HEARTBEAT_SECONDS))  # see crash_silent_runs
+    env.setdefault(CLONES_ENV, str(Path.home() / ".cache" / "toolaware" / "clones" / (queue or "all-queues")))
     if gpus is not None:
         env["CUDA_VISIBLE_DEVICES"] = gpus
     command = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool, "--type", "process"]
     if queue:
         command += ["--work-queue", queue]
+    if limit:
+        command += ["--limit", str(limit)]
     return command, env
 
 
@@ -94,17 +163,20 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     cmd_setup = commands.add_parser("setup", help="create the pool, its queues and the gpu concurrency limit")
     cmd_setup.add_argument("--gpus", type=int, default=2, help="GPUs in the pool, all hosts together")
-    commands.add_parser("deploy", help="deploy gpu-stage from this checkout onto the pool")
+    cmd_deploy = commands.add_parser("deploy", help="deploy gpu-stage from this checkout onto the pool")
+    cmd_deploy.add_argument("--own-clone", action="store_true",
+                            help="workers share only git + a DVC remote: gpu-stage/remote, gpu-experiment/remote")
     cmd_worker = commands.add_parser("worker", help="start a worker (runs in the foreground)")
     cmd_worker.add_argument("--queue", help="work queue (train, gpu0, gpu1); default: all of the pool's")
     cmd_worker.add_argument("--gpus", help="CUDA_VISIBLE_DEVICES for the flows it runs, e.g. 0,1")
+    cmd_worker.add_argument("--limit", type=int, help="flow runs at once (default: no limit)")
     args = parser.parse_args(argv)
     if args.command == "setup":
         setup(args.pool, args.gpus)
     elif args.command == "deploy":
-        deploy(args.pool)
+        deploy(args.pool, own_clone=args.own_clone)
     else:
-        command, env = worker_command(args.pool, args.queue, args.gpus)
+        command, env = worker_command(args.pool, args.queue, args.gpus, limit=args.limit)
         os.execvpe(command[0], command, env)
     return 0
 

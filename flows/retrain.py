@@ -58,17 +58,29 @@ def find_gpu_pool(name: str | None) -> str | None:
 
 
 def run_on_pool(spec: StageSpec, workdir: str, force: bool, deployment: str) -> str:
-    """Run one stage through the `gpu-stage` deployment; return its status or raise DvcFailed."""
-    from prefect.deployments import run_deployment
+    """Run one stage through the `gpu-stage` deployment; return its status or raise DvcFailed.
+
+    A deployment tagged `own-clone` (`python -m flows.pool deploy --own-clone`) runs it in a worker's own
+    clone: the stage's inputs are pushed first (git + DVC remote), its result pulled back after
+    (flows/remote.py). Otherwise the worker runs it in `workdir`, a path it shares with this host.
+    A crashed run is rescheduled once for the next free worker.
+    """
+    from flows.remote import child_failure, is_own_clone, publish_workspace, record_stage, result_ref, run_child
 
     logger = get_run_logger()
-    child = run_deployment(
-        deployment, parameters={"stage": spec.name, "workdir": workdir, "force": force, "gpus": spec.gpus},
-        work_queue_name=spec.queue, poll_interval=2,
-    )
+    on_line = line_logger(logger)
+    own_clone = is_own_clone(deployment)
+    parameters = {"stage": spec.name, "force": force, "gpus": spec.gpus}
+    if own_clone:
+        parameters["source"] = publish_workspace(workdir, list(spec.upstream), on_line).param()
+    else:
+        parameters["workdir"] = workdir
+    child = run_child(deployment, parameters, spec.queue, logger)
     logger.info("stage '%s' ran as flow run '%s' (%s)", spec.name, child.name, child.state.type.value)
     if not child.state.is_completed():
-        raise DvcFailed(f"stage '{spec.name}'", 1, [f"{deployment} run '{child.name}': {child.state.message}"])
+        raise DvcFailed(f"stage '{spec.name}'", 1, child_failure(deployment, child))
+    if own_clone:
+        return record_stage(workdir, spec.name, result_ref(child.id), on_line)
     try:
         return child.state.result()["status"]
     except Exception as err:  # noqa: BLE001 - e.g. the worker's result storage is not readable from here

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from flows.gpu_stage import gpu_slots
 from flows.prescreen import (PrescreenResult, changes_blip, flag_twins, load_reference_audio, prescreen_variant,
                              variant_signature)
 from flows.publish import BLIP_METRICS, CLASS_METRICS, markdown_table, per_class, publish_table
+from flows.remote import run_remote_experiment
 
 LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv, .md and .png
 COLUMNS = ["rank", "name", "kind", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
@@ -131,10 +133,19 @@ def reject_twins(screened: dict[Variant, PrescreenResult], default: tuple[int, .
     return {v: flagged[v.name] for v in screened}
 
 
+# A `gpu-experiment` deployment (`python -m flows.pool deploy --own-clone` makes `gpu-experiment/remote`):
+# set, each experiment runs on a GPU worker in its own clone; unset, in this process.
+EXPERIMENT_DEPLOYMENT_ENV = "TOOLAWARE_EXPERIMENT_DEPLOYMENT"
+
+
 @task(task_run_name="exp-{variant.name}", cache_policy=NO_CACHE, persist_result=False)
 def experiment(workdir: str, variant: Variant, gpus: int) -> dict:
-    """Run one variant as a DVC experiment; return its leaderboard metrics."""
+    """Run one variant as a DVC experiment, here or (see EXPERIMENT_DEPLOYMENT_ENV) on a GPU worker's
+    own clone, pulled back with `dvc exp pull`; return its leaderboard metrics."""
     logger = get_run_logger()
+    if deployment := os.environ.get(EXPERIMENT_DEPLOYMENT_ENV):
+        rev = run_remote_experiment(workdir, variant.name, variant.overrides, gpus, deployment, logger)
+        return experiment_metrics(workdir, rev)
     with gpu_slots(gpus):
         if remove_experiment(workdir, variant.name):
             logger.info("replaced the earlier experiment '%s' of this commit", variant.name)

@@ -30,3 +30,26 @@ def prefect_api(tmp_path_factory) -> str:
     with temporary_settings({PREFECT_HOME: str(tmp_path_factory.mktemp("prefect-home"))}):
         with prefect_test_harness(server_startup_timeout=90):
             yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """Debian's openssh-server on 127.0.0.1 (own host key and authorized key in a temp dir): serves the
+    DVC SSH remotes of the multihost tests. `make test` installs openssh-server."""
+    from flows.toy_remote import sshd_available, start_sshd
+
+    if not sshd_available():
+        pytest.skip("openssh-server is not installed (make test installs it)")
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def remote_toy(toy, sshd, tmp_path):
+    """The toy repo with a git origin (a bare repo) and a DVC SSH remote of its own: (workspace, Remote)."""
+    from flows.toy_remote import connect_workspace
+
+    remote = sshd.new_remote(tmp_path / "shared")
+    connect_workspace(toy, remote)
+    return toy, remote
