@@ -75,7 +75,7 @@ def test_a_stage_in_the_remote_run_cache_is_restored_on_another_worker_not_rerun
 def test_a_stage_already_in_dvc_lock_is_pulled_on_the_worker_not_rerun(remote_toy, as_worker):
     toy, _ = remote_toy
     repro(toy, "train")  # its entry is in dvc.lock, its output on the remote: nothing to compute
-    snapshot = remote_path.publish_workspace(toy, ["train"])
+    snapshot = remote_path.publish_workspace(toy, ["feat", "train"])  # its upstream, as retrain pushes it, and itself
     as_worker("a")
     assert remote_path.reproduce_in_clone(snapshot, "train", False, "refs/toolaware/results/a")["status"] == "restored"
 
