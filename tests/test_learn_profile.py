@@ -40,12 +40,13 @@ BASE_MODEL = Path("models/base/lfm2.5-audio")
 # The smallest set-up measured to fit reliably: 8 rows (4 tool_match, 2 tool_miss, 2 non_tool), 120 epochs in
 # 240 steps of 4 rows (train loss 0.005 with seeds 0 and 1). A step costs ~50 ms + ~40 ms a row whatever the
 # context, so fewer, larger steps are cheaper; fewer epochs left the blip unlearnt (250 steps of 2 rows: loss
-# 0.019, 3/4; 400 steps of 1 row: loss 0.05, 0/4). No tool_result_speak rows: they are the longest (two
-# turns) and eval_blip does not score them. Up to 5 listed tools make each row's system prompt its own.
+# 0.019, 3/4; 400 steps of 1 row: loss 0.05, 0/4). The dataset stage makes at least one row of each class;
+# the tool_result_speak row is dropped before TTS (``drop_narration_rows``): it is the longest (two turns) and
+# eval_blip does not score it. Up to 5 listed tools make each row's system prompt its own.
 SMALL = {
-    "dataset": {"train_size": 8, "eval_size": 2, "heldout_per_class": 1, "novel_facts": 1,
-                "class_shares": {"tool_match": 0.5, "tool_result_speak": 0.0, "tool_miss": 0.25, "non_tool": 0.25}},
-    "preprocess": {"max_context_length": 640},  # the longest of these rows has ~530 tokens
+    "dataset": {"train_size": 9, "eval_size": 2, "heldout_per_class": 1, "novel_facts": 1,
+                "class_shares": {"tool_match": 0.45, "tool_result_speak": 0.1, "tool_miss": 0.225, "non_tool": 0.225}},  # 4/1/2/2
+    "preprocess": {"max_context_length": 640},  # the longest of the 8 rows trained on has ~530 tokens
     "train": {"context_length": 640, "batch_size": 4, "max_steps": 240, "lr": 5.0e-3, "warmup_steps": 10,
               "log_interval": 60, "save_interval": 240},
     "eval_classes": {"max_new_tokens": 12},
@@ -77,7 +78,15 @@ def make_workspace(root: Path, model_dir: Path, overrides: dict) -> Path:
     shutil.copytree(model_dir, root / BASE_MODEL)
     for stage in STAGES_BEFORE_TRAINING:
         run_stage(root, stage)
+        if stage == "dataset":
+            drop_narration_rows(root / "data/dataset/train.jsonl")
     return root
+
+
+def drop_narration_rows(train_jsonl: Path) -> None:
+    """The training rows without the tool_result_speak ones (see SMALL)."""
+    lines = train_jsonl.read_text().splitlines(keepends=True)
+    train_jsonl.write_text("".join(line for line in lines if json.loads(line)["class"] != "tool_result_speak"))
 
 
 def train_arm(shared: Path, root: Path, blip_on: list[str], overrides: dict, preview_delay_frames: int = 0) -> dict:
