@@ -9,6 +9,7 @@ from liquid_audio.data.mapper import LFM2AudioChatMapper
 from liquid_audio.data.preprocess import preprocess_dataset
 
 from pipeline.audio import to_float32
+from pipeline.interleave import Schedule, read_record
 from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, assistant_audio_turns, row_messages
 from pipeline.params import ParamsError, parse_params
 from pipeline.records import DatasetRow
@@ -52,7 +53,7 @@ def signature(tiny_mimi, tmp_path_factory):
 
 @pytest.fixture()
 def mapper(tiny_lfm, tmp_path):
-    return CachedCodesMapper(tiny_lfm.processor, CodesCache(tmp_path / "codes", "mimi-sha"))
+    return CachedCodesMapper(tiny_lfm.processor, CodesCache(tmp_path / "codes", "mimi-sha"), Schedule.of_model(tiny_lfm.model))
 
 
 @pytest.mark.parametrize("row_class", ["non_tool", "tool_miss", "tool_result_speak"])
@@ -84,7 +85,7 @@ def test_tool_match_ack_starts_with_the_blip_signature(signature, mapper):
 def test_codes_cache_reencodes_only_changed_audio(tiny_lfm, tmp_path, signature):
     trip, _ = signature
     cache = CodesCache(tmp_path / "codes", "mimi-sha")
-    mapper = CachedCodesMapper(tiny_lfm.processor, cache)
+    mapper = CachedCodesMapper(tiny_lfm.processor, cache, Schedule.of_model(tiny_lfm.model))
     match, other = DatasetRow.from_json(ROWS["tool_match"]), DatasetRow.from_json(ROWS["non_tool"])
     preview = to_float32(trip.preview)
     mapper(row_messages(match, audio_for(match), preview))
@@ -119,7 +120,7 @@ def test_written_shards_equal_the_stock_preprocess_dataset(tiny_lfm, mapper, tmp
         sample = mapper(chat)
         records.append({name: getattr(sample, name).tolist() for name in
                         ("text", "audio_in", "audio_in_lens", "audio_out", "modality_flag", "supervision_mask")})
-    write_dataset(records, tmp_path / "ours")
+    write_dataset(records, tmp_path / "ours", Schedule.of_model(tiny_lfm.model))
     stock, ours = LFM2DataLoader(str(tmp_path / "stock"), 512), LFM2DataLoader(str(tmp_path / "ours"), 512)
     assert len(stock) == len(ours) == 2
     for i in range(2):
