@@ -20,10 +20,11 @@ stock loop (same state machine, same greedy choices):
   steps, and the next waiting chat is prefilled into its place (continuous
   batching), so one long reply does not hold a whole batch.
 
-The interleave schedule is a parameter (``Schedule``): ``first_text`` text
-tokens, then ``n_audio`` audio frames and ``n_text`` text tokens alternating;
-the default is the model's own (first chunk = ``interleaved_n_text``), which is
-stock ``generate_interleaved``.
+The interleave schedule is a parameter (``pipeline.interleave.Schedule``):
+``first_text`` text tokens, then ``n_audio`` audio frames and ``n_text`` text
+tokens alternating; the default is the model's own (first chunk =
+``interleaved_n_text``), which is stock ``generate_interleaved``. Callers pass
+the schedule the model folder records (``LoadedLFM.schedule``).
 """
 from __future__ import annotations
 
@@ -35,27 +36,7 @@ import torch
 from torch.nn import functional as F
 
 from coordinator.constants import END_OF_AUDIO_CODE, IM_END_TOKEN, TEXT_END_TOKEN
-
-TEXT, AUDIO = "t", "a"
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """The interleave: ``first_text`` text tokens, then ``n_audio`` frames / ``n_text`` tokens alternating."""
-
-    first_text: int
-    n_text: int
-    n_audio: int
-
-    def __post_init__(self) -> None:
-        if min(self.first_text, self.n_text, self.n_audio) < 1:
-            raise ValueError(f"every chunk of the interleave schedule must be >= 1, got {self}")
-
-    @classmethod
-    def of_model(cls, model, first_text: int | None = None) -> "Schedule":
-        """The model's own schedule (what stock ``generate_interleaved`` does), the first chunk optionally changed."""
-        n_text, n_audio = int(model.conf.interleaved_n_text), int(model.conf.interleaved_n_audio)
-        return cls(n_text if first_text is None else int(first_text), n_text, n_audio)
+from pipeline.interleave import AUDIO, TEXT, Schedule
 
 
 @dataclass

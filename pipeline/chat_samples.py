@@ -4,7 +4,10 @@ The chat layout comes from ``pipeline.prompts.build_chat_turns`` (the same one
 evaluation replays). liquid-audio's ``LFM2AudioChatMapper`` turns a chat into a
 training sample; the only thing changed here is where assistant-audio codes
 come from: a content-addressed cache keyed by the waveform itself, so after a
-blip change only the rows whose audio changed (the blipped acks) re-encode.
+blip change only the rows whose audio changed (the blipped acks) re-encode; and
+the interleave of each assistant reply follows a ``pipeline.interleave.Schedule``
+(``preprocess.first_text_chunk`` changes its first text chunk; the model's own
+schedule gives exactly the stock mapper's samples).
 
 Which assistant turns get the blip is a list of turn kinds (``preprocess.blip_on``):
 ``tool_match`` (the ack of a tool_match row: the v4.1 card), ``turn1_ack`` (the
@@ -21,8 +24,10 @@ import numpy as np
 import torch
 from liquid_audio.data.mapper import LFM2AudioChatMapper
 from liquid_audio.data.types import AudioSegment, ChatMessage, InterleavedSegment, TextSegment
+from liquid_audio.utils import LFMModality
 
 from pipeline.audio import SAMPLE_RATE, encode_wav
+from pipeline.interleave import AUDIO, TEXT, Schedule
 from pipeline.io import atomic_path
 from pipeline.params import StageError
 from pipeline.prompts import build_chat_turns
@@ -34,6 +39,7 @@ BLIP_TURNS = ("tool_match", "turn1_ack")
 #: The card's recipe: only tool_match acks open with the blip.
 DEFAULT_BLIP_ON = ("tool_match",)
 END_OF_AUDIO = 2048  # the mapper closes every assistant turn's codes with one frame of 2048s
+MODALITY_FLAGS = {TEXT: int(LFMModality.TEXT), AUDIO: int(LFMModality.AUDIO_OUT)}
 
 
 class MissingTurnAudio(StageError, ValueError):
@@ -144,11 +150,18 @@ class CodesCache:
 
 
 class CachedCodesMapper(LFM2AudioChatMapper):
-    """liquid-audio's mapper, reading assistant-audio codes from a ``CodesCache`` first."""
+    """liquid-audio's mapper, reading assistant-audio codes from a ``CodesCache`` first, interleaving by ``schedule``.
 
-    def __init__(self, processor, cache: CodesCache, **kwargs):
-        super().__init__(processor, **kwargs)
+    The stock mapper lays out every interleaved reply as n_text text / n_audio
+    audio positions alternating; here the layout is ``schedule``'s, which may
+    open with a different first text chunk. Only the modality flags of the reply
+    move: its tokens, codes and supervision are the stock mapper's.
+    """
+
+    def __init__(self, processor, cache: CodesCache, schedule: Schedule):
+        super().__init__(processor, interleaved_text_tokens=schedule.n_text, interleaved_audio_tokens=schedule.n_audio)
         self.cache = cache
+        self.schedule = schedule
 
     def _encode_audio_out(self, *, wav: torch.Tensor, sampling_rate: int) -> torch.Tensor:
         key = self.cache.key(wav, sampling_rate)
@@ -157,3 +170,13 @@ class CachedCodesMapper(LFM2AudioChatMapper):
             codes = super()._encode_audio_out(wav=wav, sampling_rate=sampling_rate)
             self.cache.put(key, codes)
         return codes
+
+    def _append_interleaved_out(self, *, text_parts: list[torch.Tensor], audio_out_parts: list[torch.Tensor],
+                                modality_seq: list[int], **rest) -> None:
+        start = len(modality_seq)
+        super()._append_interleaved_out(text_parts=text_parts, audio_out_parts=audio_out_parts,
+                                        modality_seq=modality_seq, **rest)
+        layout = self.schedule.layout(int(text_parts[-1].shape[0]), int(audio_out_parts[-1].shape[1]))
+        if len(layout) != len(modality_seq) - start:  # the stock mapper changed shape: refuse to guess
+            raise RuntimeError(f"interleaved reply of {len(modality_seq) - start} positions, schedule laid out {len(layout)}")
+        modality_seq[start:] = [MODALITY_FLAGS[kind] for kind in layout]

@@ -17,7 +17,10 @@ turn 1 is generated as above; its generated tokens are appended
 generated after ``<|im_start|>assistant``.
 
 Generation is greedy unless temperatures are given (``GenerationParams``);
-sampled generation is seeded per reply.
+sampled generation is seeded per reply. The interleave is the one the model
+folder records it was trained with (``LoadedLFM.schedule``): the model's own
+goes through stock ``generate_interleaved``, another first text chunk through
+the greedy decoder (stock cannot follow it).
 """
 from __future__ import annotations
 
@@ -30,7 +33,8 @@ import numpy as np
 import torch
 
 from coordinator.constants import N_CODEBOOKS
-from pipeline.batch_decode import Schedule, decode_chats
+from pipeline.batch_decode import decode_chats
+from pipeline.interleave import RECORD_NAME, Schedule, ScheduleError
 from pipeline.models import LoadedLFM
 from pipeline.params import StageParams, field
 from pipeline.prompts import facts_system_prompt, system_prompt
@@ -115,8 +119,21 @@ def append_turn(chat, collector: ReplyCollector) -> None:
 # --------------------------------------------------------------------------- generating
 
 def generate_stream(lfm: LoadedLFM, chat, params: GenerationParams) -> Iterator[torch.Tensor]:
-    """Open the assistant turn (``<|im_start|>assistant``) now, then stream ``generate_interleaved`` items (on the CPU)."""
+    """Open the assistant turn (``<|im_start|>assistant``) now, then stream ``generate_interleaved`` items (on the CPU).
+
+    A model trained with another first text chunk (``lfm.schedule``) is decoded
+    by our greedy decoder instead, which stock cannot do: the turn is decoded
+    whole, then its items are streamed.
+    """
+    schedule = lfm.schedule
+    stock = schedule == Schedule.of_model(lfm.model)
+    if not stock and not params.greedy:
+        raise ScheduleError(f"{lfm.path} was trained with first_text={schedule.first_text} ({RECORD_NAME}), which only "
+                            "the greedy decoder follows: set text_temperature and audio_temperature to null")
     chat.new_turn("assistant")
+
+    def decoded() -> Iterator[torch.Tensor]:
+        yield from decode_chats(lfm, [chat], params.max_new_tokens, 1, schedule)[0].items
 
     def items() -> Iterator[torch.Tensor]:
         if not params.greedy:
@@ -132,7 +149,7 @@ def generate_stream(lfm: LoadedLFM, chat, params: GenerationParams) -> Iterator[
             ):
                 yield item.detach().to("cpu").clone()
 
-    return items()
+    return items() if stock else decoded()
 
 
 def generate_turn(
@@ -206,16 +223,16 @@ def generate_replies(
     requests: list[tuple[DatasetRow, UserAudio]],
     params: GenerationParams,
     batch_size: int = 1,
-    schedule: Schedule | None = None,
 ) -> list[Reply]:
     """``generate_reply`` for every (row, user audio), in order.
 
-    ``batch_size`` 1 with the model's own schedule is exactly ``generate_reply``
-    row after row. Otherwise the turns are decoded ``batch_size`` at a time by
-    the batched greedy decoder: all first turns, then the tool_result_speak rows'
-    second turns. ``Reply.seconds`` is then the turn's own time in the batch.
+    ``batch_size`` 1 is exactly ``generate_reply`` row after row. Otherwise the
+    turns are decoded ``batch_size`` at a time by the batched greedy decoder: all
+    first turns, then the tool_result_speak rows' second turns. ``Reply.seconds``
+    is then the turn's own time in the batch. Either way the interleave is the
+    one the model folder records (``lfm.schedule``).
     """
-    if batch_size == 1 and schedule is None:
+    if batch_size == 1:
         return [generate_reply(lfm, row, audio, params) for row, audio in requests]
     if not params.greedy:
         raise ValueError("the batched decoder is greedy only: set the temperatures to null or batch_size to 1")
@@ -223,7 +240,7 @@ def generate_replies(
         if row.row_class == "tool_result_speak" and row.facts is None:
             raise ValueError(f"row {row.id}: a tool_result_speak row needs facts")
     chats = [_open_turn(request_chat(lfm, row, audio)) for row, audio in requests]
-    first = decode_chats(lfm, chats, params.max_new_tokens, batch_size, schedule)
+    first = decode_chats(lfm, chats, params.max_new_tokens, batch_size, lfm.schedule)
     replies: list[Reply] = []
     second_turns: list[int] = []
     for n, ((row, _), decoded) in enumerate(zip(requests, first)):
@@ -238,7 +255,7 @@ def generate_replies(
             chat.end_turn()
             _open_turn(chat)
             second_turns.append(n)
-    second = decode_chats(lfm, [chats[n] for n in second_turns], params.max_new_tokens, batch_size, schedule)
+    second = decode_chats(lfm, [chats[n] for n in second_turns], params.max_new_tokens, batch_size, lfm.schedule)
     for n, decoded in zip(second_turns, second):
         reply, _ = _collect(lfm, decoded.items, params.max_new_tokens, decoded.seconds)
         reply.turn1 = replies[n]

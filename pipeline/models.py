@@ -5,6 +5,9 @@ which call liquid-audio's real ``from_pretrained(Path)``. They add the checks
 liquid-audio lacks: a folder missing a file, or weights that do not cover the
 model (liquid-audio loads with ``strict=False``, leaving such weights random
 without a word), fail here with a message naming the folder and the keys.
+``load_lfm`` also reads the interleave schedule the folder was trained with
+(``interleave.json``, ``pipeline.interleave``); every decoding path follows
+``LoadedLFM.schedule``.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import torch
 
 from coordinator.constants import MIMI_SAMPLE_RATE, N_CODEBOOKS
 from pipeline.hub_layout import LFM_WEIGHTS_NAME, ModelFolderError, check_lfm_folder
+from pipeline.interleave import Schedule, trained_schedule
 from pipeline.mimi_config import mimi_settings, read_overrides
 
 __all__ = ["LoadedLFM", "ModelFolderError", "check_lfm_folder", "decode_codes", "encode_codes", "load_lfm",
@@ -27,6 +31,12 @@ class LoadedLFM:
     model: torch.nn.Module  # liquid_audio LFM2AudioModel
     processor: object  # liquid_audio LFM2AudioProcessor (Mimi already loaded)
     path: Path
+    folder_schedule: Schedule | None = None  # what load_lfm read from the folder (pipeline.interleave.trained_schedule)
+
+    @property
+    def schedule(self) -> Schedule:
+        """The interleave to decode with: the one the folder records it was trained with, else the model's own."""
+        return self.folder_schedule or Schedule.of_model(self.model)
 
 
 def _tensor_names_in(weights_file: Path) -> set[str]:
@@ -63,11 +73,12 @@ def load_processor(path: Path, device: str = "cpu"):
 
 
 def load_lfm(path: Path, device: str = "cpu", dtype: torch.dtype = torch.bfloat16) -> LoadedLFM:
-    """LFM2AudioModel + processor from a local folder, with weight coverage checked."""
+    """LFM2AudioModel + processor from a local folder, with weight coverage checked and its interleave record read."""
     from liquid_audio import LFM2AudioModel
 
     path = Path(path)
     processor = load_processor(path, device=device)
+    schedule = trained_schedule(path)  # a bad interleave.json fails before the weights load
     # liquid-audio returns the module in training mode (dropout on: greedy decoding would not be
     # deterministic). Inference wants eval mode; the train stage switches to train() itself.
     model = LFM2AudioModel.from_pretrained(path, device=device, dtype=dtype).eval()
@@ -75,7 +86,7 @@ def load_lfm(path: Path, device: str = "cpu", dtype: torch.dtype = torch.bfloat1
     if missing:
         shown = ", ".join(missing[:8]) + (f" (+{len(missing) - 8} more)" if len(missing) > 8 else "")
         raise ModelFolderError(f"{path}/model.safetensors: {len(missing)} model weights missing: {shown}")
-    return LoadedLFM(model=model, processor=processor, path=path)
+    return LoadedLFM(model=model, processor=processor, path=path, folder_schedule=schedule)
 
 
 def load_mimi(path: Path, device: str = "cpu"):

@@ -12,7 +12,10 @@ and calls the tool only if the reply is an acknowledgement (what v4 did for
 every turn). Audio frames are decoded by Mimi as they arrive (streaming decode,
 frame by frame) and appended in chunks to ``reports/demo/<turn>.wav``. The console
 shows when the blip was detected and when the ack ended; the timeline plot
-``reports/plots/demo_timeline.png`` puts dispatch against audio time.
+``reports/plots/demo_timeline.png`` puts dispatch against audio time. A model
+folder trained with a capped text preamble (``interleave.json``) is decoded by
+our greedy decoder, which stock cannot replace: each turn's stream is then
+replayed once decoded, as with ``batch_size`` > 1.
 
 With a random-init (smoke) model the blip is almost never emitted: every tool
 turn then goes through the ack-end fallback, and the demo says so.

@@ -9,6 +9,11 @@ the samples, so the shards are in its dataset format. Unlike the stock
 ``preprocess_dataset``, over-long rows are counted, listed and reported, not
 silently skipped, and every blipped turn is checked to open with the blip
 signature's codes, per kind, in ``reports/metrics/preprocess.json``.
+
+Each assistant reply is interleaved by the base model's schedule (6 text / 12
+audio), its first text chunk set by ``preprocess.first_text_chunk`` (null: the
+model's own); each split folder records it in ``interleave.json``, where the
+train stage reads it (``pipeline.interleave``).
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ from pipeline.chat_samples import (
     blipped_turns,
     row_messages,
 )
+from pipeline.interleave import Schedule, own_schedule, write_record
 from pipeline.io import atomic_dir, write_json
 from pipeline.params import StageError, StageParams, load_stage_params, stage_main
 from pipeline.params import field as param
@@ -64,6 +70,7 @@ class PreprocessParams(StageParams):
     max_context_length: int = param(lo=1)
     tool_match_oversample: int = param(1, lo=1)  # v4.2 idea: tool_match rows repeated k times in train
     blip_on: tuple[Literal["tool_match", "turn1_ack"], ...] = DEFAULT_BLIP_ON  # [] = v4
+    first_text_chunk: int | None = param(None, lo=1, hi=64)  # v4.2 idea: text tokens before the first audio frame
 
     def check(self) -> None:
         if len(set(self.blip_on)) != len(self.blip_on):
@@ -199,8 +206,9 @@ def samples_for_split(
             yield record
 
 
-def write_dataset(records, target: Path) -> None:
-    """liquid-audio's on-disk format (the features its ``preprocess_dataset`` declares), atomically."""
+def write_dataset(records, target: Path, schedule: Schedule) -> None:
+    """liquid-audio's on-disk format (the features its ``preprocess_dataset`` declares), atomically,
+    with the interleave schedule of its samples (``interleave.json``, which training carries into the model)."""
     import datasets
     from datasets import Features, Sequence, Value
 
@@ -225,6 +233,7 @@ def write_dataset(records, target: Path) -> None:
         chunks.append(datasets.Dataset.from_list(pending, features=features))
     with atomic_dir(target) as tmp:
         datasets.concatenate_datasets(chunks).save_to_disk(str(tmp))
+        write_record(tmp, schedule)
 
 
 def run(params: PreprocessParams) -> dict:
@@ -234,7 +243,8 @@ def run(params: PreprocessParams) -> dict:
 
     processor = load_processor(params.model_dir)
     cache = CodesCache(params.codes_cache_dir, sha256_file(params.model_dir / MIMI_WEIGHTS_NAME))
-    mapper = CachedCodesMapper(processor, cache)
+    schedule = interleave_schedule(params)
+    mapper = CachedCodesMapper(processor, cache, schedule)
     preview_samples, preview_rate = read_wav(PREVIEW_WAV)
     preview = to_float32(resample(preview_samples, preview_rate, SAMPLE_RATE))
     signature = BlipSignature.load(CODES_NPY, SIGNATURE_JSON)  # verifies shape and hashes
@@ -252,11 +262,12 @@ def run(params: PreprocessParams) -> dict:
         write_dataset(
             samples_for_split(result.rows, manifest, mapper, params, preview, signature, report, oversample, split),
             OUT_DIR / split,
+            schedule,
         )
 
     overlong = [entry for report in reports.values() for entry in report.overlong]
     write_jsonl(OVERLONG, overlong)
-    metrics = metrics_document(reports, cache, params.blip_on)
+    metrics = metrics_document(reports, cache, params.blip_on, schedule)
     write_json(METRICS, metrics)
     return metrics
 
@@ -265,12 +276,20 @@ def _rate(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
 
 
-def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on: tuple[str, ...]) -> dict:
+def interleave_schedule(params: PreprocessParams) -> Schedule:
+    """The base model's interleave, its first text chunk set by ``preprocess.first_text_chunk`` (null: unchanged)."""
+    own = own_schedule(params.model_dir)
+    return own if params.first_text_chunk is None else Schedule(params.first_text_chunk, own.n_text, own.n_audio)
+
+
+def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on: tuple[str, ...],
+                     schedule: Schedule) -> dict:
     kinds = {kind: TurnCheck.summed([r.blipped[kind] for r in reports.values()]) for kind in BLIP_TURNS}
     every = TurnCheck.summed(list(kinds.values()))
     unblipped = sum(r.unblipped_turns for r in reports.values())
     return {
         "blip_on": list(blip_on),
+        "interleave": schedule.to_json(),  # what the samples were laid out with (also data/preprocessed/*/interleave.json)
         "splits": {
             split: {"rows": r.rows, "written": r.written, "tool_match_rows": r.tool_match_rows,
                     "blipped_turns": {kind: r.blipped[kind].turns for kind in BLIP_TURNS},

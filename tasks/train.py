@@ -16,8 +16,9 @@ this run has written its first checkpoint, then go. The DVCLive series in
 ``reports/train/`` is cut back to the resumed step and continued.
 
 Outputs: ``models/final/`` (a complete model folder: the base folder's config,
-tokenizer and Mimi files + the trained ``model.safetensors``), replaced only once
-training has finished; ``reports/metrics/train.json``; ``reports/train/``
+tokenizer and Mimi files + the trained ``model.safetensors`` + ``interleave.json``,
+the interleave schedule the preprocessed data records, which decoding follows),
+replaced only once training has finished; ``reports/metrics/train.json``; ``reports/train/``
 (DVCLive metrics and plots). The code is in ``pipeline/training/``.
 """
 from __future__ import annotations
@@ -53,7 +54,8 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
     from accelerate.utils import broadcast_object_list
 
     from pipeline.training.checkpoints import latest_checkpoint
-    from pipeline.training.data import open_split
+    from pipeline.interleave import RECORD_NAME, check_fits
+    from pipeline.training.data import open_split, split_schedule
     from pipeline.training.metrics import LiveSink
     from pipeline.training.model_folder import export_model_folder, load_base_model
     from pipeline.training.run_control import die_with_parent, run_lock
@@ -67,7 +69,9 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
     # 1. Inputs, read-only: the data splits, the base model. A bad one fails here, before anything is written.
     train_data = open_split(paths.train_data, params.context_length)
     eval_data = open_split(paths.eval_data, params.context_length, required=False)
+    schedule = split_schedule(paths.train_data, paths.eval_data)  # what the samples were laid out with
     model = load_base_model(params.model_dir)
+    check_fits(schedule, f"{paths.train_data}/{RECORD_NAME}", params.model_dir)  # preprocess.model_dir vs train's
 
     # 2. Which run this is; the main process hashes (GBs for the real model), the others receive it.
     holder = [None]
@@ -93,7 +97,7 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
         # 4. Outputs, only once training has succeeded.
         metrics = result.metrics()
         if main_process:
-            export_model_folder(accelerator.unwrap_model(trainer.model), params.model_dir, paths.final_dir)
+            export_model_folder(accelerator.unwrap_model(trainer.model), params.model_dir, paths.final_dir, schedule)
             write_json(paths.metrics_json, metrics)
             sink.close({k: metrics[k] for k in ("final_train_loss", "final_val_loss", "tokens_per_s", "padding_fraction",
                                                  "peak_memory_gib")

@@ -25,6 +25,7 @@ from liquid_audio.data.types import LFM2AudioRow
 from liquid_audio.utils import LFMModality
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pipeline.interleave import RECORD_NAME, Schedule, read_record
 from pipeline.params import StageError
 
 PAD_TEXT_ID = 0  # <|pad|>: LFM2DataLoader pads rows with text id 0 / modality TEXT
@@ -52,6 +53,21 @@ def open_split(path: Path, context_length: int, required: bool = True):
         shown = ", ".join(f"row {i}: {n} tokens" for i, n in too_long[:5])
         raise TrainDataError(f"{path}: {len(too_long)} row(s) longer than train.context_length={context_length} ({shown})")
     return data
+
+
+def split_schedule(train: Path, eval_split: Path | None = None) -> Schedule:
+    """The interleave schedule the preprocessed samples were laid out with (``interleave.json`` of each split).
+
+    Training carries it into the model folder, so it must be there and the splits must agree.
+    """
+    schedule = read_record(train)
+    if schedule is None:
+        raise TrainDataError(f"{train}: no interleave record ({RECORD_NAME}; rerun the preprocess stage)")
+    other = read_record(eval_split) if eval_split is not None and Path(eval_split).is_dir() else None
+    if other is not None and other != schedule:
+        raise TrainDataError(f"{train}/{RECORD_NAME} records {schedule.to_json()}, "
+                             f"but {eval_split}/{RECORD_NAME} records {other.to_json()}")
+    return schedule
 
 
 class ResumableSampler(Sampler[int]):

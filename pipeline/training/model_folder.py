@@ -7,7 +7,9 @@ fails naming itself (safetensors' own error does not say which file).
 Out: the stock Trainer writes only ``model.safetensors``; ``load_lfm`` also needs
 config.json, the tokenizer files and the Mimi checkpoint (and ``mimi_config.json``
 for a fabricated folder). The export is the base folder with its weights replaced,
-under the base file's tensor names, written atomically.
+under the base file's tensor names, and the interleave schedule of the training
+data recorded (``interleave.json``, replacing any the base folder had), written
+atomically.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline.interleave import RECORD_NAME, Schedule, write_record
 from pipeline.training.checkpoints import WEIGHTS_NAME, save_safetensors
 
 WEIGHT_FILES = {WEIGHTS_NAME, "model.safetensors.index.json", "pytorch_model.bin"}
@@ -85,8 +88,9 @@ def copy_tree(source: Path, target: Path) -> None:
             shutil.copyfile(item, target / item.name)
 
 
-def export_model_folder(model: torch.nn.Module, base_dir: Path, out_dir: Path) -> Path:
-    """A complete model folder: everything of the base folder but its weights, plus the trained weights.
+def export_model_folder(model: torch.nn.Module, base_dir: Path, out_dir: Path, schedule: Schedule) -> Path:
+    """A complete model folder: everything of the base folder but its weights, plus the trained weights
+    and the interleave ``schedule`` they were trained with (``interleave.json``, which decoding follows).
 
     Written into a temp folder that replaces ``out_dir`` only once complete and its
     weights are checked to cover the model.
@@ -97,13 +101,15 @@ def export_model_folder(model: torch.nn.Module, base_dir: Path, out_dir: Path) -
     base_dir, out_dir = Path(base_dir), Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         for item in sorted(base_dir.iterdir()):
-            if item.name.startswith(".") or item.name in WEIGHT_FILES or SHARD_RE.match(item.name):
+            if item.name.startswith(".") or item.name in WEIGHT_FILES or item.name == RECORD_NAME \
+                    or SHARD_RE.match(item.name):
                 continue
             if item.is_dir():
                 copy_tree(item, tmp / item.name)
             else:
                 shutil.copyfile(item, tmp / item.name)
         save_safetensors(base_layout_state_dict(model, base_dir / WEIGHTS_NAME), tmp / WEIGHTS_NAME)
+        write_record(tmp, schedule)
         missing = uncovered_weight_keys(model, tmp / WEIGHTS_NAME)
         if missing:
             raise RuntimeError(f"{out_dir}/{WEIGHTS_NAME}: {len(missing)} weights missing from the export: {missing[:8]}")

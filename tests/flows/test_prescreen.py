@@ -54,6 +54,23 @@ def test_overrides_use_dvc_set_syntax():
         apply_overrides(params, ["nope.x=1"])
 
 
+def test_every_shipped_v42_variant_overrides_keys_params_yaml_has_with_valid_values(repo_root):
+    from flows.sweep import load_sweep
+    from pipeline.blip import BlipParams
+    from pipeline.params import parse_params
+    from tasks.preprocess import PreprocessParams
+
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    variants = load_sweep(repo_root / "flows/sweeps/v4.2-blip.yaml").variants
+    for variant in variants:
+        assert not any(o.startswith("+") for o in variant.overrides), f"{variant.name}: a key params.yaml lacks"
+        changed = apply_overrides(params, variant.overrides)  # raises on a key params.yaml lacks
+        BlipParams.from_params(changed["blip"])
+        parse_params(PreprocessParams, changed["preprocess"])
+    preamble = next(v for v in variants if v.name == "text-preamble-2")
+    assert apply_overrides(params, preamble.overrides)["preprocess"]["first_text_chunk"] == 2
+
+
 @pytest.mark.slow
 def test_prescreen_variant_through_the_real_mimi_code_path(tiny_lfm_dir, repo_root, tmp_path):
     from flows.prescreen import _mimi, prescreen_variant, variant_signature

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from coordinator.constants import IM_END_TOKEN, TEXT_END_TOKEN
-from pipeline.batch_decode import Schedule, decode_chats
+from pipeline.batch_decode import decode_chats
 from pipeline.catalog import RowMaker
-from pipeline.generation import GenerationParams, generate_replies, generate_stream, request_chat
+from pipeline.generation import GenerationParams, generate_replies, generate_stream, request_chat, stream_reply
+from pipeline.interleave import Schedule, ScheduleError, write_record
 from pipeline.models import LoadedLFM, load_lfm
 
 MAX_NEW = 30
@@ -114,3 +115,58 @@ def test_batched_decoding_is_greedy_only(steered):
     row = heldout_rows()[0]
     with pytest.raises(ValueError, match="greedy only"):
         generate_replies(steered, [(row, user_audio(0))], GenerationParams(text_temperature=0.7), batch_size=2)
+
+
+# --- the schedule a model folder records ------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def short_preamble(tiny_lfm_dir, tmp_path_factory, one_thread) -> LoadedLFM:
+    """The tiny model as a folder trained with first_text_chunk 2 would be: its interleave.json says so."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("trained") / "final"
+    shutil.copytree(tiny_lfm_dir, folder)
+    write_record(folder, Schedule(2, 6, 12))
+    return load_lfm(folder, dtype=torch.float32)
+
+
+def kinds(items) -> str:
+    return "".join("t" if i.numel() == 1 else "a" for i in items)
+
+
+def test_a_folder_trained_with_first_text_2_is_decoded_with_its_first_audio_frame_after_2_text_tokens(short_preamble):
+    assert short_preamble.schedule == Schedule(2, 6, 12)
+    checked = 0
+    for n, row in enumerate(heldout_rows()):
+        if row.row_class == "tool_result_speak":
+            continue  # two turns: not a single stream
+        items = list(stream_reply(short_preamble, row, user_audio(n), GenerationParams(max_new_tokens=MAX_NEW)))
+        if TEXT_END_TOKEN in [int(i[0]) for i in items[:2]] or len(items) < 20:
+            continue  # the text ended (or the turn did) inside the first chunk: nothing to see in this row
+        assert kinds(items)[:20] == "tt" + "a" * 12 + "t" * 6, row.id  # 2 text, then the model's 12 audio / 6 text
+        checked += 1
+    assert checked, "no row long enough to show the interleave"
+
+
+def test_every_decoding_path_follows_the_folders_schedule(short_preamble, steered):
+    """Row by row (eval batch_size 1), the demo's stream and batches: all the decoder with first_text 2."""
+    base, _ = steered  # the same weights, no record: the model's own interleave
+    rows = heldout_rows()[:3]
+    wanted = decode_chats(base, open_chats(base, rows), MAX_NEW, batch_size=1, schedule=Schedule(2, 6, 12))
+    wanted = [[i.tolist() for i in d.items] for d in wanted]
+    params = GenerationParams(max_new_tokens=MAX_NEW)
+    requests = [(r, user_audio(n)) for n, r in enumerate(rows)]
+    for batch_size in (1, 3):
+        replies = generate_replies(short_preamble, requests, params, batch_size=batch_size)
+        first_turns = [r.turn1 or r for r in replies]
+        assert [[i.tolist() for i in t.items()][:len(w)] for t, w in zip(first_turns, wanted)] == wanted, batch_size
+    assert [i.tolist() for i in stream_reply(short_preamble, rows[0], user_audio(0), params)] == wanted[0]
+    assert base.schedule == Schedule(6, 6, 12)
+
+
+def test_sampling_a_folder_with_a_non_default_schedule_is_one_clear_error(short_preamble):
+    row = heldout_rows()[0]
+    with pytest.raises(ScheduleError, match=r"was trained with first_text=2 \(interleave.json\), which only the greedy "
+                                            r"decoder follows"):
+        stream_reply(short_preamble, row, user_audio(0), GenerationParams(text_temperature=0.7))

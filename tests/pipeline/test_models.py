@@ -63,6 +63,19 @@ def test_missing_weight_key_fails_instead_of_staying_random(tiny_lfm_dir, tmp_pa
         load_lfm(broken)
 
 
+def test_the_loaded_model_carries_its_folders_interleave_record(tiny_lfm, tiny_lfm_dir, tmp_path):
+    from pipeline.interleave import RECORD_NAME, Schedule, ScheduleError, write_record
+
+    assert tiny_lfm.schedule == Schedule(6, 6, 12)  # a base folder, no record: the model's own interleave
+    trained = tmp_path / "trained"
+    shutil.copytree(tiny_lfm_dir, trained)
+    write_record(trained, Schedule(2, 6, 12))
+    assert load_lfm(trained).schedule == Schedule(2, 6, 12)
+    (trained / RECORD_NAME).write_text('{"first_text": "two", "n_text": 6, "n_audio": 12}')
+    with pytest.raises(ScheduleError, match=f"{trained / RECORD_NAME}: not a valid interleave record"):
+        load_lfm(trained)
+
+
 def test_a_string_path_is_never_passed_to_liquid_audio(tiny_lfm_dir):
     """liquid-audio sends a str to the Hub; our loader takes str or Path and passes a Path."""
     loaded = load_lfm(str(tiny_lfm_dir))

@@ -15,6 +15,7 @@ import soundfile
 import torch
 from safetensors.torch import load_file
 
+from pipeline.interleave import RECORD_NAME, Schedule, read_record, write_record
 from pipeline.params import ParamsError, parse_params
 from pipeline.training.checkpoints import (
     CHECKPOINT_PREFIX,
@@ -69,12 +70,15 @@ def tiny_chats(n: int, seed: int = 0) -> list:
     return chats
 
 
-def write_tiny_dataset(processor, out: Path, n: int, seed: int = 0) -> Path:
-    """liquid-audio's preprocess_dataset format (an HF datasets folder), as the preprocess stage writes it."""
+def write_tiny_dataset(processor, out: Path, n: int, seed: int = 0, mapper=None) -> Path:
+    """liquid-audio's preprocess_dataset format (an HF datasets folder), as the preprocess stage writes it.
+
+    ``mapper``: liquid-audio's own unless given (the preprocess stage's ``CachedCodesMapper``, say).
+    """
     from liquid_audio.data.mapper import LFM2AudioChatMapper
     from liquid_audio.data.preprocess import preprocess_dataset
 
-    preprocess_dataset(tiny_chats(n, seed), out, LFM2AudioChatMapper(processor), max_context_length=CTX)
+    preprocess_dataset(tiny_chats(n, seed), out, mapper or LFM2AudioChatMapper(processor), max_context_length=CTX)
     return out
 
 
@@ -508,17 +512,26 @@ def test_exported_folder_loads_with_the_trained_weights(straight, tiny_lfm_dir, 
     from pipeline.models import load_lfm
 
     trainer = straight[0]
-    out = export_model_folder(trainer.model, tiny_lfm_dir, tmp_path / "final")
+    out = export_model_folder(trainer.model, tiny_lfm_dir, tmp_path / "final", Schedule(2, 6, 12))
     base_names = {p.name for p in tiny_lfm_dir.iterdir()}
     assert base_names <= {p.name for p in out.iterdir()}  # config, tokenizer, Mimi (+ mimi_config.json)
     assert modes_off_the_umask(out) == []
     reloaded = load_lfm(out)
+    assert reloaded.schedule == Schedule(2, 6, 12), "the folder records the interleave it was trained with"
     trained = weights(trainer.model)
     on_disk = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(reloaded.model.state_dict()[k], trained[k]) for k in on_disk)
     base = load_file(str(tiny_lfm_dir / "model.safetensors"))
     assert set(on_disk) == set(base), "the export keeps the base file's tensor names"
     assert any(not torch.equal(base[k], on_disk[k]) for k in on_disk), "export holds the base weights"
+
+
+def test_export_records_the_training_datas_schedule_not_the_base_folders(base_model, tiny_lfm_dir, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_lfm_dir, base)
+    write_record(base, Schedule(6, 6, 12))  # a base that is itself a trained folder
+    out = export_model_folder(base_model, base, tmp_path / "final", Schedule(3, 6, 12))
+    assert read_record(out) == Schedule(3, 6, 12) and (out / RECORD_NAME).is_file()
 
 
 def test_export_mirrors_a_base_file_that_stores_tied_tensors_twice(base_model, tmp_path):

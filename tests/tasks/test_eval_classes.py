@@ -147,6 +147,25 @@ def test_an_expected_failure_is_one_line_naming_the_cause(tmp_path, monkeypatch,
     assert not (tmp_path / "reports").exists()  # nothing written
 
 
+def test_a_model_folder_with_a_bad_interleave_record_is_one_line(tiny_lfm_dir, tmp_path, monkeypatch, capsys):
+    import shutil
+
+    from tasks.eval_classes import main
+
+    model = tmp_path / "models" / "final"
+    shutil.copytree(tiny_lfm_dir, model)
+    (model / "interleave.json").write_text('{"first_text": 2}')
+    rows_path, _ = write_inputs(tmp_path, one_row_per_class(), with_audio=set())
+    raw = {**PARAMS, "model_dir": "models/final", "rows": str(rows_path), "tts_manifest": str(tmp_path / "manifest.jsonl"),
+           "tts_cache_dir": str(tmp_path / "cache"), "max_skipped_fraction": 1.0}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"eval_classes": raw}))
+    monkeypatch.chdir(tmp_path)
+    assert main() == 1
+    assert capsys.readouterr().err == ("eval_classes: models/final/interleave.json: not a valid interleave record "
+                                       "(expected the keys first_text, n_text, n_audio, got {'first_text': 2})\n")
+    assert not (tmp_path / "reports").exists()
+
+
 def test_batch_size_4_gives_exactly_the_replies_of_batch_size_1(tiny_lfm_dir, tmp_path):
     import torch
 

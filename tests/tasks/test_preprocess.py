@@ -9,6 +9,7 @@ from liquid_audio.data.mapper import LFM2AudioChatMapper
 from liquid_audio.data.preprocess import preprocess_dataset
 
 from pipeline.audio import to_float32
+from pipeline.interleave import Schedule, read_record
 from pipeline.chat_samples import CachedCodesMapper, CodesCache, RowAudio, assistant_audio_turns, row_messages
 from pipeline.params import ParamsError, parse_params
 from pipeline.records import DatasetRow
@@ -52,7 +53,7 @@ def signature(tiny_mimi, tmp_path_factory):
 
 @pytest.fixture()
 def mapper(tiny_lfm, tmp_path):
-    return CachedCodesMapper(tiny_lfm.processor, CodesCache(tmp_path / "codes", "mimi-sha"))
+    return CachedCodesMapper(tiny_lfm.processor, CodesCache(tmp_path / "codes", "mimi-sha"), Schedule.of_model(tiny_lfm.model))
 
 
 @pytest.mark.parametrize("row_class", ["non_tool", "tool_miss", "tool_result_speak"])
@@ -84,7 +85,7 @@ def test_tool_match_ack_starts_with_the_blip_signature(signature, mapper):
 def test_codes_cache_reencodes_only_changed_audio(tiny_lfm, tmp_path, signature):
     trip, _ = signature
     cache = CodesCache(tmp_path / "codes", "mimi-sha")
-    mapper = CachedCodesMapper(tiny_lfm.processor, cache)
+    mapper = CachedCodesMapper(tiny_lfm.processor, cache, Schedule.of_model(tiny_lfm.model))
     match, other = DatasetRow.from_json(ROWS["tool_match"]), DatasetRow.from_json(ROWS["non_tool"])
     preview = to_float32(trip.preview)
     mapper(row_messages(match, audio_for(match), preview))
@@ -119,7 +120,8 @@ def test_written_shards_equal_the_stock_preprocess_dataset(tiny_lfm, mapper, tmp
         sample = mapper(chat)
         records.append({name: getattr(sample, name).tolist() for name in
                         ("text", "audio_in", "audio_in_lens", "audio_out", "modality_flag", "supervision_mask")})
-    write_dataset(records, tmp_path / "ours")
+    write_dataset(records, tmp_path / "ours", Schedule.of_model(tiny_lfm.model))
+    assert read_record(tmp_path / "ours") == Schedule(6, 6, 12)  # the split says how its samples are laid out
     stock, ours = LFM2DataLoader(str(tmp_path / "stock"), 512), LFM2DataLoader(str(tmp_path / "ours"), 512)
     assert len(stock) == len(ours) == 2
     for i in range(2):
@@ -197,6 +199,9 @@ def test_audio_out_splits_into_one_block_per_assistant_turn(signature, mapper):
     ({"blip_on": "tool_match"}, "params.yaml: 'preprocess.blip_on' must be a list"),
     ({"max_context_length": 0}, "params.yaml: 'preprocess.max_context_length' must be in [1, inf]"),
     ({"tool_match_oversample": 0}, "params.yaml: 'preprocess.tool_match_oversample' must be in [1, inf]"),
+    ({"first_text_chunk": 0}, "params.yaml: 'preprocess.first_text_chunk' must be in [1, 64]"),
+    ({"first_text_chunk": 65}, "params.yaml: 'preprocess.first_text_chunk' must be in [1, 64]"),
+    ({"first_text_chunk": 2.5}, "params.yaml: 'preprocess.first_text_chunk' must be"),
 ])
 def test_bad_preprocess_params_fail_in_one_line(raw, message):
     base = {"model_dir": "m", "tts_cache_dir": "t", "codes_cache_dir": "c", "max_context_length": 512}
@@ -210,6 +215,15 @@ def test_blip_on_defaults_to_the_card(repo_root):
 
     params = parse_params(PreprocessParams, yaml.safe_load((repo_root / "params.yaml").read_text())["preprocess"])
     assert params.blip_on == ("tool_match",)
+    assert params.first_text_chunk is None  # the model's own interleave
+
+
+def test_first_text_chunk_sets_the_first_chunk_of_the_base_models_interleave(tiny_lfm_dir):
+    from tasks.preprocess import interleave_schedule
+
+    base = {"model_dir": str(tiny_lfm_dir), "tts_cache_dir": "t", "codes_cache_dir": "c", "max_context_length": 512}
+    assert interleave_schedule(parse_params(PreprocessParams, base)) == Schedule(6, 6, 12)
+    assert interleave_schedule(parse_params(PreprocessParams, {**base, "first_text_chunk": 2})) == Schedule(2, 6, 12)
 
 
 def test_a_missing_model_folder_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
@@ -221,3 +235,10 @@ def test_a_missing_model_folder_is_one_line_not_a_traceback(tmp_path, monkeypatc
     assert stage.main() == 1
     assert capsys.readouterr().err == (
         "preprocess: models/nowhere: model folder not found (run the base_models stage first)\n")
+
+
+def test_the_metrics_say_which_interleave_the_samples_have(tmp_path):
+    from tasks.preprocess import metrics_document
+
+    metrics = metrics_document({"train": SplitReport()}, CodesCache(tmp_path, "sha"), ("tool_match",), Schedule(2, 6, 12))
+    assert metrics["interleave"] == {"first_text": 2, "n_text": 6, "n_audio": 12}

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.chat_samples import CachedCodesMapper, CodesCache
+from pipeline.interleave import RECORD_NAME, Schedule, write_record
 from pipeline.params import parse_params
 from pipeline.training.checkpoints import MANIFEST_NAME, TMP_PREFIX, latest_checkpoint, list_checkpoints
 from pipeline.training.config import TrainParams
@@ -108,11 +110,16 @@ def test_two_processes_without_two_gpus_fail_loudly(tmp_path, monkeypatch, capsy
 # --- data -----------------------------------------------------------------------------------------
 
 
+SHORT_PREAMBLE = Schedule(2, 6, 12)  # preprocess.first_text_chunk: 2, the tiny model's 6 / 12 otherwise
+
+
 @pytest.fixture(scope="module")
 def preprocessed(tiny_lfm, tmp_path_factory) -> Path:
+    """Both splits laid out as the preprocess stage does with first_text_chunk 2, the schedule recorded in each."""
     root = tmp_path_factory.mktemp("stage_data") / "data" / "preprocessed"
-    write_tiny_dataset(tiny_lfm.processor, root / "train", 6, seed=0)
-    write_tiny_dataset(tiny_lfm.processor, root / "eval", 2, seed=1)
+    mapper = CachedCodesMapper(tiny_lfm.processor, CodesCache(root.parent / "codes", "tiny"), SHORT_PREAMBLE)
+    for split, rows, seed in (("train", 6, 0), ("eval", 2, 1)):
+        write_record(write_tiny_dataset(tiny_lfm.processor, root / split, rows, seed, mapper), SHORT_PREAMBLE)
     return root
 
 
@@ -166,17 +173,37 @@ def truncate(path: Path, keep: int) -> None:
         handle.truncate(keep)
 
 
+def base(ws: Path) -> Path:
+    return ws / "models" / "base" / "lfm2.5-audio"
+
+
+def data(ws: Path, split: str = "train") -> Path:
+    return ws / "data" / "preprocessed" / split
+
+
 BAD_INPUTS = {
-    # name: (params change, how the model folder is broken, the one line printed)
+    # name: (params change, how the workspace is broken, the one line printed)
     "model_dir typo": ({"model_dir": "models/base/lfm2.5-audi"}, None,
                        r"models/base/lfm2\.5-audi: model folder not found \(run the base_models stage first\)"),
-    "incomplete model folder": ({}, lambda m: (m / "tokenizer.json").unlink(),
+    "incomplete model folder": ({}, lambda ws: (base(ws) / "tokenizer.json").unlink(),
                                 r"models/base/lfm2\.5-audio: incomplete LFM2\.5-Audio folder, missing tokenizer\.json"),
-    "truncated weights": ({}, lambda m: truncate(m / "model.safetensors", 4000),
+    "truncated weights": ({}, lambda ws: truncate(base(ws) / "model.safetensors", 4000),
                           r"models/base/lfm2\.5-audio/model\.safetensors: unreadable safetensors file \(.*\)"),
-    "damaged Mimi checkpoint": ({}, lambda m: (m / "tokenizer-e351c8d8-checkpoint125.safetensors").write_bytes(b"\xff" * 64),
+    "damaged Mimi checkpoint": ({}, lambda ws: (base(ws) / "tokenizer-e351c8d8-checkpoint125.safetensors").write_bytes(b"\xff" * 64),
                                 r"models/base/lfm2\.5-audio/tokenizer-e351c8d8-checkpoint125\.safetensors: "
                                 r"unreadable safetensors file \(.*\)"),
+    "data without an interleave record": ({}, lambda ws: (data(ws) / RECORD_NAME).unlink(),
+                                          r"data/preprocessed/train: no interleave record \(interleave\.json; "
+                                          r"rerun the preprocess stage\)"),
+    "an invalid interleave record": ({}, lambda ws: (data(ws) / RECORD_NAME).write_text('{"first_text": 0}'),
+                                     r"data/preprocessed/train/interleave\.json: not a valid interleave record .*"),
+    "splits laid out differently": ({}, lambda ws: write_record(data(ws, "eval"), Schedule(6, 6, 12)),
+                                    r"data/preprocessed/train/interleave\.json records \{'first_text': 2, .*\}, but "
+                                    r"data/preprocessed/eval/interleave\.json records \{'first_text': 6, .*\}"),
+    "data of a model with another interleave": (
+        {}, lambda ws: [write_record(data(ws, split), Schedule(2, 4, 12)) for split in ("train", "eval")],
+        r"data/preprocessed/train/interleave\.json records n_text=4, n_audio=12, but "
+        r"models/base/lfm2\.5-audio/config\.json has interleaved_n_text=6, interleaved_n_audio=12"),
     "unknown params key": ({"learning_rate": 1e-4}, None, r"params\.yaml: 'train\.learning_rate' is not a known key .*"),
     "lr out of bounds": ({"lr": 0.0}, None, r"params\.yaml: 'train\.lr' must be in \(0, 1\], got 0\.0"),
 }
@@ -188,9 +215,9 @@ def test_bad_params_or_model_fail_in_one_line_and_touch_nothing(case, tiny_lfm_d
     change, damage, message = BAD_INPUTS[case]
     ws = tmp_path / "ws"
     shutil.copytree(preprocessed, ws / "data" / "preprocessed")
-    shutil.copytree(tiny_lfm_dir, ws / "models" / "base" / "lfm2.5-audio")
+    shutil.copytree(tiny_lfm_dir, base(ws))
     if damage is not None:
-        damage(ws / "models" / "base" / "lfm2.5-audio")
+        damage(ws)
     previous_run_outputs(ws)
     params = {**smoke(), "context_length": 512, **change}
     (ws / "params.yaml").write_text(yaml.safe_dump({"train": params}))
@@ -293,6 +320,9 @@ def test_stage_resumes_after_kill_9_and_keeps_the_previous_run_until_it_has_a_ch
     final = load_lfm(final_dir)
     assert {p.name for p in tiny_lfm_dir.iterdir()} <= {p.name for p in final_dir.iterdir()}
     assert final.model is not None
+    # the model folder records the interleave its training data was laid out with; decoding follows it
+    assert json.loads((final_dir / RECORD_NAME).read_text()) == {"first_text": 2, "n_text": 6, "n_audio": 12}
+    assert final.schedule == SHORT_PREAMBLE
     # Every output follows the umask (here 002): the weights too, which safetensors alone writes 0600.
     outputs = [final_dir, *final_dir.rglob("*"), *checkpoints.glob("step-*"), *checkpoints.glob("step-*/*"),
                ws / "reports" / "metrics" / "train.json"]
