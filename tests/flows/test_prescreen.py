@@ -54,15 +54,18 @@ def test_overrides_use_dvc_set_syntax():
         apply_overrides(params, ["nope.x=1"])
 
 
-def test_every_shipped_v42_variant_overrides_keys_params_yaml_has_with_valid_values(repo_root):
+@pytest.mark.parametrize("sweep_file", ["v4.2-blip.yaml", "learn-arms.yaml"])
+def test_every_shipped_variant_overrides_keys_params_yaml_has_with_valid_values(repo_root, sweep_file):
     from flows.sweep import load_sweep
     from pipeline.blip import BlipParams
     from pipeline.params import parse_params
     from tasks.preprocess import PreprocessParams
 
     params = yaml.safe_load((repo_root / "params.yaml").read_text())
-    variants = load_sweep(repo_root / "flows/sweeps/v4.2-blip.yaml").variants
+    variants = load_sweep(repo_root / "flows/sweeps" / sweep_file).variants
+    shipped = {v.name: v.overrides for v in load_sweep(repo_root / "flows/sweeps/v4.2-blip.yaml").variants}
     for variant in variants:
+        assert shipped.get(variant.name) == variant.overrides, f"{variant.name}: not as in v4.2-blip.yaml"
         assert not any(o.startswith("+") for o in variant.overrides), f"{variant.name}: a key params.yaml lacks"
         changed = apply_overrides(params, variant.overrides)  # raises on a key params.yaml lacks
         BlipParams.from_params(changed["blip"])
