@@ -221,3 +221,13 @@ def test_a_missing_model_folder_is_one_line_not_a_traceback(tmp_path, monkeypatc
     assert stage.main() == 1
     assert capsys.readouterr().err == (
         "preprocess: models/nowhere: model folder not found (run the base_models stage first)\n")
+
+
+def test_the_dvc_metrics_are_the_documents_headline(tmp_path):
+    import tasks.preprocess as stage
+    from pipeline.chat_samples import CodesCache
+
+    train, evals = stage.SplitReport(rows=3, written=3), stage.SplitReport(rows=1, written=1)
+    train.blipped["tool_match"] = stage.TurnCheck(turns=2, detection_matches=1)
+    document = stage.metrics_document({"train": train, "eval": evals}, CodesCache(tmp_path, "x"), ("tool_match",))
+    assert stage.headline(document) == {"rows": 4, "blipped": 2, "prefix_ok": 0.5}
