@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 UNAVAILABLE = "unavailable"
-# The full reports the eval stages write beside their DVC metrics (contract: docs/orchestration.md).
+# What the eval stages write (contract: docs/orchestration.md): the full reports (DVC-cached outs) and their
+# headline numbers (DVC's metrics, in git, so readable at any experiment's commit).
 CLASS_DETAILS = "reports/metrics/eval_classes.details.json"  # overall_accuracy, n, per_class, per_class_counts
 BLIP_DETAILS = "reports/metrics/eval_blip.details.json"  # cb0_match_rate, false_positive_rate, ...
+CLASS_METRICS = "reports/metrics/eval_classes.json"  # rows, accuracy, tool_match
+BLIP_METRICS = "reports/metrics/eval_blip.json"  # rows, cb0, tpr, fpr, latency_ms
 
 
 def cell(value: Any, missing: str = UNAVAILABLE) -> str:

@@ -2,7 +2,8 @@
 
 DVC lists every metrics file in one table with a column per distinct key of all of them, so one nested
 document (per-class counts, histograms, per-position rates) made it thousands of characters wide. The
-stages write everything to ``<stage>.details.json`` beside the metrics file (``pipeline.io.write_metrics``).
+stages write everything to ``<stage>.details.json`` beside the metrics file (``pipeline.io.write_metrics``),
+a DVC-cached out: an uncached one (not a metric or plot) would turn DVC's run cache off for the stage.
 """
 from __future__ import annotations
 
@@ -53,16 +54,16 @@ def declared_metrics() -> dict[str, list[str]]:
             for name, spec in stages.items() if spec.get("metrics")}
 
 
-def uncached_outs(stage: str) -> list[str]:
+def cached_outs(stage: str) -> list[str]:
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
-    return [path for e in spec.get("outs", []) if isinstance(e, dict)
-            for path, options in e.items() if (options or {}).get("cache") is False]
+    return [e if isinstance(e, str) else next(iter(e)) for e in spec.get("outs", [])
+            if isinstance(e, str) or (next(iter(e.values())) or {}).get("cache", True)]
 
 
-def test_every_stage_with_metrics_keeps_its_full_report_beside_them_uncached():
+def test_every_stage_with_metrics_keeps_its_full_report_beside_them_in_the_dvc_cache():
     for stage, paths in declared_metrics().items():
         for path in paths:
-            assert str(details_path(path)) in uncached_outs(stage), f"{stage}: {details_path(path)} not an uncached out"
+            assert str(details_path(path)) in cached_outs(stage), f"{stage}: {details_path(path)} is not a cached out"
 
 
 @pytest.fixture
@@ -93,3 +94,11 @@ def test_dvc_metrics_show_fits_a_screen(workspace):
     lines = shown.splitlines()
     assert len(lines) == 1 + sum(map(len, declared_metrics().values()))  # a header and one row per file
     assert max(map(len, lines)) <= MAX_WIDTH, shown
+
+
+@pytest.mark.parametrize("stage", ["dataset", "eval_classes", "eval_narration", "eval_blip"])
+def test_the_stage_keeps_dvcs_run_cache(stage):
+    """DVC restores a stage from its run cache (a sweep going back to an earlier variant) only when every out
+    is cached or a metric/plot (dvc/stage/__init__.py: ``no_cache_outs``); these stages have nothing persistent."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
+    assert sorted(map(str, (e if isinstance(e, str) else next(iter(e)) for e in spec["outs"]))) == sorted(cached_outs(stage))
