@@ -15,8 +15,8 @@ UNAVAILABLE = "unavailable"
 # headline numbers (DVC's metrics, in git, so readable at any experiment's commit).
 CLASS_DETAILS = "reports/metrics/eval_classes.details.json"  # overall_accuracy, n, per_class, per_class_counts
 BLIP_DETAILS = "reports/metrics/eval_blip.details.json"  # cb0_match_rate, false_positive_rate, ...
-CLASS_METRICS = "reports/metrics/eval_classes.json"  # rows, accuracy, tool_match
-BLIP_METRICS = "reports/metrics/eval_blip.json"  # rows, cb0, tpr, fpr, latency_ms
+CLASS_METRICS = "reports/metrics/eval_classes.json"  # accuracy, tool_match
+BLIP_METRICS = "reports/metrics/eval_blip.json"  # cb0, tpr, fpr, latency_ms
 
 
 def cell(value: Any, missing: str = UNAVAILABLE) -> str:

@@ -35,7 +35,7 @@ if params.get("metrics"):
     (metrics / "eval_classes.details.json").write_text(json.dumps({
         "overall_accuracy": accuracy,
         "per_class": {"tool_match": {"accuracy": tool_match, "n": 30}, "non_tool": {"accuracy": 1.0, "n": 30}}}))
-    (metrics / "eval_classes.json").write_text(json.dumps({"rows": 60, "accuracy": accuracy, "tool_match": tool_match}))
+    (metrics / "eval_classes.json").write_text(json.dumps({"accuracy": accuracy, "tool_match": tool_match}))
     (metrics / "eval_blip.details.json").write_text(json.dumps({"cb0_match_rate": 0.9, "false_positive_rate": fpr,
                                                       "detector_true_positive_rate": 0.9, "decision_latency_ms": 160.0}))
     (metrics / "eval_blip.json").write_text(json.dumps({"cb0": 0.9, "tpr": 0.9, "fpr": fpr, "latency_ms": 160.0}))

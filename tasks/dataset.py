@@ -322,7 +322,8 @@ def dataset_metrics(config: DatasetParams, read: ReadResult, splits: Splits | No
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """What `dvc metrics show` lists: rows written to the splits (None when none were made).
 
-    One number: that table has a column per distinct key of every stage, so each key costs its width."""
+    One number: that table has a column per distinct key of every stage, so each key costs its width
+    (and `dvc exp show` prefixes a key that two files share with the file's path)."""
     counts = metrics.get("counts")
     return {"rows": sum(c["total"] for c in counts.values()) if counts else None}
 

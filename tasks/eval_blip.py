@@ -110,7 +110,7 @@ def plot_positions(per_position: list[list[float | None]], n_per_frame: list[int
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """What `dvc metrics show` lists (``docs/orchestration.md`` defines each rate)."""
-    return {"rows": metrics["n_tool_match"] + metrics["n_negative"], "cb0": metrics["cb0_match_rate"], "tpr": metrics["detector_true_positive_rate"],
+    return {"cb0": metrics["cb0_match_rate"], "tpr": metrics["detector_true_positive_rate"],
             "fpr": metrics["false_positive_rate"], "latency_ms": metrics["decision_latency_ms"]}
 
 

@@ -10,8 +10,8 @@ is correct when that is what its class expects. Outputs:
 - ``reports/metrics/eval_classes.details.json``: ``per_class`` {class: accuracy},
   ``overall_accuracy``, ``n_rows``, counts, the confusion counts, and the
   judge's accuracy on the rows' own reference replies (a check of the judge);
-- ``reports/metrics/eval_classes.json`` (DVC's metrics): rows evaluated, overall
-  and tool_match accuracy;
+- ``reports/metrics/eval_classes.json`` (DVC's metrics): overall and
+  tool_match accuracy;
 - ``reports/plots/confusion_matrix.png``: expected class x judged behaviour;
 - ``reports/eval/eval_classes.jsonl``: every row's text, audio codes, stream
   layout and verdict (``eval_blip`` and ``report`` read it).
@@ -236,9 +236,8 @@ def replies_for(lfm, rows: list[DatasetRow], audio: dict[str, UserAudio | str], 
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show` lists (the other classes' accuracies are in the details)."""
-    return {"rows": metrics["n_evaluated"], "accuracy": metrics["overall_accuracy"],
-            "tool_match": metrics["per_class"].get("tool_match")}
+    """What `dvc metrics show` lists (the other classes' accuracies and the counts are in the details)."""
+    return {"accuracy": metrics["overall_accuracy"], "tool_match": metrics["per_class"].get("tool_match")}
 
 
 def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,

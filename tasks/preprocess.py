@@ -303,9 +303,8 @@ def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on
 
 
 def headline(document: dict) -> dict:
-    """What `dvc metrics show` lists: samples written, blipped turns, share of those opening with the signature."""
-    return {"rows": sum(split["written"] for split in document["splits"].values()),
-            "blipped": sum(kind["turns"] for kind in document["blipped_turns"].values()),
+    """What `dvc metrics show` lists: blipped turns, the share of them opening with the signature."""
+    return {"blipped": sum(kind["turns"] for kind in document["blipped_turns"].values()),
             "prefix_ok": document["blip_prefix_match_rate"]}
 
 

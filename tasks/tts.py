@@ -13,7 +13,7 @@ only texts never made before. Outputs:
 - ``reports/metrics/tts.details.json``: syntheses made, cache hits, hit rate,
   seconds of audio, wall time, and what the cache repair found (temp files
   removed, shards migrated to checksummed names, damaged shards moved aside and
-  re-synthesised); ``reports/metrics/tts.json`` (DVC's metrics): rows voiced.
+  re-synthesised); ``reports/metrics/tts.json`` (DVC's metrics): the distinct clips.
 
 A split line the stage cannot voice fails it, naming ``FILE:LINE`` (the rows are
 read by ``pipeline.records``, with the rules ``validate`` applies).
@@ -129,8 +129,8 @@ class TTSMetrics:
     cache_repair: dict[str, list] = field(default_factory=dict)  # pipeline.tts_cache.RepairReport
 
     def headline(self) -> dict[str, int | float | None]:
-        """What `dvc metrics show` lists."""
-        return {"rows": sum(self.rows.values())}
+        """What `dvc metrics show` lists: the distinct clips the manifests point to."""
+        return {"clips": self.requests}
 
 
 def row_texts(row: DatasetRow) -> RowTexts:

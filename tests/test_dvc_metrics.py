@@ -42,7 +42,7 @@ def headline(stage: str, details: dict) -> dict:
     from tasks import dataset, eval_blip, eval_classes, eval_narration, preprocess, train, tts
 
     if stage == "tts":
-        return tts.TTSMetrics(engine="espeak-ng", model_hash="x", rows={"train": 3000, "eval": 400}).headline()
+        return tts.TTSMetrics(engine="espeak-ng", model_hash="x", requests=24000).headline()
     module = {"dataset": dataset, "preprocess": preprocess, "train": train, "eval_classes": eval_classes,
               "eval_narration": eval_narration, "eval_blip": eval_blip}[stage]
     return module.headline(details)
@@ -86,6 +86,13 @@ def test_each_metrics_file_is_a_few_flat_numbers(workspace):
             numbers = json.loads((workspace / path).read_text())
             assert 0 < len(numbers) <= MAX_KEYS, path
             assert all(v is None or isinstance(v, (int, float)) for v in numbers.values()), (path, numbers)
+
+
+def test_no_two_metrics_files_share_a_key(workspace):
+    """`dvc exp show` would name a shared key's columns `<path>:<key>`, 35 characters each."""
+    keys = [key for paths in declared_metrics().values() for path in paths
+            for key in json.loads((workspace / path).read_text())]
+    assert sorted(keys) == sorted(set(keys))
 
 
 def test_dvc_metrics_show_fits_a_screen(workspace):

@@ -58,7 +58,7 @@ def test_stage_writes_metrics_heatmap_and_rows(tmp_path):
     assert any("m4" in p for p in m["records_problems"])
     assert m["cb0_match_rate_judged_ack"] == 1.0 and m["cb0_match_rate_judged_not_ack"] is None
     assert json.loads((tmp_path / "eval_blip.json").read_text()) == {  # DVC's headline
-        "rows": 5, "cb0": 1.0, "tpr": m["detector_true_positive_rate"], "fpr": 0.5, "latency_ms": 160.0}
+        "cb0": 1.0, "tpr": m["detector_true_positive_rate"], "fpr": 0.5, "latency_ms": 160.0}
     on_disk = json.loads((tmp_path / "eval_blip.details.json").read_text())
     assert {"full_match_rate", "cb0_match_rate", "cb0_or_cb3_match_rate", "false_positive_rate", "per_position",
             "decision_frame_histogram", "n_tool_match", "n_negative"} <= set(on_disk)

@@ -230,4 +230,4 @@ def test_the_dvc_metrics_are_the_documents_headline(tmp_path):
     train, evals = stage.SplitReport(rows=3, written=3), stage.SplitReport(rows=1, written=1)
     train.blipped["tool_match"] = stage.TurnCheck(turns=2, detection_matches=1)
     document = stage.metrics_document({"train": train, "eval": evals}, CodesCache(tmp_path, "x"), ("tool_match",))
-    assert stage.headline(document) == {"rows": 4, "blipped": 2, "prefix_ok": 0.5}
+    assert stage.headline(document) == {"blipped": 2, "prefix_ok": 0.5}

@@ -89,7 +89,7 @@ def test_stage_writes_manifests_and_metrics_then_reruns_for_free(tmp_path, engin
                 assert rate == 24_000 and audio.size > 0.3 * rate
 
     saved = read_json(tmp_path / "metrics" / "tts.details.json")
-    assert read_json(tmp_path / "metrics" / "tts.json") == {"rows": 4}  # DVC's headline
+    assert read_json(tmp_path / "metrics" / "tts.json") == {"clips": 7}  # DVC's headline
     assert saved["syntheses"] == 7 and saved["hit_rate"] == 0.0 and saved["audio_seconds"] > 3
     assert saved["engine"] == "espeak-ng" and saved["wall_seconds"] >= 0
 
