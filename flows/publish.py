@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any
 
 UNAVAILABLE = "unavailable"
-# The metrics the eval stages write (contract: docs/orchestration.md).
-CLASS_METRICS = "reports/metrics/eval_classes.json"  # overall_accuracy, n, per_class, per_class_counts
-BLIP_METRICS = "reports/metrics/eval_blip.json"  # cb0_match_rate, false_positive_rate, ...
+# What the eval stages write (contract: docs/orchestration.md): the full reports (DVC-cached outs) and their
+# headline numbers (DVC's metrics, in git, so readable at any experiment's commit).
+CLASS_DETAILS = "reports/metrics/eval_classes.details.json"  # overall_accuracy, n, per_class, per_class_counts
+BLIP_DETAILS = "reports/metrics/eval_blip.details.json"  # cb0_match_rate, false_positive_rate, ...
+CLASS_METRICS = "reports/metrics/eval_classes.json"  # accuracy, tool_match
+BLIP_METRICS = "reports/metrics/eval_blip.json"  # cb0, tpr, fpr, latency_ms
 
 
 def cell(value: Any, missing: str = UNAVAILABLE) -> str:
@@ -57,7 +60,7 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def per_class(metrics: Mapping[str, Any]) -> dict[str, dict]:
-    """eval_classes.json's classes as {class: {"accuracy", "n"}}: `per_class` holds the accuracy (a number,
+    """eval_classes.details.json's classes as {class: {"accuracy", "n"}}: `per_class` holds the accuracy (a number,
     or a dict with `accuracy`), `per_class_counts` the row counts (`n`)."""
     counts = metrics.get("per_class_counts") or {}
     classes = {}

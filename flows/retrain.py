@@ -26,7 +26,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.dvc_graph import (FAILED, NOT_RUN, RAN, RESTORED, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
                              line_logger, load_stages, one_line, run_stage, stage_changed)
 from flows.gpu_stage import gpu_slots
-from flows.publish import (BLIP_METRICS, CLASS_METRICS, flatten, markdown_table, per_class, publish_table,
+from flows.publish import (BLIP_DETAILS, CLASS_DETAILS, flatten, markdown_table, per_class, publish_table,
                            publish_unavailable, read_metrics)
 
 GPU_DEPLOYMENT = "gpu-stage/gpu-stage"
@@ -258,17 +258,17 @@ def publish_run(workdir: str, rows: list[dict]) -> None:
 
     publish_table("retrain-stages", rows, "Stage status of this retrain run", missing="-")
     root = Path(workdir)
-    classes, why = read_metrics(root / CLASS_METRICS)
+    classes, why = read_metrics(root / CLASS_DETAILS)
     if classes is None:
         publish_unavailable("eval-classes", "Class accuracy", why)
     else:
-        publish_table("eval-classes", class_rows(classes), f"Held-out accuracy per class ({CLASS_METRICS})")
-    blip, why = read_metrics(root / BLIP_METRICS)
+        publish_table("eval-classes", class_rows(classes), f"Held-out accuracy per class ({CLASS_DETAILS})")
+    blip, why = read_metrics(root / BLIP_DETAILS)
     if blip is None:
         publish_unavailable("eval-blip", "Blip emission", why)
     else:
         blip_rows = [{"metric": k, "value": v} for k, v in flatten(blip).items()]
-        publish_table("eval-blip", blip_rows, f"Blip emission ({BLIP_METRICS})")
+        publish_table("eval-blip", blip_rows, f"Blip emission ({BLIP_DETAILS})")
     card = root / MODEL_CARD
     if card.is_file():
         create_markdown_artifact(card_body(card.read_text()), key="model-card", description=str(MODEL_CARD))

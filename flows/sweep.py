@@ -34,7 +34,7 @@ from flows.dvc_graph import line_logger, one_line, read_json_at, remove_experime
 from flows.gpu_stage import gpu_slots
 from flows.prescreen import (PrescreenResult, changes_blip, flag_twins, load_reference_audio, prescreen_variant,
                              variant_signature)
-from flows.publish import BLIP_METRICS, CLASS_METRICS, markdown_table, per_class, publish_table
+from flows.publish import BLIP_METRICS, CLASS_METRICS, markdown_table, publish_table
 from flows.remote import run_remote_experiment
 
 LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv, .md and .png
@@ -154,16 +154,17 @@ def experiment(workdir: str, variant: Variant, gpus: int) -> dict:
 
 
 def experiment_metrics(workdir: str, rev: str) -> dict:
+    """The leaderboard's numbers: the eval stages' headline metrics, which git holds at the experiment's commit."""
     classes, why_classes = read_json_at(workdir, CLASS_METRICS, rev)
     blip, why_blip = read_json_at(workdir, BLIP_METRICS, rev)
     classes, blip = classes or {}, blip or {}
     return {
-        "overall_accuracy": classes.get("overall_accuracy"),
-        "tool_match_accuracy": per_class(classes).get("tool_match", {}).get("accuracy"),
-        "cb0_match_rate": blip.get("cb0_match_rate"),
-        "detector_true_positive_rate": blip.get("detector_true_positive_rate"),
-        "false_positive_rate": blip.get("false_positive_rate"),
-        "decision_latency_ms": blip.get("decision_latency_ms"),
+        "overall_accuracy": classes.get("accuracy"),
+        "tool_match_accuracy": classes.get("tool_match"),
+        "cb0_match_rate": blip.get("cb0"),
+        "detector_true_positive_rate": blip.get("tpr"),
+        "false_positive_rate": blip.get("fpr"),
+        "decision_latency_ms": blip.get("latency_ms"),
         "note": "; ".join(filter(None, [f"exp {rev[:7]}", why_classes, why_blip])),
     }
 

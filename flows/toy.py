@@ -3,8 +3,8 @@
 Each stage `s` runs `python stage.py s out/s.json <upstream outputs>`, reads its own
 params group `s` from params.yaml, and writes its params, inputs and CUDA_VISIBLE_DEVICES as JSON; a
 stage fails when its params say `fail: true` and sleeps `sleep` seconds first; a `metrics` stage also writes
-reports/metrics/eval_classes.json and eval_blip.json (numbers from the `boost`
-param of its first input).
+reports/metrics/eval_classes.json and eval_blip.json (headline metrics) and their .details.json
+(numbers from the `boost` param of its first input), as the eval stages do.
 """
 from __future__ import annotations
 
@@ -31,11 +31,14 @@ if params.get("metrics"):
     boost = inputs[0]["params"].get("boost", 0)
     metrics = pathlib.Path("reports/metrics")
     metrics.mkdir(parents=True, exist_ok=True)
-    (metrics / "eval_classes.json").write_text(json.dumps({
-        "overall_accuracy": 0.9 + boost / 100,
-        "per_class": {"tool_match": {"accuracy": 0.8 + boost / 100, "n": 30}, "non_tool": {"accuracy": 1.0, "n": 30}}}))
-    (metrics / "eval_blip.json").write_text(json.dumps({"cb0_match_rate": 0.9, "false_positive_rate": boost / 1000,
+    accuracy, tool_match, fpr = 0.9 + boost / 100, 0.8 + boost / 100, boost / 1000
+    (metrics / "eval_classes.details.json").write_text(json.dumps({
+        "overall_accuracy": accuracy,
+        "per_class": {"tool_match": {"accuracy": tool_match, "n": 30}, "non_tool": {"accuracy": 1.0, "n": 30}}}))
+    (metrics / "eval_classes.json").write_text(json.dumps({"accuracy": accuracy, "tool_match": tool_match}))
+    (metrics / "eval_blip.details.json").write_text(json.dumps({"cb0_match_rate": 0.9, "false_positive_rate": fpr,
                                                       "detector_true_positive_rate": 0.9, "decision_latency_ms": 160.0}))
+    (metrics / "eval_blip.json").write_text(json.dumps({"cb0": 0.9, "tpr": 0.9, "fpr": fpr, "latency_ms": 160.0}))
 '''
 
 # name -> (upstream stages, meta); the test pipeline: prep -> feat -> train (GPU) -> eval <- side <- prep
@@ -90,6 +93,7 @@ def make_toy_repo(root: str | os.PathLike, pipeline: dict = TEST_PIPELINE) -> Pa
             params[name]["boost"] = 0
         if name in METRICS_STAGES:
             params[name]["metrics"] = True
+            stage["outs"] += [f"reports/metrics/{m}.details.json" for m in ("eval_classes", "eval_blip")]
             stage["metrics"] = [{f"reports/metrics/{m}.json": {"cache": False}} for m in ("eval_classes", "eval_blip")]
         stages[name] = stage
     (root / "out").mkdir()

@@ -56,6 +56,23 @@ def write_json(target: str | os.PathLike, obj: Any) -> None:
     write_text(target, json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")  # NaN is not JSON
 
 
+def details_path(metrics_path: str | os.PathLike) -> Path:
+    """``reports/metrics/<stage>.details.json``: the stage's full report, beside its DVC metrics file."""
+    metrics_path = Path(metrics_path)
+    return metrics_path.with_name(f"{metrics_path.stem}.details.json")
+
+
+def write_metrics(metrics_path: str | os.PathLike, headline: dict[str, float | int | None], details: dict) -> None:
+    """A stage's report in two files: ``details`` (everything, nested as needed) beside ``metrics_path``,
+    and at ``metrics_path`` the few flat headline numbers DVC shows (`dvc metrics show`, `dvc exp show`),
+    so that those tables stay a screen wide."""
+    nested = [key for key, value in headline.items() if isinstance(value, (dict, list, str))]
+    if nested:
+        raise ValueError(f"{metrics_path}: headline metrics must be numbers, not {nested}")
+    write_json(details_path(metrics_path), details)
+    write_json(metrics_path, headline)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:

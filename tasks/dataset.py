@@ -23,7 +23,8 @@ What the stage does (format and rules: ``docs/data-format.md``):
    counts per split and class against the params (a tiny or empty ingest file
    would otherwise surface only in preprocess).
 5. Splits are written atomically; per-class counts, bad counts and the bad
-   fraction go to ``reports/metrics/dataset.json``.
+   fraction go to ``reports/metrics/dataset.details.json``; the rows written
+   (DVC's metrics) to ``reports/metrics/dataset.json``.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from typing import Any, Callable, Literal, TextIO
 
 from pipeline import templates
 from pipeline.catalog import TOOLS, RowMaker, is_hard_negative
-from pipeline.io import write_json
+from pipeline.io import write_metrics
 from pipeline.jsonl import write_jsonl
 from pipeline.params import StageError, StageParams, field, load_stage_params, stage_main
 from pipeline.records import (CLASSES, BadLine, DatasetRow, ReadResult, iter_leak_keys, normalize_text,
@@ -318,6 +319,19 @@ def dataset_metrics(config: DatasetParams, read: ReadResult, splits: Splits | No
     return metrics
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show` lists: rows written to the splits (None when none were made).
+
+    One number: that table has a column per distinct key of every stage, so each key costs its width
+    (and `dvc exp show` prefixes a key that two files share with the file's path)."""
+    counts = metrics.get("counts")
+    return {"rows": sum(c["total"] for c in counts.values()) if counts else None}
+
+
+def write_report(metrics_path: Path, metrics: dict[str, Any]) -> None:
+    write_metrics(metrics_path, headline(metrics), metrics)
+
+
 def run_stage(config: DatasetParams, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS_PATH) -> dict[str, Any]:
     """Produce the four splits, the quarantine file and the metrics; return the metrics.
 
@@ -333,7 +347,7 @@ def run_stage(config: DatasetParams, out_dir: Path = OUT_DIR, metrics_path: Path
         splits, read = revalidate(generate_splits(config))
     write_jsonl(out_dir / "quarantine.jsonl", (bad.to_json() for bad in read.bad))
     if read.bad_fraction > config.max_bad_fraction:
-        write_json(metrics_path, dataset_metrics(config, read, None))
+        write_report(metrics_path, dataset_metrics(config, read, None))
         raise DatasetError(
             f"{len(read.bad)} of {read.lines_read} rows are bad ({read.bad_fraction:.1%}), more than "
             f"dataset.max_bad_fraction = {config.max_bad_fraction:.1%}; see {out_dir / 'quarantine.jsonl'}")
@@ -342,13 +356,13 @@ def run_stage(config: DatasetParams, out_dir: Path = OUT_DIR, metrics_path: Path
     try:
         check_sizes(splits, config, read)
     except DatasetError:
-        write_json(metrics_path, dataset_metrics(config, read, splits))
+        write_report(metrics_path, dataset_metrics(config, read, splits))
         raise
     check_no_leakage(splits)
     for name in SPLITS:
         write_rows(out_dir / f"{name}.jsonl", splits[name])
     metrics = dataset_metrics(config, read, splits)
-    write_json(metrics_path, metrics)
+    write_report(metrics_path, metrics)
     return metrics
 
 

@@ -258,14 +258,24 @@ def _report_events(events: list, shown: int, turn: DemoTurn, say: Callable[[str]
 
 def plot_timeline(turns: list[DemoTurn], path: Path, note: str = "") -> None:
     """Per turn: the ack's audio span, blip detection, dispatch (early / ack-end) on audio and wall-clock time."""
+    import matplotlib.pyplot as plt
+
+    from pipeline.io import atomic_path
+
+    fig = timeline_figure(turns, note)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def timeline_figure(turns: list[DemoTurn], note: str = ""):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.io import atomic_path
-
-    fig, axes = plt.subplots(1, 2, figsize=(12, 1.0 + 0.6 * max(1, len(turns))), sharey=True)
+    # Constrained layout keeps the title (above) and the legend (below, outside the axes) off the bars.
+    fig, axes = plt.subplots(1, 2, figsize=(12, 2.2 + 0.6 * max(1, len(turns))), sharey=True, layout="constrained")
     colors = {"early": "tab:green", "ack_end": "tab:orange"}
     labels = [f"{t.row_class}: {t.user[:28]}" for t in turns]
     for y, t in enumerate(turns):
@@ -289,15 +299,12 @@ def plot_timeline(turns: list[DemoTurn], path: Path, note: str = "") -> None:
                Line2D([], [], color="tab:green", marker="o", linestyle="", label="early dispatch (tool called)"),
                Line2D([], [], color="tab:orange", marker="o", linestyle="", label="ack-end fallback (tool called)"),
                Line2D([], [], color="tab:orange", marker="x", linestyle="", label="ack-end fallback (not an ack: no call)")]
-    axes[1].legend(handles=handles, fontsize=7, loc="lower right")
+    fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=len(handles), frameon=False)
     import textwrap
 
     wrapped = "\n".join(textwrap.wrap(note, 140)) if note else ""
     fig.suptitle("Coordinator demo: dispatch vs audio" + (f"\n{wrapped}" if wrapped else ""), fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    return fig
 
 
 def pick_rows(rows: list, n_per_class: int, has_audio: Callable[[Any], bool]) -> list:

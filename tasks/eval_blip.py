@@ -13,8 +13,10 @@ per-position rates (codebook x frame); over non_tool + tool_miss replies the
 streaming detector's false-positive rate; for every reply the frame at which
 the detector decided and which blip copy it matched; the decision latency
 (``decision_latency_ms``: median ms of audio until the detector fired, over the
-tool_match replies it matched). Outputs ``reports/metrics/eval_blip.json``,
-``reports/plots/blip_positions.png`` (heatmap) and ``reports/eval/eval_blip.jsonl``.
+tool_match replies it matched). Outputs ``reports/metrics/eval_blip.details.json``,
+its headline ``reports/metrics/eval_blip.json`` (DVC's metrics: cb0 match rate, detector
+TPR and FPR, decision latency), ``reports/plots/blip_positions.png`` (heatmap) and
+``reports/eval/eval_blip.jsonl``.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import numpy as np
 
 from coordinator.signature import BlipSignature, SignatureError
 from pipeline.blip_emission import NEGATIVE_CLASSES, POSITIVE_CLASSES, AudioReply, score_blip_emission
-from pipeline.io import write_json
+from pipeline.io import write_metrics
 from pipeline.jsonl import read_jsonl, write_jsonl
 from pipeline.params import StageParams, load_stage_params, stage_main
 from pipeline.reply import Reply
@@ -106,6 +108,12 @@ def plot_positions(per_position: list[list[float | None]], n_per_frame: list[int
     plt.close(fig)
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show` lists (``docs/orchestration.md`` defines each rate)."""
+    return {"cb0": metrics["cb0_match_rate"], "tpr": metrics["detector_true_positive_rate"],
+            "fpr": metrics["false_positive_rate"], "latency_ms": metrics["decision_latency_ms"]}
+
+
 def run(params: EvalBlipParams, records_in: Path = RECORDS_IN, codes_npy: Path = CODES_NPY,
         signature_json: Path = SIGNATURE_JSON, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
         records_out: Path = RECORDS_OUT) -> dict[str, Any]:
@@ -129,7 +137,7 @@ def run(params: EvalBlipParams, records_in: Path = RECORDS_IN, codes_npy: Path =
                          ("judged_not_ack", [r for r in pos if r.get("behaviour") != "ack"])):
         metrics[f"cb0_match_rate_{label}"] = (sum(bool(r["matches"]["cb0"]) for r in group) / len(group)) if group else None
     write_jsonl(records_out, rows_out)
-    write_json(metrics_path, metrics)
+    write_metrics(metrics_path, headline(metrics), metrics)
     cb0 = metrics.get("cb0_match_rate")
     plot_positions(report.per_position, metrics["per_position_n"], plot_path,
                    f"Blip codes reproduced at each position (held-out tool_match, n={metrics['n_tool_match']})\n"

@@ -7,9 +7,11 @@ rule-based judge (``pipeline.judge``, rules in ``docs/evaluation.md``) gives
 each reply a behaviour -- ack, refusal, direct, narration, other -- and the row
 is correct when that is what its class expects. Outputs:
 
-- ``reports/metrics/eval_classes.json``: ``per_class`` {class: accuracy},
+- ``reports/metrics/eval_classes.details.json``: ``per_class`` {class: accuracy},
   ``overall_accuracy``, ``n_rows``, counts, the confusion counts, and the
   judge's accuracy on the rows' own reference replies (a check of the judge);
+- ``reports/metrics/eval_classes.json`` (DVC's metrics): overall and
+  tool_match accuracy;
 - ``reports/plots/confusion_matrix.png``: expected class x judged behaviour;
 - ``reports/eval/eval_classes.jsonl``: every row's text, audio codes, stream
   layout and verdict (``eval_blip`` and ``report`` read it).
@@ -28,7 +30,7 @@ from typing import Any, Callable, Iterable
 
 from pipeline.generation import generate_reply, generate_replies
 from pipeline.inference import InferenceRunParams, load_model
-from pipeline.io import write_json
+from pipeline.io import write_metrics
 from pipeline.jsonl import write_jsonl
 from pipeline.judge import BEHAVIOURS, EXPECTED, Verdict, judge
 from pipeline.params import field, load_stage_params, stage_main
@@ -233,6 +235,11 @@ def replies_for(lfm, rows: list[DatasetRow], audio: dict[str, UserAudio | str], 
     return lambda row, wave: by_id[row.id]
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show` lists (the other classes' accuracies and the counts are in the details)."""
+    return {"accuracy": metrics["overall_accuracy"], "tool_match": metrics["per_class"].get("tool_match")}
+
+
 def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
         records_path: Path = RECORDS_PATH, lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -253,7 +260,7 @@ def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path:
     metrics["model_dir"] = str(params.model_dir)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_records(results, records_path)
-    write_json(metrics_path, metrics)
+    write_metrics(metrics_path, headline(metrics), metrics)
     plot_confusion(metrics, plot_path)
     return metrics
 

@@ -8,9 +8,9 @@ narration is scored by ``pipeline.narration.score_narration``:
 - **memorized**: it states, verbatim, a fact value of a training row that is
   not part of this row's facts or request ("values seen in training instead").
 
-The two are independent. Outputs ``reports/metrics/eval_narration.json``
-({faithful_rate, memorized_rate, n, ...}) and ``reports/eval/eval_narration.jsonl``
-(every row's narration and score). A rate over zero rows is null with a reason.
+The two are independent. Outputs ``reports/metrics/eval_narration.details.json``
+({faithful_rate, memorized_rate, n, ...}), its headline ``reports/metrics/eval_narration.json``
+(DVC's metrics) and ``reports/eval/eval_narration.jsonl`` (every row's narration and score). A rate over zero rows is null with a reason.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from pipeline.generation import generate_reply, generate_replies
 from pipeline.inference import InferenceRunParams, load_model
-from pipeline.io import write_json
+from pipeline.io import write_metrics
 from pipeline.jsonl import write_jsonl
 from pipeline.narration import NarrationScore, TrainingValues, score_narration
 from pipeline.params import load_stage_params, stage_main
@@ -114,6 +114,11 @@ def summarize(results: list[NarrationResult], n_rows_read: int, bad: list[str], 
     }
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show` lists: the faithful share (the card's number; the mean fact coverage is in the details)."""
+    return {"faithful": metrics["faithful_rate"]}
+
+
 def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_path: Path = RECORDS_PATH,
         lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -152,7 +157,7 @@ def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_
     metrics["generation"] = generation.to_json()
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_jsonl(records_path, (r.to_json() for r in results))
-    write_json(metrics_path, metrics)
+    write_metrics(metrics_path, headline(metrics), metrics)
     return metrics
 
 

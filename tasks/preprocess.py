@@ -8,7 +8,8 @@ tool_result_speak rows; ``[]``: v4, no blip). liquid-audio's own mapper makes
 the samples, so the shards are in its dataset format. Unlike the stock
 ``preprocess_dataset``, over-long rows are counted, listed and reported, not
 silently skipped, and every blipped turn is checked to open with the blip
-signature's codes, per kind, in ``reports/metrics/preprocess.json``.
+signature's codes, per kind, in ``reports/metrics/preprocess.details.json``
+(headline numbers, DVC's metrics: ``reports/metrics/preprocess.json``).
 
 Each assistant reply is interleaved by the base model's schedule (6 text / 12
 audio), its first text chunk set by ``preprocess.first_text_chunk`` (null: the
@@ -40,7 +41,7 @@ from pipeline.chat_samples import (
     row_messages,
 )
 from pipeline.interleave import Schedule, own_schedule, write_record
-from pipeline.io import atomic_dir, write_json
+from pipeline.io import atomic_dir, write_metrics
 from pipeline.params import StageError, StageParams, load_stage_params, stage_main
 from pipeline.params import field as param
 from pipeline.records import DatasetRow, read_rows, write_jsonl
@@ -268,7 +269,7 @@ def run(params: PreprocessParams) -> dict:
     overlong = [entry for report in reports.values() for entry in report.overlong]
     write_jsonl(OVERLONG, overlong)
     metrics = metrics_document(reports, cache, params.blip_on, schedule)
-    write_json(METRICS, metrics)
+    write_metrics(METRICS, headline(metrics), metrics)
     return metrics
 
 
@@ -318,6 +319,12 @@ def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on
         "unblipped_detection_rate": _rate(sum(r.unblipped_detections for r in reports.values()), unblipped),
         "codes_cache": {"hits": cache.hits, "misses": cache.misses, "hit_rate": _rate(cache.hits, cache.hits + cache.misses)},
     }
+
+
+def headline(document: dict) -> dict:
+    """What `dvc metrics show` lists: blipped turns, the share of them opening with the signature."""
+    return {"blipped": sum(kind["turns"] for kind in document["blipped_turns"].values()),
+            "prefix_ok": document["blip_prefix_match_rate"]}
 
 
 def main() -> int:

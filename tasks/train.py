@@ -18,7 +18,7 @@ this run has written its first checkpoint, then go. The DVCLive series in
 Outputs: ``models/final/`` (a complete model folder: the base folder's config,
 tokenizer and Mimi files + the trained ``model.safetensors`` + ``interleave.json``,
 the interleave schedule the preprocessed data records, which decoding follows),
-replaced only once training has finished; ``reports/metrics/train.json``; ``reports/train/``
+replaced only once training has finished; ``reports/metrics/train.json`` (headline) + ``train.details.json``; ``reports/train/``
 (DVCLive metrics and plots). The code is in ``pipeline/training/``.
 """
 from __future__ import annotations
@@ -27,9 +27,9 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from pipeline.io import write_json
+from pipeline.io import write_metrics
 from pipeline.models import ModelFolderError
 from pipeline.params import load_stage_params, stage_main
 from pipeline.training.config import TrainParams, hash_tree, run_fingerprint
@@ -47,6 +47,12 @@ class TrainPaths:
     final_dir: Path = Path("models/final")
     live_dir: Path = Path("reports/train")
     metrics_json: Path = Path("reports/metrics/train.json")
+
+
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What `dvc metrics show` lists, from ``TrainResult.metrics()``."""
+    return {"loss": metrics["final_train_loss"], "val_loss": metrics["final_val_loss"],
+            "tokens_per_s": metrics["tokens_per_s"], "padding": metrics["padding_fraction"]}
 
 
 def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
@@ -98,7 +104,7 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
         metrics = result.metrics()
         if main_process:
             export_model_folder(accelerator.unwrap_model(trainer.model), params.model_dir, paths.final_dir, schedule)
-            write_json(paths.metrics_json, metrics)
+            write_metrics(paths.metrics_json, headline(metrics), metrics)
             sink.close({k: metrics[k] for k in ("final_train_loss", "final_val_loss", "tokens_per_s", "padding_fraction",
                                                  "peak_memory_gib")
                         if metrics.get(k) is not None})

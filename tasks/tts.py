@@ -10,10 +10,10 @@ only texts never made before. Outputs:
 - ``data/tts/{split}.jsonl``: ``{id, user_key, assistant_key, turn1_user_key,
   turn1_assistant_key}`` per row (turn-1 keys null on other rows); read the
   audio with ``pipeline.tts_cache.load_audio(cache_dir, key)``;
-- ``reports/metrics/tts.json``: syntheses made, cache hits, hit rate, seconds
-  of audio, wall time, and what the cache repair found (temp files removed,
-  shards migrated to checksummed names, damaged shards moved aside and
-  re-synthesised).
+- ``reports/metrics/tts.details.json``: syntheses made, cache hits, hit rate,
+  seconds of audio, wall time, and what the cache repair found (temp files
+  removed, shards migrated to checksummed names, damaged shards moved aside and
+  re-synthesised); ``reports/metrics/tts.json`` (DVC's metrics): the distinct clips.
 
 A split line the stage cannot voice fails it, naming ``FILE:LINE`` (the rows are
 read by ``pipeline.records``, with the rules ``validate`` applies).
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pipeline import params as stage_params
-from pipeline.io import write_json
+from pipeline.io import write_metrics
 from pipeline.jsonl import MissingFile, write_jsonl
 from pipeline.params import StageParams, load_stage_params, stage_main
 from pipeline.records import DatasetRow, read_rows
@@ -128,6 +128,10 @@ class TTSMetrics:
     shards_written: list[str] = field(default_factory=list)
     cache_repair: dict[str, list] = field(default_factory=dict)  # pipeline.tts_cache.RepairReport
 
+    def headline(self) -> dict[str, int | float | None]:
+        """What `dvc metrics show` lists: the distinct clips the manifests point to."""
+        return {"clips": self.requests}
+
 
 def row_texts(row: DatasetRow) -> RowTexts:
     return RowTexts(
@@ -214,7 +218,7 @@ def run_tts(
     metrics.audio_seconds_synthesized = round(report.seconds_synthesized, 3)
     metrics.shards_written = report.shards_written
     metrics.wall_seconds = round(time.monotonic() - started, 3)
-    write_json(metrics_path, asdict(metrics))
+    write_metrics(metrics_path, metrics.headline(), asdict(metrics))
     return metrics
 
 

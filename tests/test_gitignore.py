@@ -1,4 +1,6 @@
-"""What an experiment commit must carry: every metrics and plots file of dvc.yaml that DVC does not cache.
+"""What an experiment commit must carry: every metrics and plots file of dvc.yaml that DVC does not cache,
+and the uncached reports beside them (DVCLive's summary). The stages' full reports (``*.details.json``)
+are DVC-cached outs, so git ignores them.
 
 `dvc exp show`, `dvc metrics diff` and `dvc plots diff` read those files from the experiment's git
 commit; a git-ignored one is missing there ("failed to load"). Checkpoints (cache: false outs) stay ignored.
@@ -32,8 +34,18 @@ def _ignored(path: str) -> bool:
 
 def test_uncached_metrics_and_plots_are_committed_with_each_experiment():
     paths = _uncached("metrics") + _uncached("plots")
-    assert "reports/train/metrics.json" in paths and "reports/train/plots/metrics" in paths
+    assert "reports/metrics/train.json" in paths and "reports/train/plots/metrics" in paths
     assert [p for p in paths if _ignored(p)] == []
+
+
+def test_uncached_reports_are_committed_with_each_experiment():
+    reports = [p for p in _uncached("outs") if p.startswith("reports/")]
+    assert "reports/train/metrics.json" in reports
+    assert [p for p in reports if _ignored(p)] == []
+
+
+def test_the_cached_full_reports_stay_out_of_git():
+    assert _ignored("reports/metrics/eval_blip.details.json") and not _ignored("reports/metrics/eval_blip.json")
 
 
 def test_checkpoints_stay_out_of_git():

@@ -57,7 +57,7 @@ def make_accelerator(mixed_precision: str = "bf16") -> Accelerator:
 
 @dataclass
 class TrainResult:
-    """One invocation of ``Trainer.train``; ``metrics()`` is the stage's ``reports/metrics/train.json``."""
+    """One invocation of ``Trainer.train``; ``metrics()`` is the stage's ``reports/metrics/train.details.json``."""
 
     steps: int
     max_steps: int

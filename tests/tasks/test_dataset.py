@@ -192,8 +192,9 @@ def test_stage_writes_splits_quarantine_and_metrics(tmp_path):
     for name in stage.SPLITS:
         result = read_rows(out / f"{name}.jsonl")
         assert not result.bad and len(result.rows) == metrics["counts"][name]["total"]
-    written = json.loads((tmp_path / "reports/metrics/dataset.json").read_text())
+    written = json.loads((tmp_path / "reports/metrics/dataset.details.json").read_text())
     assert written == metrics
+    assert json.loads((tmp_path / "reports/metrics/dataset.json").read_text()) == {"rows": 44}  # DVC's headline
     assert written["counts"]["train"]["total"] == 24 and written["counts"]["heldout"] == {
         **{name: 2 for name in CLASSES}, "total": 8}
     assert written["bad_rows"] == 0 and written["bad_fraction"] == 0.0
@@ -229,7 +230,7 @@ def test_ingest_fails_past_max_bad_fraction_but_keeps_quarantine_and_metrics(tmp
     with pytest.raises(DatasetError, match=r"5 of 49 rows are bad \(10.2%\), more than dataset.max_bad_fraction"):
         run_in(tmp_path, config(source="ingest", ingest_path=str(path), max_bad_fraction=0.1))
     assert len((tmp_path / "data/dataset/quarantine.jsonl").read_text().splitlines()) == 5
-    assert json.loads((tmp_path / "reports/metrics/dataset.json").read_text())["bad_rows"] == 5
+    assert json.loads((tmp_path / "reports/metrics/dataset.details.json").read_text())["bad_rows"] == 5
     assert not (tmp_path / "data/dataset/train.jsonl").exists()
 
 
@@ -280,7 +281,7 @@ def test_an_ingest_file_too_small_for_the_params_fails_naming_what_is_short(tmp_
                               "(tool_match 0, tool_result_speak 0, tool_miss 0, non_tool 0; needs at least 1 of each class)")
     assert f"eval has {n_rows - 4 if n_rows else 0} row" in message and "dataset.eval_size is 8" in message
     assert not (tmp_path / "data/dataset/train.jsonl").exists()  # nothing a later stage could pick up
-    assert json.loads((tmp_path / "reports/metrics/dataset.json").read_text())["counts"]["train"]["total"] == 0
+    assert json.loads((tmp_path / "reports/metrics/dataset.details.json").read_text())["counts"]["train"]["total"] == 0
 
 
 def test_a_class_missing_from_train_is_named(tmp_path):

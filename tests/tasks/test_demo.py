@@ -107,3 +107,24 @@ def test_bad_settings_and_missing_inputs_are_one_line(tmp_path, monkeypatch, cap
     assert main(["--codes-npy", "codes.npy"]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("demo: ") and "signature.json" in err
+
+
+def test_the_timeline_legend_sits_outside_the_bars():
+    import matplotlib.pyplot as plt
+
+    from tasks.demo import DemoTurn, timeline_figure
+
+    turns = [DemoTurn("a", "tool_match", "weather in Paris?", audio_s=3.2, wall_s=4.1, detected_frame=1,
+                      detected_wall_s=0.4, dispatch="early", dispatch_frame=1, dispatch_wall_s=0.4,
+                      tool_result={"called": True}),
+             DemoTurn("b", "non_tool", "a joke", audio_s=4.0, wall_s=5.2, dispatch="ack_end", dispatch_frame=50,
+                      dispatch_wall_s=5.1, tool_result={"called": False})]
+    for shown in (turns, turns[:1]):
+        fig = timeline_figure(shown, note="a long note " * 20)
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)  # the constrained layout places everything on draw
+        legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+        assert len(legends) == 1
+        box = legends[0].get_window_extent(renderer)
+        assert not any(box.overlaps(ax.get_window_extent(renderer)) for ax in fig.axes)
+        plt.close(fig)

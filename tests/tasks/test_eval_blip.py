@@ -57,7 +57,9 @@ def test_stage_writes_metrics_heatmap_and_rows(tmp_path):
     assert m["decision_latency_ms"] == 160.0 and m["matched_copy_counts"] == {"0": 2}  # 2 frames of 80 ms
     assert any("m4" in p for p in m["records_problems"])
     assert m["cb0_match_rate_judged_ack"] == 1.0 and m["cb0_match_rate_judged_not_ack"] is None
-    on_disk = json.loads((tmp_path / "eval_blip.json").read_text())
+    assert json.loads((tmp_path / "eval_blip.json").read_text()) == {  # DVC's headline
+        "cb0": 1.0, "tpr": m["detector_true_positive_rate"], "fpr": 0.5, "latency_ms": 160.0}
+    on_disk = json.loads((tmp_path / "eval_blip.details.json").read_text())
     assert {"full_match_rate", "cb0_match_rate", "cb0_or_cb3_match_rate", "false_positive_rate", "per_position",
             "decision_frame_histogram", "n_tool_match", "n_negative"} <= set(on_disk)
     assert (tmp_path / "blip_positions.png").read_bytes()[:4] == b"\x89PNG"

@@ -58,7 +58,9 @@ def test_stage_runs_the_tiny_model_and_writes_every_output(tiny_lfm, tiny_lfm_di
     out = tmp_path / "reports"
     metrics = run(params, out / "metrics/eval_classes.json", out / "plots/confusion_matrix.png",
                   out / "eval/eval_classes.jsonl", lfm=tiny_lfm, audio_source=source, log=lambda _: None)
-    written = json.loads((out / "metrics/eval_classes.json").read_text())
+    written = json.loads((out / "metrics/eval_classes.details.json").read_text())
+    assert json.loads((out / "metrics/eval_classes.json").read_text()) == {  # DVC's headline
+        "accuracy": written["overall_accuracy"], "tool_match": written["per_class"]["tool_match"]}
     assert written["n_rows"] == 4 and written["n_evaluated"] == 3 and written["n_skipped"] == 1
     assert set(written["per_class"]) == {"tool_match", "tool_result_speak", "tool_miss", "non_tool"}
     assert written["per_class"]["non_tool"] is None and "per_class.non_tool" in written["unavailable"]

@@ -46,11 +46,11 @@ PARAMS = {
 def workspace(tmp_path, repo_root, params=PARAMS, with_narration=False):
     metrics = tmp_path / "reports/metrics"
     metrics.mkdir(parents=True)
-    (metrics / "eval_classes.json").write_text(json.dumps(CLASSES_METRICS))
-    (metrics / "eval_blip.json").write_text(json.dumps(BLIP_METRICS))
-    (metrics / "train.json").write_text(json.dumps({"final_val_loss": 0.9012, "final_train_loss": 0.7}))
+    (metrics / "eval_classes.details.json").write_text(json.dumps(CLASSES_METRICS))
+    (metrics / "eval_blip.details.json").write_text(json.dumps(BLIP_METRICS))
+    (metrics / "train.details.json").write_text(json.dumps({"final_val_loss": 0.9012, "final_train_loss": 0.7}))
     if with_narration:
-        (metrics / "eval_narration.json").write_text(json.dumps(
+        (metrics / "eval_narration.details.json").write_text(json.dumps(
             {"faithful_rate": 58 / 60, "memorized_rate": 0.0, "n": 60, "n_faithful": 58, "n_memorized": 0}))
     (tmp_path / "reports/eval").mkdir(parents=True)
     (tmp_path / "reports/eval/eval_classes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
@@ -79,7 +79,7 @@ def test_card_has_the_published_columns_delta_and_this_run(tmp_path, repo_root):
 
 def test_missing_metrics_are_unavailable_not_zero(tmp_path, repo_root):
     card = render(workspace(tmp_path, repo_root, with_narration=False))
-    assert "unavailable (" in card and "eval_narration.json: not found" in card
+    assert "unavailable (" in card and "eval_narration.details.json: not found" in card
     assert "| cb0 OR cb3 | 95.0% (38/40) | unavailable (made up for the test) |" in card
     assert "| cb0-only (semantic codebook) | 95.0% (38/40) | 90.0% (27/30) |" in card
     assert "false positives on non_tool/tool_miss | not reported | 1.7% (1/60) |" in card
@@ -102,10 +102,10 @@ def test_narration_recipe_limitations_and_plots(tmp_path, repo_root):
 def test_smoke_card_says_its_numbers_mean_nothing(tmp_path, repo_root):
     smoke = {**PARAMS, "base_models": {"source": "fabricate"}, "report": {"profile": "smoke"}}
     root = workspace(tmp_path, repo_root, params=smoke)
-    (root / "reports/metrics/train.json").unlink()
+    (root / "reports/metrics/train.details.json").unlink()
     card = render(root)
     assert "THESE NUMBERS MEAN NOTHING" in card.split("##")[0] and "random-init" in card.split("##")[0]
-    assert "Final val_loss: unavailable" in card and "train.json: not found" in card
+    assert "Final val_loss: unavailable" in card and "train.details.json: not found" in card
 
 
 def test_every_metrics_file_missing(tmp_path, repo_root):
@@ -183,7 +183,7 @@ def test_the_card_is_a_hub_model_card_whose_numbers_are_the_metrics_files(tmp_pa
     assert data.license_link == "https://huggingface.co/LiquidAI/LFM2.5-Audio-1.5B/blob/main/LICENSE"
     assert data.pipeline_tag == "audio-to-audio" and "tool-use" in data.tags and "smoke-run" not in data.tags
 
-    metrics = {name: json.loads((root / f"reports/metrics/{name}.json").read_text())
+    metrics = {name: json.loads((root / f"reports/metrics/{name}.details.json").read_text())
                for name in ("eval_classes", "eval_narration", "eval_blip")}
     percent = lambda rate: round(100 * rate, 1)  # noqa: E731 - as the body's tables show it
     classes, narration, blip = metrics["eval_classes"], metrics["eval_narration"], metrics["eval_blip"]
@@ -210,7 +210,7 @@ def test_a_smoke_card_parses_names_its_base_and_carries_the_eval_results(tmp_pat
              "report": {"profile": "smoke"}}
     root = workspace(tmp_path, repo_root, params=smoke)
     zero = {**CLASSES_METRICS, "per_class": dict.fromkeys(CLASSES_METRICS["per_class"], 0.0), "overall_accuracy": 0.0}
-    (root / "reports/metrics/eval_classes.json").write_text(json.dumps(zero))  # what a random-init model scores
+    (root / "reports/metrics/eval_classes.details.json").write_text(json.dumps(zero))  # what a random-init model scores
     render(root)
     card = hub_card(root)
     assert card.data.base_model == "LiquidAI/LFM2.5-Audio-1.5B" and "smoke-run" in card.data.tags

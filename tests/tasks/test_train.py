@@ -302,8 +302,11 @@ def test_stage_resumes_after_kill_9_and_keeps_the_previous_run_until_it_has_a_ch
     assert f"resumed from checkpoint {Path('models/checkpoints') / killed_at.path.name} (step {killed_at.step}," in out
     assert re.search(r"removed \d stale checkpoint folder\(s\): .*step-0000098", out)
 
-    metrics = json.loads((ws / "reports" / "metrics" / "train.json").read_text())
+    metrics = json.loads((ws / "reports" / "metrics" / "train.details.json").read_text())
     assert metrics["resumed_from_step"] == killed_at.step and metrics["steps"] == 6
+    headline = json.loads((ws / "reports" / "metrics" / "train.json").read_text())  # DVC's metrics
+    assert headline == {"loss": metrics["final_train_loss"], "val_loss": metrics["final_val_loss"],
+                        "tokens_per_s": metrics["tokens_per_s"], "padding": metrics["padding_fraction"]}
     assert metrics["final_val_loss"] is not None and metrics["final_train_loss"] is not None
     assert metrics["tokens_per_s"] > 0 and metrics["peak_memory_kind"] == "cpu_peak_rss" and metrics["peak_memory_gib"] > 0
     # One series, each step once: points logged after the checkpoint by the killed run were replaced.
@@ -325,7 +328,7 @@ def test_stage_resumes_after_kill_9_and_keeps_the_previous_run_until_it_has_a_ch
     assert final.schedule == SHORT_PREAMBLE
     # Every output follows the umask (here 002): the weights too, which safetensors alone writes 0600.
     outputs = [final_dir, *final_dir.rglob("*"), *checkpoints.glob("step-*"), *checkpoints.glob("step-*/*"),
-               ws / "reports" / "metrics" / "train.json"]
+               ws / "reports" / "metrics" / "train.json", ws / "reports" / "metrics" / "train.details.json"]
     for path in outputs:
         assert path.stat().st_mode & 0o777 == (0o775 if path.is_dir() else 0o664), path
 
@@ -391,7 +394,7 @@ def test_two_processes_die_with_the_launcher_and_resume(tiny_lfm_dir, preprocess
     out = (tmp_path / "second.log").read_text()
     assert second.returncode == 0, out[-3000:]
     assert f"(step {killed_at.step}," in out and "resumed from checkpoint" in out
-    metrics = json.loads((ws / "reports" / "metrics" / "train.json").read_text())
+    metrics = json.loads((ws / "reports" / "metrics" / "train.details.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_batch_size"] == 4
     assert metrics["resumed_from_step"] == killed_at.step and metrics["steps"] == 6
     assert read_tsv_steps(ws / "reports" / "train" / "plots" / "metrics" / "train" / "loss.tsv") == [1, 2, 3, 4, 5, 6]

@@ -88,7 +88,8 @@ def test_stage_writes_manifests_and_metrics_then_reruns_for_free(tmp_path, engin
                 audio, rate = load_audio(tmp_path / "cache", row[key])
                 assert rate == 24_000 and audio.size > 0.3 * rate
 
-    saved = read_json(tmp_path / "metrics" / "tts.json")
+    saved = read_json(tmp_path / "metrics" / "tts.details.json")
+    assert read_json(tmp_path / "metrics" / "tts.json") == {"clips": 7}  # DVC's headline
     assert saved["syntheses"] == 7 and saved["hit_rate"] == 0.0 and saved["audio_seconds"] > 3
     assert saved["engine"] == "espeak-ng" and saved["wall_seconds"] >= 0
 
@@ -132,7 +133,7 @@ def test_a_damaged_cache_shard_is_reported_by_path_and_synthesised_again(tmp_pat
     out, err = capsys.readouterr()
     assert f"tts: {shard}: damaged TTS cache shard" in err and "moved to data/tts/.cache.damaged/" in err
     assert "7 clips (4 synthesised, 3 cached)" in out  # shard_size 4: the damaged shard held 4 clips
-    metrics = read_json("reports/metrics/tts.json")
+    metrics = read_json("reports/metrics/tts.details.json")
     assert [d["shard"] for d in metrics["cache_repair"]["damaged"]] == [str(shard)]
     assert {s: Path(f"data/tts/{s}.jsonl").read_bytes() for s in SPLITS} == manifests
     cache = TTSCache("data/tts/cache")
