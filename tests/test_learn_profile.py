@@ -107,9 +107,9 @@ def train_arm(shared: Path, root: Path, blip_on: list[str], overrides: dict, pre
         write_wav(preview_wav, np.concatenate([silence, preview]), rate)
     for stage in STAGES_FROM_PREPROCESS:
         run_stage(root, stage)
-    metrics = json.loads((root / "reports/metrics/eval_blip.json").read_text())
+    metrics = json.loads((root / "reports/metrics/eval_blip.details.json").read_text())
     for stage in ("preprocess", "train"):
-        metrics[stage] = json.loads((root / f"reports/metrics/{stage}.json").read_text())
+        metrics[stage] = json.loads((root / f"reports/metrics/{stage}.details.json").read_text())
     assert metrics["preprocess"]["overlong_rows"] == 0, "rows longer than SMALL's context were left out: raise it"
     return metrics
 
