@@ -84,23 +84,26 @@ def changes_blip(overrides: Sequence[str]) -> bool:
 
 def flag_twins(variants: Sequence[tuple[str, Sequence[str], PrescreenResult]],
                default_signature: tuple[int, ...] | None) -> dict[str, PrescreenResult]:
-    """Reject each blip-changing variant whose signature equals the default's or an earlier one's.
+    """Reject each blip-changing variant that would train exactly as the default or an earlier variant.
 
+    Two variants train alike when their signatures are equal and they change the same non-blip
+    params (a double blip with oversampling is not a twin of the plain double blip).
     `variants` are (name, overrides, result) in sweep order; the first variant with a signature
     keeps it, later ones are its twins. Returns name -> result (the same object when unchanged).
     """
-    owners: dict[tuple[int, ...], str] = {}
+    owners: dict[tuple, str] = {}
     if default_signature:
-        owners[tuple(default_signature)] = DEFAULT_TWIN
+        owners[(tuple(default_signature), ())] = DEFAULT_TWIN
     out: dict[str, PrescreenResult] = {}
     for name, overrides, result in variants:
         out[name] = result
         if not changes_blip(overrides) or not result.signature:
             continue
-        twin = owners.setdefault(result.signature, name)
+        other_params = tuple(sorted(o for o in overrides if not changes_blip([o])))
+        twin = owners.setdefault((result.signature, other_params), name)
         if twin != name:
-            why = (f"signature cb0 {list(result.signature)} equals {twin if twin == DEFAULT_TWIN else repr(twin)}'s:"
-                   f" it would train on the same codes")
+            why = (f"signature cb0 {list(result.signature)} equals {twin if twin == DEFAULT_TWIN else repr(twin)}'s"
+                   f"{' with the same other overrides' if other_params else ''}: it would train on the same codes")
             out[name] = dataclasses.replace(result, reason="; ".join(filter(None, [result.reason, why])))
     return out
 

@@ -115,11 +115,16 @@ def test_a_blip_variant_with_the_defaults_or_an_earlier_variants_signature_is_re
         ("long-louder", ["blip.duration_ms=240", "blip.amplitude=0.6"], passed((430, 127, 88))),
         ("oversample", ["preprocess.tool_match_oversample=2"], passed((430, 127))),  # shares it by design
         ("new", ["+blip.gap_ms=40"], passed((5, 6))),
+        ("long-oversampled", ["blip.duration_ms=240", "preprocess.tool_match_oversample=2"],
+         passed((430, 127, 88))),  # long's blip, other training rows: not a twin
+        ("long-oversampled-again", ["preprocess.tool_match_oversample=2", "blip.duration_ms=240"],
+         passed((430, 127, 88))),
     ]
     out = flag_twins(variants, default)
     assert not out["tones-1000-1500"].passed and "equals the default (params.yaml)'s" in out["tones-1000-1500"].reason
     assert not out["long-louder"].passed and "equals 'long''s" in out["long-louder"].reason
-    assert [name for name, r in out.items() if r.passed] == ["long", "oversample", "new"]
+    assert "equals 'long-oversampled''s with the same other overrides" in out["long-oversampled-again"].reason
+    assert [name for name, r in out.items() if r.passed] == ["long", "oversample", "new", "long-oversampled"]
     assert out["long"] is variants[1][2]  # untouched results are the same objects
 
 
