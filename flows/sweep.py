@@ -23,6 +23,7 @@ import io
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from flows.remote import run_remote_experiment
 LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv, .md and .png
 COLUMNS = ["rank", "name", "kind", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
            "detector_true_positive_rate", "false_positive_rate", "decision_latency_ms",
-           "prescreen_false_trigger_rate", "overrides", "note"]
+           "prescreen_false_trigger_rate", "experiment_s", "overrides", "note"]
 
 BASELINES = Path("configs/baselines.yaml")  # the model cards' numbers, in percent (shared with the report stage)
 
@@ -143,14 +144,18 @@ def experiment(workdir: str, variant: Variant, gpus: int) -> dict:
     """Run one variant as a DVC experiment, here or (see EXPERIMENT_DEPLOYMENT_ENV) on a GPU worker's
     own clone, pulled back with `dvc exp pull`; return its leaderboard metrics."""
     logger = get_run_logger()
+    started = time.perf_counter()
     if deployment := os.environ.get(EXPERIMENT_DEPLOYMENT_ENV):
         rev = run_remote_experiment(workdir, variant.name, variant.overrides, gpus, deployment, logger)
-        return experiment_metrics(workdir, rev)
-    with gpu_slots(gpus):
-        if remove_experiment(workdir, variant.name):
-            logger.info("replaced the earlier experiment '%s' of this commit", variant.name)
-        rev = run_experiment(workdir, variant.name, variant.overrides, on_line=line_logger(logger))
-    return experiment_metrics(workdir, rev)
+    else:
+        with gpu_slots(gpus):
+            started = time.perf_counter()  # from here: waiting for GPU slots is not the experiment's time
+            if remove_experiment(workdir, variant.name):
+                logger.info("replaced the earlier experiment '%s' of this commit", variant.name)
+            rev = run_experiment(workdir, variant.name, variant.overrides, on_line=line_logger(logger))
+    seconds = round(time.perf_counter() - started, 1)
+    logger.info("experiment '%s' took %.1f s", variant.name, seconds)
+    return {**experiment_metrics(workdir, rev), "experiment_s": seconds}
 
 
 def experiment_metrics(workdir: str, rev: str) -> dict:

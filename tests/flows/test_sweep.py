@@ -40,6 +40,7 @@ def test_two_toy_variants_make_a_two_row_leaderboard_plus_baselines(toy, prefect
     assert float(rows[1]["overall_accuracy"]) == pytest.approx(0.95) and float(rows[1]["cb0_match_rate"]) == 0.95
     assert float(best["detector_true_positive_rate"]) == 0.9 and float(best["decision_latency_ms"]) == 160.0
     assert rows[1]["decision_latency_ms"] == ""  # the cards did not measure it
+    assert float(best["experiment_s"]) > 0 and rows[1]["experiment_s"] == ""  # each experiment's wall time
     markdown = (toy / "reports/sweep/leaderboard.md").read_text()
     assert "| boost-7 | experiment |" in markdown and "(leaderboard.png)" in markdown
     assert (toy / "reports/sweep/leaderboard.png").read_bytes()[:4] == b"\x89PNG"
