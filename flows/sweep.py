@@ -23,6 +23,7 @@ import io
 import os
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.dvc_graph import line_logger, one_line, read_json_at, remove_experiment, run_experiment
-from flows.gpu_stage import gpu_slots
+from flows.gpu_stage import LocalSlots, gpu_slots, local_gpu_count
 from flows.prescreen import (PrescreenResult, changes_blip, flag_twins, load_reference_audio, prescreen_variant,
                              variant_signature)
 from flows.publish import BLIP_METRICS, CLASS_METRICS, markdown_table, publish_table
@@ -148,7 +149,7 @@ def experiment(workdir: str, variant: Variant, gpus: int) -> dict:
     if deployment := os.environ.get(EXPERIMENT_DEPLOYMENT_ENV):
         rev = run_remote_experiment(workdir, variant.name, variant.overrides, gpus, deployment, logger)
     else:
-        with gpu_slots(gpus):
+        with gpu_slots(gpus, local=_local_slots()):
             started = time.perf_counter()  # from here: waiting for GPU slots is not the experiment's time
             if remove_experiment(workdir, variant.name):
                 logger.info("replaced the earlier experiment '%s' of this commit", variant.name)
@@ -156,6 +157,18 @@ def experiment(workdir: str, variant: Variant, gpus: int) -> dict:
     seconds = round(time.perf_counter() - started, 1)
     logger.info("experiment '%s' took %.1f s", variant.name, seconds)
     return {**experiment_metrics(workdir, rev), "experiment_s": seconds}
+
+
+_LOCAL_SLOTS: list[LocalSlots] = []
+_LOCAL_SLOTS_MADE = threading.Lock()
+
+
+def _local_slots() -> LocalSlots:
+    """This process's GPU slots (one per local GPU; one on a CPU-only host), made once."""
+    with _LOCAL_SLOTS_MADE:
+        if not _LOCAL_SLOTS:
+            _LOCAL_SLOTS.append(LocalSlots(local_gpu_count()))
+        return _LOCAL_SLOTS[0]
 
 
 def experiment_metrics(workdir: str, rev: str) -> dict:
