@@ -240,11 +240,15 @@ def write_leaderboard_plot(workdir: str, rows: list[dict]) -> Path:
     shown = [r for r in rows if r.get("kind") in ("baseline", "experiment")]
     names = [str(r["name"]) for r in shown]
     fig, (roc, acc, lat) = plt.subplots(1, 3, figsize=(15, 4.8))
+    at_point: dict[tuple[float, float], list[str]] = {}  # variants at the same point share one label
     for r in shown:
         tpr, fpr = r.get("detector_true_positive_rate"), r.get("false_positive_rate")
         if tpr is not None and fpr is not None:
-            roc.scatter(fpr, tpr)
-            roc.annotate(str(r["name"]), (fpr, tpr), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            at_point.setdefault((fpr, tpr), []).append(str(r["name"]))
+    for (fpr, tpr), point_names in at_point.items():
+        roc.scatter(fpr, tpr)
+        roc.annotate("\n".join(point_names), (fpr, tpr), textcoords="offset points", xytext=(6, -4), fontsize=8,
+                     va="top" if tpr > 0.5 else "bottom")
     roc.set(xlabel="false-positive rate (negatives)", ylabel="true-positive rate (tool_match)",
             title="blip detector", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
     for ax, key, label in ((acc, "overall_accuracy", "overall accuracy"),
