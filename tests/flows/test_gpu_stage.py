@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from flows.gpu_stage import LocalSlots
 
 
@@ -45,7 +47,28 @@ def test_a_request_above_the_hosts_slots_runs_alone_instead_of_waiting_forever()
     assert span[1] > span[0]
 
 
-def test_without_a_server_limit_gpu_slots_falls_back_to_the_local_slots(prefect_api):
+@pytest.fixture
+def no_gpu_limit(prefect_api):
+    """The test server without the `gpu` limit (other tests' `flows.pool setup` made one); put back after."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectNotFound
+
+    from flows.gpu_stage import GPU_LIMIT
+
+    with get_client(sync_client=True) as client:
+        try:
+            slots = client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit
+            client.delete_global_concurrency_limit_by_name(GPU_LIMIT)
+        except ObjectNotFound:
+            slots = None
+    yield
+    if slots is not None:
+        with get_client(sync_client=True) as client:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots))
+
+
+def test_without_a_server_limit_gpu_slots_falls_back_to_the_local_slots(no_gpu_limit):
     from prefect import flow, task
 
     from flows.gpu_stage import gpu_slots
