@@ -23,7 +23,6 @@ import io
 import os
 import re
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,34 +140,23 @@ EXPERIMENT_DEPLOYMENT_ENV = "TOOLAWARE_EXPERIMENT_DEPLOYMENT"
 
 
 @task(task_run_name="exp-{variant.name}", cache_policy=NO_CACHE, persist_result=False)
-def experiment(workdir: str, variant: Variant, gpus: int) -> dict:
+def experiment(workdir: str, variant: Variant, gpus: int, local_slots: LocalSlots) -> dict:
     """Run one variant as a DVC experiment, here or (see EXPERIMENT_DEPLOYMENT_ENV) on a GPU worker's
-    own clone, pulled back with `dvc exp pull`; return its leaderboard metrics."""
+    own clone, pulled back with `dvc exp pull`; return its leaderboard metrics and wall time.
+    `local_slots` stand in for the server's `gpu` limit where it has none."""
     logger = get_run_logger()
-    started = time.perf_counter()
     if deployment := os.environ.get(EXPERIMENT_DEPLOYMENT_ENV):
+        started = time.perf_counter()
         rev = run_remote_experiment(workdir, variant.name, variant.overrides, gpus, deployment, logger)
     else:
-        with gpu_slots(gpus, local=_local_slots()):
-            started = time.perf_counter()  # from here: waiting for GPU slots is not the experiment's time
+        with gpu_slots(gpus, local=local_slots):
+            started = time.perf_counter()  # waiting for GPU slots is not the experiment's time
             if remove_experiment(workdir, variant.name):
                 logger.info("replaced the earlier experiment '%s' of this commit", variant.name)
             rev = run_experiment(workdir, variant.name, variant.overrides, on_line=line_logger(logger))
     seconds = round(time.perf_counter() - started, 1)
     logger.info("experiment '%s' took %.1f s", variant.name, seconds)
     return {**experiment_metrics(workdir, rev), "experiment_s": seconds}
-
-
-_LOCAL_SLOTS: list[LocalSlots] = []
-_LOCAL_SLOTS_MADE = threading.Lock()
-
-
-def _local_slots() -> LocalSlots:
-    """This process's GPU slots (one per local GPU; one on a CPU-only host), made once."""
-    with _LOCAL_SLOTS_MADE:
-        if not _LOCAL_SLOTS:
-            _LOCAL_SLOTS.append(LocalSlots(local_gpu_count()))
-        return _LOCAL_SLOTS[0]
 
 
 def experiment_metrics(workdir: str, rev: str) -> dict:
@@ -314,7 +302,8 @@ def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", p
         survivors = [v for v, result in screened.items() if result.passed]
         rows += [{"name": v.name, "kind": "rejected", "overrides": " ".join(v.overrides), "note": r.reason,
                   "prescreen_false_trigger_rate": r.false_trigger_rate} for v, r in screened.items() if not r.passed]
-    futures = {v: experiment.submit(workdir, v, plan.gpus_per_experiment) for v in survivors}
+    local_slots = LocalSlots(local_gpu_count())  # one per local GPU (one on a CPU host), if the server has no limit
+    futures = {v: experiment.submit(workdir, v, plan.gpus_per_experiment, local_slots) for v in survivors}
     errors = []
     for variant, future in futures.items():
         row = {"name": variant.name, "kind": "experiment", "overrides": " ".join(variant.overrides)}
