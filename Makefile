@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE ?= 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test clean-runs
+.PHONY: setup run demo test clean-runs
 
 setup: $(STAMP)
 
@@ -29,6 +29,16 @@ ifeq ($(PROFILE),v4.1)
 else
 	@WS=$$($(PY) -m pipeline.workspace --profile $(PROFILE)) && \
 	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m flows.retrain --workdir $$WS
+endif
+
+# The coordinator demo on a workspace `make run` made (runs/<profile>; the repo itself for v4.1). An existing
+# workspace is synced first, so its params carry the profile's current `demo` group. DEMO_ARGS: extra flags.
+demo: setup
+ifeq ($(PROFILE),v4.1)
+	$(PY) -m tasks.demo --workdir . $(DEMO_ARGS)
+else
+	@test ! -d runs/$(PROFILE) || $(PY) -m pipeline.workspace --profile $(PROFILE) >/dev/null
+	$(PY) -m tasks.demo --workdir runs/$(PROFILE) $(DEMO_ARGS)
 endif
 
 test: setup
