@@ -177,7 +177,7 @@ class DemoSummary:
                 f"{self.fallback_dispatch} by the ack-end fallback, {self.undispatched_tool_turns} not at all; "
                 f"{self.false_dispatch}/{self.negative_turns} non-tool turns dispatched")
         if self.tool_turns and not self.early_dispatch:
-            text += "; no blip detected, so nothing is saved"
+            text += "; no blip on any tool turn, so nothing is saved"
         if self.early_dispatch and self.mean_saving_audio_s is not None:
             text += (f"; the tool's result is ready {self.mean_saving_audio_s:.2f}s of audio "
                      f"({self.mean_saving_wall_s:.2f}s wall) sooner on average")
@@ -443,7 +443,7 @@ def timeline_figure(turns: list[DemoTurn], note: str = "", tool_latency_s: float
                       label="result ready without the blip"),
                Line2D([], [], color=EARLY_COLOR, linewidth=3, label="what the blip saves")]
     fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=5, frameon=False)
-    wrapped = "\n".join(textwrap.fill(part, 150) for part in note.split("\n")) if note else ""
+    wrapped = "\n".join(textwrap.fill(part, 175) for part in note.split("\n")) if note else ""
     fig.suptitle("Coordinator demo: what the blip buys" + (f"\n{wrapped}" if wrapped else ""), fontsize=10)
     return fig
 

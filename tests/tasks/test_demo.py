@@ -102,7 +102,7 @@ def test_the_saving_is_the_ack_end_minus_the_early_dispatch_on_both_clocks():
         "result_ready_without_blip_s": pytest.approx(2.7), "saving_s": pytest.approx(2.24)}
     assert "ready 1.12s of audio (2.12s wall) sooner on average" in summary.line()
     no_blip = summarize([fallback, quiet], "r.jsonl", "why", 0.3)
-    assert "no blip detected, so nothing is saved" in no_blip.line() and "sooner" not in no_blip.line()
+    assert "no blip on any tool turn, so nothing is saved" in no_blip.line() and "sooner" not in no_blip.line()
 
 
 def make_workspace(root, model_dir):
@@ -158,8 +158,9 @@ def test_without_a_workspace_it_names_the_command_that_makes_one(repo_root, tmp_
     assert capsys.readouterr().err == ("demo: --workdir runs/learn: no such directory: make it with "
                                        "`make run PROFILE=learn`, then run `make demo PROFILE=learn`\n")
     (tmp_path / "runs/learn").mkdir()
+    (tmp_path / "runs/learn/params.yaml").write_text("demo: {codes_npy: blip.npy}\n")  # read from the workdir
     assert main(["--workdir", "runs/learn"]) == 1
-    assert capsys.readouterr().err.startswith("demo: no pipeline outputs in runs/learn (")
+    assert capsys.readouterr().err.startswith("demo: no pipeline outputs in runs/learn (blip.npy not found): make it")
 
 
 def test_each_profile_demos_the_rows_it_can_show(repo_root):
