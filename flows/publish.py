@@ -10,13 +10,15 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pipeline.artifacts import details_json, metrics_json
+
 UNAVAILABLE = "unavailable"
 # What the eval stages write (contract: docs/orchestration.md): the full reports (DVC-cached outs) and their
 # headline numbers (DVC's metrics, in git, so readable at any experiment's commit).
-CLASS_DETAILS = "reports/metrics/eval_classes.details.json"  # overall_accuracy, n, per_class, per_class_counts
-BLIP_DETAILS = "reports/metrics/eval_blip.details.json"  # cb0_match_rate, false_positive_rate, ...
-CLASS_METRICS = "reports/metrics/eval_classes.json"  # accuracy, tool_match
-BLIP_METRICS = "reports/metrics/eval_blip.json"  # cb0, tpr, fpr, latency_ms
+CLASS_DETAILS = str(details_json("eval_classes"))
+BLIP_DETAILS = str(details_json("eval_blip"))
+CLASS_METRICS = str(metrics_json("eval_classes"))
+BLIP_METRICS = str(metrics_json("eval_blip"))
 
 
 def cell(value: Any, missing: str = UNAVAILABLE) -> str:

@@ -28,10 +28,9 @@ from flows.dvc_graph import (FAILED, NOT_RUN, RAN, RESTORED, SKIPPED, DvcFailed,
 from flows.gpu_stage import gpu_slots
 from flows.publish import (BLIP_DETAILS, CLASS_DETAILS, flatten, markdown_table, per_class, publish_table,
                            publish_unavailable, read_metrics)
+from pipeline.artifacts import LAST_RUN_JSON, MODEL_CARD_MD
 
 GPU_DEPLOYMENT = "gpu-stage/gpu-stage"
-LAST_RUN = Path("reports/last_run.json")
-MODEL_CARD = Path("reports/model_card.md")
 COLUMNS = ["stage", "status", "seconds", "pool", "queue", "error"]
 HOST_GPUS = 2  # the card's 2x RTX 4090: GPU stages are scheduled on gpu0 and gpu1
 
@@ -241,7 +240,7 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
         finish(result)
 
     rows = [results[spec.name].row() for spec in stages]  # DVC's order, whatever the finishing order
-    write_json(Path(workdir) / LAST_RUN, rows)
+    write_json(Path(workdir) / LAST_RUN_JSON, rows)
     wall = time.perf_counter() - flow_start
     logger.info("stages:\n%s", markdown_table(rows, COLUMNS, missing="-"))
     logger.info("wall time %.1f s for %.1f s of stage time (%.2fx from running stages side by side)",
@@ -269,9 +268,9 @@ def publish_run(workdir: str, rows: list[dict]) -> None:
     else:
         blip_rows = [{"metric": k, "value": v} for k, v in flatten(blip).items()]
         publish_table("eval-blip", blip_rows, f"Blip emission ({BLIP_DETAILS})")
-    card = root / MODEL_CARD
+    card = root / MODEL_CARD_MD
     if card.is_file():
-        create_markdown_artifact(card_body(card.read_text()), key="model-card", description=str(MODEL_CARD))
+        create_markdown_artifact(card_body(card.read_text()), key="model-card", description=str(MODEL_CARD_MD))
     else:
         publish_unavailable("model-card", "Model card", f"{card}: not written")
 

@@ -37,18 +37,16 @@ from flows.prescreen import (PrescreenResult, changes_blip, flag_twins, load_ref
                              variant_signature)
 from flows.publish import BLIP_METRICS, CLASS_METRICS, markdown_table, publish_table
 from flows.remote import run_remote_experiment
+from pipeline.artifacts import BASELINES_YAML, LEADERBOARD
 
-LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv, .md and .png
 COLUMNS = ["rank", "name", "kind", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
            "detector_true_positive_rate", "false_positive_rate", "decision_latency_ms",
            "prescreen_false_trigger_rate", "experiment_s", "overrides", "note"]
 
-BASELINES = Path("configs/baselines.yaml")  # the model cards' numbers, in percent (shared with the report stage)
-
 
 def baseline_rows(workdir: str) -> list[dict]:
     """Leaderboard rows of the published versions (v4, v4.1), as fractions; what a card lacks is None."""
-    path = Path(workdir) / BASELINES
+    path = Path(workdir) / BASELINES_YAML
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -60,7 +58,7 @@ def baseline_rows(workdir: str) -> list[dict]:
             node = node.get(key) if isinstance(node, dict) else None
         return None if node is None else node / 100
 
-    return [{"name": v, "kind": "baseline", "overrides": "", "note": f"published ({BASELINES})",
+    return [{"name": v, "kind": "baseline", "overrides": "", "note": f"published ({BASELINES_YAML})",
              "overall_accuracy": fraction("classes", "overall", v),
              "tool_match_accuracy": fraction("classes", "tool_match", v),
              "cb0_match_rate": fraction("blip", v, "cb0"), "false_positive_rate": None,

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, TextIO
 
 from pipeline import templates
+from pipeline.artifacts import DATASET_DIR, metrics_json
 from pipeline.catalog import TOOLS, RowMaker, is_hard_negative
 from pipeline.io import write_metrics
 from pipeline.jsonl import write_jsonl
@@ -48,8 +49,7 @@ from pipeline.templates import Side
 SPLITS = ("train", "eval", "heldout", "novel_facts")
 TRAINING_SPLITS = ("train", "eval")
 PROTECTED_SPLITS = ("heldout", "novel_facts")
-OUT_DIR = Path("data/dataset")
-METRICS_PATH = Path("reports/metrics/dataset.json")
+METRICS_PATH = metrics_json("dataset")
 
 Splits = dict[str, list[DatasetRow]]
 
@@ -332,7 +332,7 @@ def write_report(metrics_path: Path, metrics: dict[str, Any]) -> None:
     write_metrics(metrics_path, headline(metrics), metrics)
 
 
-def run_stage(config: DatasetParams, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS_PATH) -> dict[str, Any]:
+def run_stage(config: DatasetParams, out_dir: Path = DATASET_DIR, metrics_path: Path = METRICS_PATH) -> dict[str, Any]:
     """Produce the four splits, the quarantine file and the metrics; return the metrics.
 
     Raises DatasetError (after writing quarantine and metrics) when too many rows are bad

@@ -28,6 +28,7 @@ from typing import Any, Literal
 import numpy as np
 
 from coordinator.signature import BlipSignature, SignatureError
+from pipeline.artifacts import BLIP_CODES_NPY, BLIP_POSITIONS_PNG, BLIP_SIGNATURE_JSON, EVAL_BLIP_JSONL, EVAL_CLASSES_JSONL, metrics_json
 from pipeline.blip_emission import NEGATIVE_CLASSES, POSITIVE_CLASSES, AudioReply, score_blip_emission
 from pipeline.io import write_metrics
 from pipeline.jsonl import read_jsonl, write_jsonl
@@ -35,12 +36,7 @@ from pipeline.params import StageParams, load_stage_params, stage_main
 from pipeline.reply import Reply
 
 SECTION = "eval_blip"
-RECORDS_IN = Path("reports/eval/eval_classes.jsonl")
-CODES_NPY = Path("data/blips/tool_invoke.codes.npy")
-SIGNATURE_JSON = Path("data/blips/tool_invoke.signature.json")
-METRICS_PATH = Path("reports/metrics/eval_blip.json")
-PLOT_PATH = Path("reports/plots/blip_positions.png")
-RECORDS_OUT = Path("reports/eval/eval_blip.jsonl")
+METRICS_PATH = metrics_json("eval_blip")
 
 
 @dataclass(frozen=True)
@@ -114,9 +110,9 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
             "fpr": metrics["false_positive_rate"], "latency_ms": metrics["decision_latency_ms"]}
 
 
-def run(params: EvalBlipParams, records_in: Path = RECORDS_IN, codes_npy: Path = CODES_NPY,
-        signature_json: Path = SIGNATURE_JSON, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
-        records_out: Path = RECORDS_OUT) -> dict[str, Any]:
+def run(params: EvalBlipParams, records_in: Path = EVAL_CLASSES_JSONL, codes_npy: Path = BLIP_CODES_NPY,
+        signature_json: Path = BLIP_SIGNATURE_JSON, metrics_path: Path = METRICS_PATH, plot_path: Path = BLIP_POSITIONS_PNG,
+        records_out: Path = EVAL_BLIP_JSONL) -> dict[str, Any]:
     signature = BlipSignature.load(codes_npy, signature_json)
     replies, info, problems = read_replies(records_in)
     report = score_blip_emission(signature, replies, positive_classes=POSITIVE_CLASSES,

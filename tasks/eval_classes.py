@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from pipeline.artifacts import CONFUSION_PNG, EVAL_CLASSES_JSONL, metrics_json
 from pipeline.generation import generate_reply, generate_replies
 from pipeline.inference import InferenceRunParams, load_model
 from pipeline.io import write_metrics
@@ -39,9 +40,7 @@ from pipeline.reply import Reply
 from pipeline.user_audio import ManifestAudio, UserAudio, check_skipped
 
 SECTION = "eval_classes"
-METRICS_PATH = Path("reports/metrics/eval_classes.json")
-PLOT_PATH = Path("reports/plots/confusion_matrix.png")
-RECORDS_PATH = Path("reports/eval/eval_classes.jsonl")
+METRICS_PATH = metrics_json("eval_classes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,8 +239,8 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {"accuracy": metrics["overall_accuracy"], "tool_match": metrics["per_class"].get("tool_match")}
 
 
-def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
-        records_path: Path = RECORDS_PATH, lfm=None, audio_source: ManifestAudio | None = None,
+def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path: Path = CONFUSION_PNG,
+        records_path: Path = EVAL_CLASSES_JSONL, lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     read = read_rows(params.rows)
     bad = [str(b) for b in read.bad]

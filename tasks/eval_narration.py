@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline.artifacts import EVAL_NARRATION_JSONL, metrics_json
 from pipeline.generation import generate_reply, generate_replies
 from pipeline.inference import InferenceRunParams, load_model
 from pipeline.io import write_metrics
@@ -31,8 +32,7 @@ from pipeline.reply import Reply
 from pipeline.user_audio import ManifestAudio, check_skipped
 
 SECTION = "eval_narration"
-METRICS_PATH = Path("reports/metrics/eval_narration.json")
-RECORDS_PATH = Path("reports/eval/eval_narration.jsonl")
+METRICS_PATH = metrics_json("eval_narration")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +119,7 @@ def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return {"faithful": metrics["faithful_rate"]}
 
 
-def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_path: Path = RECORDS_PATH,
+def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_path: Path = EVAL_NARRATION_JSONL,
         lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     read = read_rows(params.rows)

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from pipeline import params as stage_params
+from pipeline.artifacts import BASELINES_YAML, EVAL_CLASSES_JSONL, METRICS_DIR, MODEL_CARD_MD
 from pipeline.io import details_path, write_text
 from pipeline.judge import JUDGE_CASES, measure, read_judge_cases
 from pipeline.jsonl import MissingFile, read_jsonl
@@ -34,10 +35,6 @@ from pipeline.params import StageError, StageParams, parse_params, read_params_f
 from pipeline.records import CLASSES
 
 SECTION = "report"
-CARD_PATH = Path("reports/model_card.md")
-METRICS_DIR = Path("reports/metrics")
-CLASS_RECORDS = Path("reports/eval/eval_classes.jsonl")
-BASELINES = Path("configs/baselines.yaml")
 PLOTS = {  # embedded with paths relative to the card
     "confusion": "plots/confusion_matrix.png",
     "blip_positions": "plots/blip_positions.png",
@@ -637,7 +634,7 @@ def render_hub_card(inputs: ReportInputs, swept_arms: dict[str, dict[str, Any]] 
 
 # --------------------------------------------------------------------------- stage
 
-def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = CLASS_RECORDS, baselines: Path = BASELINES,
+def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = EVAL_CLASSES_JSONL, baselines: Path = BASELINES_YAML,
                 params_path: Path = Path("params.yaml")) -> ReportInputs:
     params = read_params_file(params_path)  # the recipe reads several groups; only `report` is this stage's
     report_params = parse_params(ReportParams, params.get(SECTION) or {})
@@ -666,7 +663,7 @@ def judge_accuracy(cases: Path = JUDGE_CASES) -> str:
         return f"unavailable ({err})"
 
 
-def run(card_path: Path = CARD_PATH, **kwargs: Any) -> str:
+def run(card_path: Path = MODEL_CARD_MD, **kwargs: Any) -> str:
     leaderboard = Path(kwargs.get("metrics_dir", METRICS_DIR)).parent / "sweep" / "leaderboard.csv"
     card = render_hub_card(read_inputs(**kwargs), sweep_arms(leaderboard))
     write_text(card_path, card)
@@ -677,7 +674,7 @@ def main() -> int:
     def work() -> int:
         card = run()
         missing = card.count("unavailable (")
-        print(f"{SECTION}: wrote {CARD_PATH} ({len(card.splitlines())} lines, {missing} unavailable values)")
+        print(f"{SECTION}: wrote {MODEL_CARD_MD} ({len(card.splitlines())} lines, {missing} unavailable values)")
         return 0
 
     return stage_main(SECTION, work)

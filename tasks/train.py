@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.artifacts import CHECKPOINTS_DIR, FINAL_MODEL_DIR, PREPROCESSED_DIR, TRAIN_LIVE_DIR, metrics_json
 from pipeline.io import write_metrics
 from pipeline.models import ModelFolderError
 from pipeline.params import load_stage_params, stage_main
@@ -41,12 +42,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TrainPaths:
-    train_data: Path = Path("data/preprocessed/train")
-    eval_data: Path = Path("data/preprocessed/eval")
-    checkpoint_dir: Path = Path("models/checkpoints")
-    final_dir: Path = Path("models/final")
-    live_dir: Path = Path("reports/train")
-    metrics_json: Path = Path("reports/metrics/train.json")
+    train_data: Path = PREPROCESSED_DIR / "train"
+    eval_data: Path = PREPROCESSED_DIR / "eval"
+    checkpoint_dir: Path = CHECKPOINTS_DIR
+    final_dir: Path = FINAL_MODEL_DIR
+    live_dir: Path = TRAIN_LIVE_DIR
+    metrics_json: Path = metrics_json("train")
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:

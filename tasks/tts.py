@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pipeline import params as stage_params
+from pipeline.artifacts import DATASET_DIR, TTS_DIR, metrics_json
 from pipeline.io import write_metrics
 from pipeline.jsonl import MissingFile, write_jsonl
 from pipeline.params import StageParams, load_stage_params, stage_main
@@ -37,9 +38,7 @@ from pipeline.tts.g2p import G2PChoice
 from pipeline.tts_cache import DEFAULT_SHARD_SIZE, TTSCache, TTSRequest, request_for
 
 SPLITS = ("train", "eval", "heldout", "novel_facts")
-DATASET_DIR = Path("data/dataset")
-MANIFEST_DIR = Path("data/tts")
-METRICS_PATH = Path("reports/metrics/tts.json")
+METRICS_PATH = metrics_json("tts")
 Engine = Literal["kokoro", "espeak"]
 ENGINES = get_args(Engine)
 SECTION = "tts"
@@ -174,7 +173,7 @@ def run_tts(
     params: TTSParams,
     engine: TTSEngine,
     dataset_dir: Path = DATASET_DIR,
-    manifest_dir: Path = MANIFEST_DIR,
+    manifest_dir: Path = TTS_DIR,
     metrics_path: Path = METRICS_PATH,
     splits: tuple[str, ...] = SPLITS,
     progress: bool = True,
@@ -236,7 +235,7 @@ def main() -> int:
             print(f"tts: {len(repair['migrated'])} cache shards from before checksums renamed to checksummed names")
         print(
             f"tts: {metrics.requests} clips ({metrics.syntheses} synthesised, {metrics.cache_hits} cached), "
-            f"{metrics.audio_seconds:.0f} s of audio in {metrics.wall_seconds:.0f} s -> {MANIFEST_DIR}/"
+            f"{metrics.audio_seconds:.0f} s of audio in {metrics.wall_seconds:.0f} s -> {TTS_DIR}/"
         )
         return 0
 
