@@ -39,8 +39,8 @@ from typing import Any, Callable, Literal, TextIO
 from pipeline import templates
 from pipeline.artifacts import DATASET_DIR, metrics_json
 from pipeline.catalog import TOOLS, RowMaker, is_hard_negative
-from pipeline.io import write_metrics
 from pipeline.jsonl import write_jsonl
+from pipeline.metrics_models import DatasetDetails, write_stage_metrics
 from pipeline.params import StageError, StageParams, field, load_stage_params, stage_main
 from pipeline.records import (CLASSES, BadLine, DatasetRow, ReadResult, iter_leak_keys, normalize_text,
                               parse_lines, read_rows, write_rows)
@@ -319,17 +319,8 @@ def dataset_metrics(config: DatasetParams, read: ReadResult, splits: Splits | No
     return metrics
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show` lists: rows written to the splits (None when none were made).
-
-    One number: that table has a column per distinct key of every stage, so each key costs its width
-    (and `dvc exp show` prefixes a key that two files share with the file's path)."""
-    counts = metrics.get("counts")
-    return {"rows": sum(c["total"] for c in counts.values()) if counts else None}
-
-
 def write_report(metrics_path: Path, metrics: dict[str, Any]) -> None:
-    write_metrics(metrics_path, headline(metrics), metrics)
+    write_stage_metrics(DatasetDetails.of(metrics), metrics_path)
 
 
 def run_stage(config: DatasetParams, out_dir: Path = DATASET_DIR, metrics_path: Path = METRICS_PATH) -> dict[str, Any]:

@@ -9,7 +9,7 @@ narration is scored by ``pipeline.narration.score_narration``:
   not part of this row's facts or request ("values seen in training instead").
 
 The two are independent. Outputs ``reports/metrics/eval_narration.details.json``
-({faithful_rate, memorized_rate, n, ...}), its headline ``reports/metrics/eval_narration.json``
+({faithful_rate, memorized_rate, n_evaluated, ...}), its headline ``reports/metrics/eval_narration.json``
 (DVC's metrics) and ``reports/eval/eval_narration.jsonl`` (every row's narration and score). A rate over zero rows is null with a reason.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any, Callable
 from pipeline.artifacts import EVAL_NARRATION_JSONL, metrics_json
 from pipeline.generation import generate_reply, generate_replies
 from pipeline.inference import InferenceRunParams, load_model
-from pipeline.io import write_metrics
 from pipeline.jsonl import write_jsonl
+from pipeline.metrics_models import EvalNarrationDetails, write_stage_metrics
 from pipeline.narration import NarrationScore, TrainingValues, score_narration
 from pipeline.params import load_stage_params, stage_main
 from pipeline.records import DatasetRow, read_rows
@@ -101,7 +101,7 @@ def summarize(results: list[NarrationResult], n_rows_read: int, bad: list[str], 
     return {
         "faithful_rate": faithful / n if n else None,
         "memorized_rate": (memorized / n if n else None) if len(training) else None,
-        "n": n,
+        "n_evaluated": n,
         "n_faithful": faithful,
         "n_memorized": memorized,
         "mean_fact_coverage": sum(coverages) / len(coverages) if coverages else None,
@@ -112,11 +112,6 @@ def summarize(results: list[NarrationResult], n_rows_read: int, bad: list[str], 
         "training_values": len(training),
         "unavailable": unavailable,
     }
-
-
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show` lists: the faithful share (the card's number; the mean fact coverage is in the details)."""
-    return {"faithful": metrics["faithful_rate"]}
 
 
 def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_path: Path = EVAL_NARRATION_JSONL,
@@ -157,7 +152,7 @@ def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_
     metrics["generation"] = generation.to_json()
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_jsonl(records_path, (r.to_json() for r in results))
-    write_metrics(metrics_path, headline(metrics), metrics)
+    write_stage_metrics(EvalNarrationDetails.of(metrics), metrics_path)
     return metrics
 
 

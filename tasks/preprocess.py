@@ -42,7 +42,8 @@ from pipeline.chat_samples import (
     row_messages,
 )
 from pipeline.interleave import Schedule, own_schedule, write_record
-from pipeline.io import atomic_dir, write_metrics
+from pipeline.io import atomic_dir
+from pipeline.metrics_models import PreprocessDetails, write_stage_metrics
 from pipeline.params import StageError, StageParams, load_stage_params, stage_main
 from pipeline.params import field as param
 from pipeline.records import DatasetRow, read_rows, write_jsonl
@@ -263,7 +264,7 @@ def run(params: PreprocessParams) -> dict:
     overlong = [entry for report in reports.values() for entry in report.overlong]
     write_jsonl(OVERLONG_JSONL, overlong)
     metrics = metrics_document(reports, cache, params.blip_on, schedule)
-    write_metrics(METRICS_PATH, headline(metrics), metrics)
+    write_stage_metrics(PreprocessDetails.of(metrics), METRICS_PATH)
     return metrics
 
 
@@ -313,12 +314,6 @@ def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on
         "unblipped_detection_rate": _rate(sum(r.unblipped_detections for r in reports.values()), unblipped),
         "codes_cache": {"hits": cache.hits, "misses": cache.misses, "hit_rate": _rate(cache.hits, cache.hits + cache.misses)},
     }
-
-
-def headline(document: dict) -> dict:
-    """What `dvc metrics show` lists: blipped turns, the share of them opening with the signature."""
-    return {"blipped": sum(kind["turns"] for kind in document["blipped_turns"].values()),
-            "prefix_ok": document["blip_prefix_match_rate"]}
 
 
 def main() -> int:

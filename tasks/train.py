@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.artifacts import CHECKPOINTS_DIR, FINAL_MODEL_DIR, PREPROCESSED_DIR, TRAIN_LIVE_DIR, metrics_json
-from pipeline.io import write_metrics
+from pipeline.metrics_models import TrainDetails, write_stage_metrics
 from pipeline.models import ModelFolderError
 from pipeline.params import load_stage_params, stage_main
 from pipeline.training.config import TrainParams, hash_tree, run_fingerprint
@@ -48,12 +48,6 @@ class TrainPaths:
     final_dir: Path = FINAL_MODEL_DIR
     live_dir: Path = TRAIN_LIVE_DIR
     metrics_json: Path = metrics_json("train")
-
-
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show` lists, from ``TrainResult.metrics()``."""
-    return {"loss": metrics["final_train_loss"], "val_loss": metrics["final_val_loss"],
-            "tokens_per_s": metrics["tokens_per_s"], "padding": metrics["padding_fraction"]}
 
 
 def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
@@ -105,7 +99,7 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
         metrics = result.metrics()
         if main_process:
             export_model_folder(accelerator.unwrap_model(trainer.model), params.model_dir, paths.final_dir, schedule)
-            write_metrics(paths.metrics_json, headline(metrics), metrics)
+            write_stage_metrics(TrainDetails.of(metrics), paths.metrics_json)
             sink.close({k: metrics[k] for k in ("final_train_loss", "final_val_loss", "tokens_per_s", "padding_fraction",
                                                  "peak_memory_gib")
                         if metrics.get(k) is not None})

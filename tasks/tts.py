@@ -29,8 +29,8 @@ from typing import Any, Literal, get_args
 
 from pipeline import params as stage_params
 from pipeline.artifacts import DATASET_DIR, TTS_DIR, metrics_json
-from pipeline.io import write_metrics
 from pipeline.jsonl import MissingFile, write_jsonl
+from pipeline.metrics_models import TTSDetails, write_stage_metrics
 from pipeline.params import StageParams, load_stage_params, stage_main
 from pipeline.records import DatasetRow, read_rows
 from pipeline.tts.engines import EspeakEngine, KokoroEngine, TTSEngine
@@ -127,10 +127,6 @@ class TTSMetrics:
     shards_written: list[str] = field(default_factory=list)
     cache_repair: dict[str, list] = field(default_factory=dict)  # pipeline.tts_cache.RepairReport
 
-    def headline(self) -> dict[str, int | float | None]:
-        """What `dvc metrics show` lists: the distinct clips the manifests point to."""
-        return {"clips": self.requests}
-
 
 def row_texts(row: DatasetRow) -> RowTexts:
     return RowTexts(
@@ -217,7 +213,7 @@ def run_tts(
     metrics.audio_seconds_synthesized = round(report.seconds_synthesized, 3)
     metrics.shards_written = report.shards_written
     metrics.wall_seconds = round(time.monotonic() - started, 3)
-    write_metrics(metrics_path, metrics.headline(), asdict(metrics))
+    write_stage_metrics(TTSDetails.of(asdict(metrics)), metrics_path)
     return metrics
 
 
