@@ -119,7 +119,8 @@ def params_model(cls: type) -> type[BaseModel]:
             spec = Field(description=description)
         fields[f.name] = (_pydantic_type(hints[f.name], f.metadata.get("bounds")), spec)
     config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), title=getattr(cls, "SECTION", "") or None)
-    return create_model(cls.__name__, __config__=config, __doc__=cls.__doc__, **fields)
+    doc = cls.__doc__ if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}(") else None  # not the generated one
+    return create_model(cls.__name__, __config__=config, __doc__=doc, **fields)
 
 
 # --------------------------------------------------------------------------- one-line messages
