@@ -142,7 +142,8 @@ class TrainHeadline(Headline):
 
 
 class TrainDetails(Details[TrainHeadline]):
-    """``TrainResult.metrics()``: one invocation of the trainer (a resumed run counts its own steps)."""
+    """One invocation of the trainer (a resumed run counts its own steps); ``pipeline.training.trainer.TrainResult``
+    is this document plus the logged history."""
 
     STAGE = "train"
     steps: int
