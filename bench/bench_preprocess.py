@@ -82,7 +82,7 @@ def main() -> int:
         # building the chats (reading TTS audio) is timed too, as it is inside ours.
         def stock() -> None:
             processor = load_processor(params.model_dir)
-            preview = to_float32(resample(*read_wav(preprocess.PREVIEW_WAV), SAMPLE_RATE))
+            preview = to_float32(resample(*read_wav(preprocess.BLIP_PREVIEW_WAV), SAMPLE_RATE))
             chats = []
             for split in preprocess.SPLITS:
                 manifest = read_manifest(preprocess.TTS_DIR / f"{split}.jsonl")

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from pipeline.artifacts import BASE_LFM_DIR, TTS_CACHE_DIR
+
 
 @dataclass(frozen=True)
 class PrescreenResult:
@@ -145,7 +147,7 @@ def _variant_round_trip(workdir: Path, overrides: Sequence[str], mimi=None):
     from pipeline.blip_mimi import round_trip
 
     if mimi is None:
-        mimi = _mimi(str(workdir / params.get("blip_codes", {}).get("model_dir", "models/base/lfm2.5-audio")))
+        mimi = _mimi(str(workdir / params.get("blip_codes", {}).get("model_dir", str(BASE_LFM_DIR))))
     return mimi, round_trip(mimi, synthesize_blip(blip), blip.sample_rate)
 
 
@@ -191,7 +193,7 @@ def load_reference_audio(workdir: str | os.PathLike, splits: Sequence[str] = ("t
         for row in read_manifest(workdir / "data" / "tts" / f"{split}.jsonl").values():
             keys += [k for k in (row.get("assistant_key"), row.get("turn1_assistant_key")) if k]
     keys = list(dict.fromkeys(keys))[:limit]
-    clips = TTSCache(workdir / params.get("tts", {}).get("cache_dir", "data/tts/cache")).get_many(keys)
+    clips = TTSCache(workdir / params.get("tts", {}).get("cache_dir", str(TTS_CACHE_DIR))).get_many(keys)
     if len(clips) < len(keys):
         raise FileNotFoundError(f"{len(keys) - len(clips)} of {len(keys)} assistant clips missing from the TTS cache")
     return [resample(clips[k].audio(), clips[k].sample_rate, SAMPLE_RATE) for k in keys]

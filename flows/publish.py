@@ -1,22 +1,14 @@
-"""Tables for people: markdown rendering, Prefect artifacts, metrics files read for display.
+"""Tables for people: markdown rendering and Prefect artifacts (documents are read by pipeline.metrics_models).
 
 A metric that is missing or unreadable is shown as "unavailable", never as zero
 and never left out (DESIGN.md, principle 8).
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Any
 
 UNAVAILABLE = "unavailable"
-# What the eval stages write (contract: docs/orchestration.md): the full reports (DVC-cached outs) and their
-# headline numbers (DVC's metrics, in git, so readable at any experiment's commit).
-CLASS_DETAILS = "reports/metrics/eval_classes.details.json"  # overall_accuracy, n, per_class, per_class_counts
-BLIP_DETAILS = "reports/metrics/eval_blip.details.json"  # cb0_match_rate, false_positive_rate, ...
-CLASS_METRICS = "reports/metrics/eval_classes.json"  # accuracy, tool_match
-BLIP_METRICS = "reports/metrics/eval_blip.json"  # cb0, tpr, fpr, latency_ms
 
 
 def cell(value: Any, missing: str = UNAVAILABLE) -> str:
@@ -34,19 +26,6 @@ def markdown_table(rows: Iterable[Mapping[str, Any]], columns: list[str], missin
     return "\n".join(lines)
 
 
-def read_metrics(path: Path) -> tuple[dict | None, str | None]:
-    """(metrics, None) or (None, why it is unavailable)."""
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        return None, f"{path}: not written"
-    except (OSError, json.JSONDecodeError) as err:
-        return None, f"{path}: unreadable ({err})"
-    if not isinstance(data, dict):
-        return None, f"{path}: expected a JSON object, got {type(data).__name__}"
-    return data, None
-
-
 def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}; lists are shown as they are."""
     flat: dict[str, Any] = {}
@@ -57,19 +36,6 @@ def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
-
-
-def per_class(metrics: Mapping[str, Any]) -> dict[str, dict]:
-    """eval_classes.details.json's classes as {class: {"accuracy", "n"}}: `per_class` holds the accuracy (a number,
-    or a dict with `accuracy`), `per_class_counts` the row counts (`n`)."""
-    counts = metrics.get("per_class_counts") or {}
-    classes = {}
-    for name, value in (metrics.get("per_class") or {}).items():
-        row = dict(value) if isinstance(value, Mapping) else {"accuracy": value}
-        if "n" not in row and isinstance(counts.get(name), Mapping):
-            row["n"] = counts[name].get("n")
-        classes[name] = row
-    return classes
 
 
 def publish_table(key: str, rows: list[dict], description: str, missing: str = UNAVAILABLE) -> None:

@@ -26,12 +26,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.dvc_graph import (FAILED, NOT_RUN, RAN, RESTORED, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
                              line_logger, load_stages, one_line, run_stage, stage_changed)
 from flows.gpu_stage import gpu_slots
-from flows.publish import (BLIP_DETAILS, CLASS_DETAILS, flatten, markdown_table, per_class, publish_table,
-                           publish_unavailable, read_metrics)
+from flows.publish import flatten, markdown_table, publish_table, publish_unavailable
+from pipeline.artifacts import LAST_RUN_JSON, MODEL_CARD_MD, details_json
+from pipeline.metrics_models import EvalBlipDetails, EvalClassesDetails, details_of
 
 GPU_DEPLOYMENT = "gpu-stage/gpu-stage"
-LAST_RUN = Path("reports/last_run.json")
-MODEL_CARD = Path("reports/model_card.md")
 COLUMNS = ["stage", "status", "seconds", "pool", "queue", "error"]
 HOST_GPUS = 2  # the card's 2x RTX 4090: GPU stages are scheduled on gpu0 and gpu1
 
@@ -241,7 +240,7 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
         finish(result)
 
     rows = [results[spec.name].row() for spec in stages]  # DVC's order, whatever the finishing order
-    write_json(Path(workdir) / LAST_RUN, rows)
+    write_json(Path(workdir) / LAST_RUN_JSON, rows)
     wall = time.perf_counter() - flow_start
     logger.info("stages:\n%s", markdown_table(rows, COLUMNS, missing="-"))
     logger.info("wall time %.1f s for %.1f s of stage time (%.2fx from running stages side by side)",
@@ -258,20 +257,21 @@ def publish_run(workdir: str, rows: list[dict]) -> None:
 
     publish_table("retrain-stages", rows, "Stage status of this retrain run", missing="-")
     root = Path(workdir)
-    classes, why = read_metrics(root / CLASS_DETAILS)
+    classes, why = details_of(EvalClassesDetails, root)
     if classes is None:
         publish_unavailable("eval-classes", "Class accuracy", why)
     else:
-        publish_table("eval-classes", class_rows(classes), f"Held-out accuracy per class ({CLASS_DETAILS})")
-    blip, why = read_metrics(root / BLIP_DETAILS)
+        publish_table("eval-classes", class_rows(classes),
+                      f"Held-out accuracy per class ({details_json(EvalClassesDetails.STAGE)})")
+    blip, why = details_of(EvalBlipDetails, root)
     if blip is None:
         publish_unavailable("eval-blip", "Blip emission", why)
     else:
-        blip_rows = [{"metric": k, "value": v} for k, v in flatten(blip).items()]
-        publish_table("eval-blip", blip_rows, f"Blip emission ({BLIP_DETAILS})")
-    card = root / MODEL_CARD
+        blip_rows = [{"metric": k, "value": v} for k, v in flatten(blip.model_dump(mode="json")).items()]
+        publish_table("eval-blip", blip_rows, f"Blip emission ({details_json(EvalBlipDetails.STAGE)})")
+    card = root / MODEL_CARD_MD
     if card.is_file():
-        create_markdown_artifact(card_body(card.read_text()), key="model-card", description=str(MODEL_CARD))
+        create_markdown_artifact(card_body(card.read_text()), key="model-card", description=str(MODEL_CARD_MD))
     else:
         publish_unavailable("model-card", "Model card", f"{card}: not written")
 
@@ -283,10 +283,12 @@ def card_body(card: str) -> str:
     return card
 
 
-def class_rows(metrics: dict) -> list[dict]:
-    """One row per class from `per_class` ({class: {accuracy, n}} or {class: accuracy}), then overall."""
-    rows = [{"class": name, "accuracy": v.get("accuracy"), "n": v.get("n")} for name, v in per_class(metrics).items()]
-    rows.append({"class": "overall", "accuracy": metrics.get("overall_accuracy"), "n": metrics.get("n")})
+def class_rows(classes: EvalClassesDetails) -> list[dict]:
+    """One row per class (accuracy and rows judged), then overall."""
+    counts = classes.per_class_counts
+    rows = [{"class": name, "accuracy": rate, "n": counts[name].n if name in counts else None}
+            for name, rate in classes.per_class.items()]
+    rows.append({"class": "overall", "accuracy": classes.overall_accuracy, "n": classes.n_evaluated})
     return rows
 
 

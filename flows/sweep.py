@@ -35,20 +35,19 @@ from flows.dvc_graph import line_logger, one_line, read_json_at, remove_experime
 from flows.gpu_stage import LocalSlots, gpu_slots, local_gpu_count
 from flows.prescreen import (PrescreenResult, changes_blip, flag_twins, load_reference_audio, prescreen_variant,
                              variant_signature)
-from flows.publish import BLIP_METRICS, CLASS_METRICS, markdown_table, publish_table
+from flows.publish import markdown_table, publish_table
 from flows.remote import run_remote_experiment
+from pipeline.artifacts import BASELINES_YAML, LEADERBOARD, metrics_json
+from pipeline.metrics_models import EvalBlipHeadline, EvalClassesHeadline, Headline, MetricsError, parse_data
 
-LEADERBOARD = Path("reports/sweep/leaderboard")  # .csv, .md and .png
 COLUMNS = ["rank", "name", "kind", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
            "detector_true_positive_rate", "false_positive_rate", "decision_latency_ms",
            "prescreen_false_trigger_rate", "experiment_s", "overrides", "note"]
 
-BASELINES = Path("configs/baselines.yaml")  # the model cards' numbers, in percent (shared with the report stage)
-
 
 def baseline_rows(workdir: str) -> list[dict]:
     """Leaderboard rows of the published versions (v4, v4.1), as fractions; what a card lacks is None."""
-    path = Path(workdir) / BASELINES
+    path = Path(workdir) / BASELINES_YAML
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except FileNotFoundError:
@@ -60,7 +59,7 @@ def baseline_rows(workdir: str) -> list[dict]:
             node = node.get(key) if isinstance(node, dict) else None
         return None if node is None else node / 100
 
-    return [{"name": v, "kind": "baseline", "overrides": "", "note": f"published ({BASELINES})",
+    return [{"name": v, "kind": "baseline", "overrides": "", "note": f"published ({BASELINES_YAML})",
              "overall_accuracy": fraction("classes", "overall", v),
              "tool_match_accuracy": fraction("classes", "tool_match", v),
              "cb0_match_rate": fraction("blip", v, "cb0"), "false_positive_rate": None,
@@ -161,18 +160,29 @@ def experiment(workdir: str, variant: Variant, gpus: int, local_slots: LocalSlot
 
 def experiment_metrics(workdir: str, rev: str) -> dict:
     """The leaderboard's numbers: the eval stages' headline metrics, which git holds at the experiment's commit."""
-    classes, why_classes = read_json_at(workdir, CLASS_METRICS, rev)
-    blip, why_blip = read_json_at(workdir, BLIP_METRICS, rev)
-    classes, blip = classes or {}, blip or {}
+    classes, why_classes = headline_at(workdir, EvalClassesHeadline, rev)
+    blip, why_blip = headline_at(workdir, EvalBlipHeadline, rev)
     return {
-        "overall_accuracy": classes.get("accuracy"),
-        "tool_match_accuracy": classes.get("tool_match"),
-        "cb0_match_rate": blip.get("cb0"),
-        "detector_true_positive_rate": blip.get("tpr"),
-        "false_positive_rate": blip.get("fpr"),
-        "decision_latency_ms": blip.get("latency_ms"),
+        "overall_accuracy": classes.accuracy if classes else None,
+        "tool_match_accuracy": classes.tool_match if classes else None,
+        "cb0_match_rate": blip.cb0 if blip else None,
+        "detector_true_positive_rate": blip.tpr if blip else None,
+        "false_positive_rate": blip.fpr if blip else None,
+        "decision_latency_ms": blip.latency_ms if blip else None,
         "note": "; ".join(filter(None, [f"exp {rev[:7]}", why_classes, why_blip])),
     }
+
+
+def headline_at(workdir: str, model: type[Headline], rev: str) -> tuple[Headline | None, str | None]:
+    """A stage's headline as git holds it at ``rev`` (model, None), or (None, why it is unavailable)."""
+    path = str(metrics_json(model.STAGE))
+    data, why = read_json_at(workdir, path, rev)
+    if data is None:
+        return None, why
+    try:
+        return parse_data(model, data, f"{path}@{rev[:7]}"), None
+    except MetricsError as err:
+        return None, str(err)
 
 
 def rank(rows: list[dict]) -> list[dict]:

@@ -32,12 +32,25 @@ if params.get("metrics"):
     metrics = pathlib.Path("reports/metrics")
     metrics.mkdir(parents=True, exist_ok=True)
     accuracy, tool_match, fpr = 0.9 + boost / 100, 0.8 + boost / 100, boost / 1000
+    # complete documents, as pipeline.metrics_models declares them (tests/pipeline/test_metrics_models.py)
+    counts = {"tool_match": {"n": 30, "correct": round(30 * tool_match), "skipped": 0},
+              "non_tool": {"n": 30, "correct": 30, "skipped": 0}}
     (metrics / "eval_classes.details.json").write_text(json.dumps({
-        "overall_accuracy": accuracy,
-        "per_class": {"tool_match": {"accuracy": tool_match, "n": 30}, "non_tool": {"accuracy": 1.0, "n": 30}}}))
+        "per_class": {"tool_match": tool_match, "non_tool": 1.0}, "per_class_counts": counts,
+        "overall_accuracy": accuracy, "n_rows": 60, "n_evaluated": 60, "n_correct": round(60 * accuracy),
+        "n_skipped": 0, "confusion": {}, "behaviours": [], "expected_behaviour": {},
+        "judge_reference_accuracy": 1.0, "mean_seconds_per_row": None}))
     (metrics / "eval_classes.json").write_text(json.dumps({"accuracy": accuracy, "tool_match": tool_match}))
-    (metrics / "eval_blip.details.json").write_text(json.dumps({"cb0_match_rate": 0.9, "false_positive_rate": fpr,
-                                                      "detector_true_positive_rate": 0.9, "decision_latency_ms": 160.0}))
+    (metrics / "eval_blip.details.json").write_text(json.dumps({
+        "full_match_rate": 0.0, "cb0_match_rate": 0.9, "cb0_or_cb3_match_rate": 0.9,
+        "match_counts": {"cb0": {"matched": 27, "n": 30}}, "per_position": [], "per_position_n": [],
+        "per_codebook_rate": [], "detector_matcher": "cb0", "detector_true_positive_rate": 0.9,
+        "false_positive_rate": fpr, "false_positives": round(60 * fpr), "negative_match_rates": {},
+        "decision_frame_histogram": {}, "mean_match_decision_ms": 160.0, "decision_latency_ms": 160.0,
+        "matched_copy_counts": {}, "n_tool_match": 30, "n_negative": 60, "n_scorable_tool_match": 30,
+        "n_unscorable": 0, "n_undecided_tool_match": 0, "n_undecided_negative": 0, "unscorable": [],
+        "blip": {"n_frames": 2, "n_codebooks": 8, "cb0_across_frames": [1, 2], "frame_rate_hz": 12.5},
+        "negative_classes": ["non_tool"], "source": "toy"}))
     (metrics / "eval_blip.json").write_text(json.dumps({"cb0": 0.9, "tpr": 0.9, "fpr": fpr, "latency_ms": 160.0}))
 '''
 

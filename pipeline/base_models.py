@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from pipeline.artifacts import BASE_KOKORO_DIR, BASE_LFM_DIR
 from pipeline.hub_layout import KOKORO_REQUIRED_FILES, ModelFolderError, check_kokoro_folder, check_lfm_folder
 from pipeline.io import atomic_dir
 from pipeline.params import StageError, StageParams, field, parse_params, read_params_file
 
-LFM_DIR = Path("models/base/lfm2.5-audio")
-KOKORO_DIR = Path("models/base/kokoro")
 ASSISTANT_VOICE = "am_adam"  # the card's assistant voice; tts.assistant_voice must be one of kokoro_voices
 SMOKE_HINT = "or run the offline smoke profile (`make run`)"
 
@@ -49,8 +48,8 @@ def _offline() -> bool:
 
 def folders_present(root: Path = Path(".")) -> bool:
     try:
-        check_lfm_folder(root / LFM_DIR)
-        check_kokoro_folder(root / KOKORO_DIR)
+        check_lfm_folder(root / BASE_LFM_DIR)
+        check_kokoro_folder(root / BASE_KOKORO_DIR)
     except ModelFolderError:
         return False
     return True
@@ -99,9 +98,9 @@ def download_from_hub(params: BaseModelsParams) -> None:
     from huggingface_hub import hf_hub_download, snapshot_download
 
     preflight(params)
-    with atomic_dir(LFM_DIR) as tmp:
+    with atomic_dir(BASE_LFM_DIR) as tmp:
         snapshot_download(params.lfm_repo, local_dir=tmp)
-    with atomic_dir(KOKORO_DIR) as tmp:
+    with atomic_dir(BASE_KOKORO_DIR) as tmp:
         for name in (*KOKORO_REQUIRED_FILES, *(f"voices/{voice}.pt" for voice in params.kokoro_voices)):
             hf_hub_download(params.kokoro_repo, name, local_dir=tmp)
 
@@ -112,7 +111,7 @@ def fabricate(params: BaseModelsParams) -> None:
     from pipeline.fabricate_kokoro import fabricate_kokoro_folder
 
     reference = json.loads(params.reference_config.read_text())
-    with atomic_dir(LFM_DIR) as tmp:
+    with atomic_dir(BASE_LFM_DIR) as tmp:
         fabricate_lfm_folder(tmp, reference, seed=params.fabricate_seed)
-    with atomic_dir(KOKORO_DIR) as tmp:
+    with atomic_dir(BASE_KOKORO_DIR) as tmp:
         fabricate_kokoro_folder(tmp, seed=params.fabricate_seed, voices=list(params.kokoro_voices))

@@ -1,28 +1,29 @@
-"""One params mechanism for every stage: a typed dataclass per ``params.yaml`` group.
+"""One params mechanism for every stage: a typed dataclass per ``params.yaml`` group, checked by pydantic.
 
-A stage declares its group as a frozen dataclass; ``parse_params`` checks it against the
-YAML mapping: unknown keys rejected, missing keys without a default reported, each value
-checked against its annotation (int, float, str, bool, Path, ``X | None``, ``tuple[X, ...]``,
-``list[X]``, ``dict[str, X]``, ``Literal[...]``) and against the bounds in its field's
-metadata (``bounded(lo, hi)``). NaN and infinities are never a valid number. Every error is
-one line of one shape: ``params.yaml: 'group.key' <why>``. Cross-key rules go in the class's
-``check()``, raising ``self.bad(key, why)``.
+A stage declares its group as a frozen dataclass (``@dataclass(frozen=True) class XParams(StageParams)``,
+``SECTION``, bounds with ``field(default, lo=, hi=)``). :func:`params_model` turns that declaration into a
+frozen pydantic model (``extra='forbid'``, strict scalars: no bool for an int, no string for a number, NaN and
+infinities refused, bounds as ``Field`` constraints), which :func:`parse_params` validates the YAML mapping with
+before building the dataclass. The same models give ``schemas/params.schema.json`` (``pipeline.schemas``).
 
-Entry points wrap their work in ``stage_main`` so an expected error (any ``StageError``)
-prints ``<stage>: <message>`` and exits 1, never a traceback.
+Every error is one line of one shape: ``params.yaml: 'group.key' <why>``. Cross-key rules go in the class's
+``check()``, raising ``self.bad(key, why)``. Entry points wrap their work in ``stage_main`` so an expected error
+(any ``StageError``) prints ``<stage>: <message>`` and exits 1, never a traceback.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import functools
 import sys
 import types
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
+from pydantic import (AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictStr,
+                      ValidationError, create_model)
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -52,6 +53,78 @@ def field(default: Any = dataclasses.MISSING, *, lo: float | None = None, hi: fl
     return dataclasses.field(default=default, metadata=meta)
 
 
+# --------------------------------------------------------------------------- dataclass -> pydantic model
+
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _nonempty_path(value: Any) -> Any:
+    if isinstance(value, Path) or isinstance(value, str) and value:
+        return value
+    raise ValueError("not a path")
+
+
+def _constraints(bounds: tuple | None) -> list:
+    if bounds is None:
+        return []
+    lo, hi, lo_open, hi_open = bounds
+    limits = {}
+    if lo is not None:
+        limits["gt" if lo_open else "ge"] = lo
+    if hi is not None:
+        limits["lt" if hi_open else "le"] = hi
+    return [Field(**limits)]
+
+
+def _pydantic_type(tp: Any, bounds: tuple | None) -> Any:
+    """The annotation pydantic validates ``tp`` with: strict scalars, finite floats, bounds on numbers."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        return typing.Union[tuple(_pydantic_type(a, bounds) for a in args)]
+    if origin is Literal or tp is type(None) or tp is Any:
+        return tp
+    if origin is tuple:
+        return tuple[_pydantic_type(args[0], bounds), ...]
+    if origin is list:
+        return list[_pydantic_type(args[0], bounds)]
+    if origin is dict:
+        return dict[StrictStr, _pydantic_type(args[1], None)]
+    if tp is bool:
+        return StrictBool
+    if tp is int:
+        return Annotated[int, Strict(), *_constraints(bounds)]
+    if tp is float:
+        return Annotated[float, Strict(), AllowInfNan(False), *_constraints(bounds)]
+    if tp is str:
+        return StrictStr
+    if tp is Path:
+        return Annotated[Path, BeforeValidator(_nonempty_path)]
+    raise TypeError(f"params: unsupported annotation {tp!r}")
+
+
+@functools.cache
+def params_model(cls: type) -> type[BaseModel]:
+    """The frozen pydantic model of a params dataclass (one per class; also the source of its JSON Schema)."""
+    hints = typing.get_type_hints(cls)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        description = f.metadata.get("doc") or None
+        if f.default is not dataclasses.MISSING:
+            spec = Field(f.default, description=description)
+        elif f.default_factory is not dataclasses.MISSING:
+            spec = Field(default_factory=f.default_factory, description=description)
+        else:
+            spec = Field(description=description)
+        fields[f.name] = (_pydantic_type(hints[f.name], f.metadata.get("bounds")), spec)
+    config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), title=getattr(cls, "SECTION", "") or None)
+    doc = cls.__doc__ if cls.__doc__ and not cls.__doc__.startswith(f"{cls.__name__}(") else None  # not the generated one
+    return create_model(cls.__name__, __config__=config, __doc__=doc, **fields)
+
+
+# --------------------------------------------------------------------------- one-line messages
+
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
@@ -65,73 +138,36 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path"}.get(tp, str(tp))
 
 
-class _Mismatch(Exception):
-    pass
+def _is_float(tp: Any) -> bool:
+    return tp is float or any(_is_float(a) for a in get_args(tp))
 
 
-def _convert(value: Any, tp: Any) -> Any:
-    """``value`` as type ``tp``, or _Mismatch. Lists become tuples where the annotation says tuple."""
-    origin = get_origin(tp)
-    if origin in (types.UnionType, typing.Union):
-        for option in get_args(tp):
-            try:
-                return _convert(value, option)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _Mismatch
-    if origin is Literal:
-        if value in get_args(tp) and not isinstance(value, bool) or value is None and None in get_args(tp):
-            return value
-        raise _Mismatch
-    if origin in (tuple, list):
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        items = [_convert(v, get_args(tp)[0]) for v in value]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise _Mismatch
-        return {k: _convert(v, get_args(tp)[1]) for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            return float(value)
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if tp is Path:
-        if isinstance(value, str) and value:
-            return Path(value)
-        raise _Mismatch
-    raise TypeError(f"params: unsupported annotation {tp!r}")
-
-
-def _out_of_bounds(value: Any, bounds: tuple) -> str | None:
+def _span(bounds: tuple) -> str:
     lo, hi, lo_open, hi_open = bounds
-    values = value if isinstance(value, (list, tuple)) else [value]
-    for v in values:
-        if v is None:
-            continue
-        if lo is not None and (v < lo or lo_open and v == lo) or hi is not None and (v > hi or hi_open and v == hi):
-            left = "(" if lo_open else "["
-            right = ")" if hi_open else "]"
-            span = f"{left}{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}{right}"
-            return f"must be in {span}, got {v!r}"
-    return None
+    return (f"{'(' if lo_open else '['}{'-inf' if lo is None else f'{lo:g}'}, "
+            f"{'inf' if hi is None else f'{hi:g}'}{')' if hi_open else ']'}")
 
+
+def _why(cls: type, err: ValidationError, raw: dict) -> tuple[str, str]:
+    """(key, reason) of the first problem pydantic found, in the words of every params error."""
+    errors = err.errors(include_url=False)
+    unknown = sorted((e["loc"][0] for e in errors if e["type"] == "extra_forbidden"), key=str)
+    if unknown:
+        known = ", ".join(sorted(params_model(cls).model_fields))
+        return str(unknown[0]), f"is not a known key (known: {known})"
+    key = errors[0]["loc"][0]
+    if errors[0]["type"] == "missing":
+        return key, "is missing"
+    hint = typing.get_type_hints(cls)[key]
+    bound = next((e for e in errors if e["loc"][0] == key and e["type"] in _BOUND_ERRORS), None)
+    if bound is not None:
+        value = float(bound["input"]) if _is_float(hint) else bound["input"]
+        bounds = next(f.metadata["bounds"] for f in dataclasses.fields(cls) if f.name == key)
+        return key, f"must be in {_span(bounds)}, got {value!r}"
+    return key, f"must be {_type_name(hint)}, got {raw[key]!r}"
+
+
+# --------------------------------------------------------------------------- groups
 
 T = TypeVar("T")
 
@@ -162,25 +198,11 @@ def parse_params(cls: type[T], raw: Any, section: str | None = None) -> T:
 
     if not isinstance(raw, dict):
         raise bad("", f"must be a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(raw) - set(fields), key=str)
-    if unknown:
-        raise bad(str(unknown[0]), f"is not a known key (known: {', '.join(sorted(fields))})")
-    hints = typing.get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name not in raw:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise bad(name, "is missing")
-            continue
-        try:
-            value = _convert(raw[name], hints[name])
-        except _Mismatch:
-            raise bad(name, f"must be {_type_name(hints[name])}, got {raw[name]!r}") from None
-        if "bounds" in f.metadata and (why := _out_of_bounds(value, f.metadata["bounds"])):
-            raise bad(name, why)
-        values[name] = value
-    obj = cls(**values)
+    try:
+        model = params_model(cls).model_validate(raw)
+    except ValidationError as err:
+        raise bad(*_why(cls, err, raw)) from None
+    obj = cls(**{name: getattr(model, name) for name in model.model_fields_set})
     check = getattr(obj, "check", None)
     if callable(check):
         check()

@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Iterable, Iterator, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from pipeline.jsonl import BadLine, JsonlError, OnBad, encode_line, iter_lines, read_bytes, split_lines, write_jsonl
 
@@ -41,42 +44,146 @@ class RowError(ValueError):
         self.where = where
 
 
-# --------------------------------------------------------------------------- field readers
-# Each takes the enclosing object and a dotted ``name`` used in error messages.
+# --------------------------------------------------------------------------- the JSON contract (pydantic)
+# The models below say what a row line may hold (they also give schemas/dataset-row.schema.json);
+# _reason turns pydantic's first error into the one-line reason every bad row is told.
 
-def _require(obj: dict, key: str, name: str) -> Any:
-    if obj.get(key) is None:
-        raise RowError(f"missing field '{name}'")
-    return obj[key]
-
-
-def _text(obj: dict, key: str, name: str) -> str:
-    value = _require(obj, key, name)
-    if not isinstance(value, str):
-        raise RowError(f"field '{name}' must be a string, got {type(value).__name__}")
-    if not value.strip():
-        raise RowError(f"empty field '{name}'")
-    if "\0" in value:
-        raise RowError(f"field '{name}' contains U+0000 (speech synthesis stops reading at it)")
-    return value
-
-
-_UNSAFE_ID = re.compile(r"[/\\\x00-\x1f\x7f]")
 MAX_ID_CHARS = 200
+_ID_MESSAGE = (f"must be usable as a file name: at most {MAX_ID_CHARS} characters, "
+               "no '/', '\\' or control characters")
 
 
-def _row_id(obj: dict) -> str:
-    """Ids name files (``reports/demo/<id>.wav``): no path separators, no control characters."""
-    value = _text(obj, "id", "id")
-    if _UNSAFE_ID.search(value) or value in (".", "..") or len(value) > MAX_ID_CHARS:
-        raise RowError(f"field 'id' must be usable as a file name: at most {MAX_ID_CHARS} characters, "
-                       "no '/', '\\' or control characters")
+def _rule(reason: str) -> PydanticCustomError:
+    return PydanticCustomError("row_rule", "{reason}", {"reason": reason})
+
+
+def _nonblank(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("empty", "empty")
+    if "\0" in value:
+        raise PydanticCustomError("nul", "contains U+0000")
     return value
 
 
-def _forbid(obj: dict, key: str, row_class: str) -> None:
-    if obj.get(key) is not None:
-        raise RowError(f"field '{key}' is not allowed on a {row_class} row")
+def _file_name(value: str) -> str:
+    if value in (".", ".."):
+        raise PydanticCustomError("file_name", "not a file name")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_nonblank), Field(min_length=1)]
+"""A non-blank string without U+0000 (speech synthesis stops reading at it)."""
+RowId = Annotated[str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^/\\\x00-\x1f\x7f]*$"),
+                  AfterValidator(_nonblank), AfterValidator(_file_name)]
+"""Ids name files (``reports/demo/<id>.wav``): no path separators, no control characters."""
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class ToolModel(_Part):
+    """One tool listed to the model in the system prompt."""
+
+    name: Text
+    description: Text
+
+
+class ToolCallModel(_Part):
+    """The call a tool_match reply stands for: tool name plus JSON arguments."""
+
+    name: Text
+    arguments: dict[str, Any]
+
+
+class Turn1Model(_Part):
+    """The tool_match exchange that precedes a tool_result_speak narration."""
+
+    user: Text
+    assistant: Text
+    tool_call: ToolCallModel
+
+
+class RowModel(BaseModel):
+    """One line of ``data/dataset/*.jsonl``; unknown keys are allowed and kept (written back unchanged)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow", title="dataset row")
+
+    id: RowId
+    row_class: Literal[CLASSES] = Field(alias="class")  # type: ignore[valid-type]
+    tools: list[ToolModel] = Field(min_length=1)
+    user: Text
+    assistant: Text
+    tool_call: ToolCallModel | None = None
+    turn1: Turn1Model | None = None
+    facts: str | dict[str, Any] | None = Field(None, description="tool_result_speak: the tool's result, text or object")
+    requested_tool: Text | None = None
+
+    @field_validator("facts", mode="before")
+    @classmethod
+    def _facts(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, (str, dict)):
+            raise PydanticCustomError("facts_type", "facts type")
+        if isinstance(value, (str, dict)) and not (value.strip() if isinstance(value, str) else value):
+            raise PydanticCustomError("empty", "empty")
+        return value
+
+    @model_validator(mode="after")
+    def _class_rules(self) -> RowModel:
+        names = [tool.name for tool in self.tools]
+        listed = ", ".join(names)
+        for name in names:
+            if names.count(name) > 1:
+                raise _rule(f"tool '{name}' is listed twice")
+        required = {"tool_match": ("tool_call",), "tool_result_speak": ("facts", "turn1"),
+                    "tool_miss": ("requested_tool",), "non_tool": ()}[self.row_class]
+        for key in ("tool_call", "facts", "turn1", "requested_tool"):
+            if key in required and getattr(self, key) is None:
+                raise _rule(f"missing field '{key}'")
+            if key not in required and getattr(self, key) is not None:
+                raise _rule(f"field '{key}' is not allowed on a {self.row_class} row")
+        if self.tool_call is not None and self.tool_call.name not in names:
+            raise _rule(f"tool_match calls '{self.tool_call.name}', which is not among the listed tools ({listed})")
+        if self.turn1 is not None:
+            if self.turn1.tool_call.name not in names:
+                raise _rule(f"turn1 calls '{self.turn1.tool_call.name}', which is not among the listed tools ({listed})")
+            if self.turn1.user != self.user:
+                raise _rule("'user' must repeat 'turn1.user' (the request the narration answers)")
+        if self.requested_tool is not None and self.requested_tool in names:
+            raise _rule(f"tool_miss requests '{self.requested_tool}', which IS listed (that would be a tool_match)")
+        return self
+
+
+_OBJECTS = {"tool_call": "name and arguments", "turn1": "user, assistant and tool_call", "tools": "name and description"}
+
+
+def _reason(err: ValidationError) -> str:
+    """The first problem pydantic found, as the one-line reason of a bad row."""
+    error = err.errors(include_url=False)[0]
+    kind, value = error["type"], error.get("input")
+    name = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in error["loc"]).lstrip(".")
+    name = name.replace("row_class", "class")
+    if kind == "row_rule":
+        return error["ctx"]["reason"]
+    if kind == "missing" or value is None:
+        return f"missing field '{name}'"
+    if kind in ("empty", "too_short"):
+        return f"empty field '{name}'"
+    if kind == "nul":
+        return f"field '{name}' contains U+0000 (speech synthesis stops reading at it)"
+    if name == "id" and kind in ("file_name", "string_too_long", "string_pattern_mismatch"):
+        return f"field 'id' {_ID_MESSAGE}"
+    if name == "class" and kind == "literal_error":
+        return f"unknown class '{value}' (expected one of {', '.join(CLASSES)})"
+    if kind == "facts_type":
+        return f"field 'facts' must be a string or an object, got {type(value).__name__}"
+    if kind == "model_type":
+        what = _OBJECTS.get(str(error["loc"][0]) if isinstance(error["loc"][-1], int) else str(error["loc"][-1]), "")
+        return f"'{name}' must be an object with {what}" if what else f"'{name}' must be an object"
+    expected = {"string_type": "a string", "list_type": "a list", "dict_type": "an object"}.get(kind)
+    if expected:
+        return f"field '{name}' must be {expected}, got {type(value).__name__}"
+    return f"field '{name}': {error['msg']}"
 
 
 # --------------------------------------------------------------------------- dataclasses
@@ -88,12 +195,6 @@ class Tool:
     name: str
     description: str
 
-    @classmethod
-    def from_json(cls, obj: Any, name: str = "tool") -> Tool:
-        if not isinstance(obj, dict):
-            raise RowError(f"'{name}' must be an object with name and description")
-        return cls(_text(obj, "name", f"{name}.name"), _text(obj, "description", f"{name}.description"))
-
     def to_json(self) -> dict:
         return {"name": self.name, "description": self.description}
 
@@ -104,15 +205,6 @@ class ToolCall:
 
     name: str
     arguments: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, obj: Any, name: str = "tool_call") -> ToolCall:
-        if not isinstance(obj, dict):
-            raise RowError(f"'{name}' must be an object with name and arguments")
-        arguments = _require(obj, "arguments", f"{name}.arguments")
-        if not isinstance(arguments, dict):
-            raise RowError(f"field '{name}.arguments' must be an object, got {type(arguments).__name__}")
-        return cls(_text(obj, "name", f"{name}.name"), arguments)
 
     def to_json(self) -> dict:
         return {"name": self.name, "arguments": self.arguments}
@@ -126,18 +218,12 @@ class Turn1:
     assistant: str
     tool_call: ToolCall
 
-    @classmethod
-    def from_json(cls, obj: Any) -> Turn1:
-        if not isinstance(obj, dict):
-            raise RowError("'turn1' must be an object with user, assistant and tool_call")
-        return cls(
-            _text(obj, "user", "turn1.user"),
-            _text(obj, "assistant", "turn1.assistant"),
-            ToolCall.from_json(_require(obj, "tool_call", "turn1.tool_call"), "turn1.tool_call"),
-        )
-
     def to_json(self) -> dict:
         return {"user": self.user, "assistant": self.assistant, "tool_call": self.tool_call.to_json()}
+
+
+def _call(model: ToolCallModel | None) -> ToolCall | None:
+    return None if model is None else ToolCall(model.name, model.arguments)
 
 
 @dataclass(frozen=True)
@@ -149,7 +235,8 @@ class DatasetRow:
     - tool_miss: ``requested_tool`` (not listed in ``tools``)
     - non_tool: none
 
-    Unknown JSON keys are kept in ``extra`` and written back unchanged.
+    Unknown JSON keys are kept in ``extra`` and written back unchanged. A line is checked
+    by :class:`RowModel` (the JSON contract); this dataclass is the row every stage uses.
     """
 
     id: str
@@ -170,74 +257,20 @@ class DatasetRow:
     @classmethod
     def from_json(cls, obj: Any, where: str = "") -> DatasetRow:
         """Build a row from a decoded JSON value; raise RowError (with ``where``) if it is invalid."""
-        try:
-            return cls._parse(obj)
-        except RowError as err:
-            raise RowError(err.reason, where) from None
-
-    @classmethod
-    def _parse(cls, obj: Any) -> DatasetRow:
         if not isinstance(obj, dict):
-            raise RowError(f"not a JSON object (got {type(obj).__name__})")
-        row_id = _row_id(obj)
-        row_class = _text(obj, "class", "class")
-        if row_class not in CLASSES:
-            raise RowError(f"unknown class '{row_class}' (expected one of {', '.join(CLASSES)})")
-        tools = cls._parse_tools(_require(obj, "tools", "tools"))
-        row = cls(
-            id=row_id,
-            row_class=row_class,
-            tools=tools,
-            user=_text(obj, "user", "user"),
-            assistant=_text(obj, "assistant", "assistant"),
+            raise RowError(f"not a JSON object (got {type(obj).__name__})", where)
+        try:
+            model = RowModel.model_validate(obj)
+        except ValidationError as err:
+            raise RowError(_reason(err), where) from None
+        turn1 = model.turn1
+        return cls(
+            id=model.id, row_class=model.row_class, tools=tuple(Tool(t.name, t.description) for t in model.tools),
+            user=model.user, assistant=model.assistant, tool_call=_call(model.tool_call), facts=model.facts,
+            turn1=None if turn1 is None else Turn1(turn1.user, turn1.assistant, _call(turn1.tool_call)),
+            requested_tool=model.requested_tool,
             extra={key: value for key, value in obj.items() if key not in _KNOWN_KEYS},
         )
-        names = row.tool_names
-        if row_class == "tool_match":
-            call = ToolCall.from_json(_require(obj, "tool_call", "tool_call"))
-            if call.name not in names:
-                raise RowError(f"tool_match calls '{call.name}', which is not among the listed tools ({', '.join(names)})")
-            for key in ("facts", "turn1", "requested_tool"):
-                _forbid(obj, key, row_class)
-            return replace(row, tool_call=call)
-        if row_class == "tool_result_speak":
-            facts = _require(obj, "facts", "facts")
-            if not isinstance(facts, (str, dict)):
-                raise RowError(f"field 'facts' must be a string or an object, got {type(facts).__name__}")
-            if not (facts.strip() if isinstance(facts, str) else facts):
-                raise RowError("empty field 'facts'")
-            turn1 = Turn1.from_json(_require(obj, "turn1", "turn1"))
-            if turn1.tool_call.name not in names:
-                raise RowError(f"turn1 calls '{turn1.tool_call.name}', which is not among the listed tools ({', '.join(names)})")
-            if turn1.user != row.user:
-                raise RowError("'user' must repeat 'turn1.user' (the request the narration answers)")
-            for key in ("tool_call", "requested_tool"):
-                _forbid(obj, key, row_class)
-            return replace(row, facts=facts, turn1=turn1)
-        if row_class == "tool_miss":
-            requested = _text(obj, "requested_tool", "requested_tool")
-            if requested in names:
-                raise RowError(f"tool_miss requests '{requested}', which IS listed (that would be a tool_match)")
-            for key in ("tool_call", "facts", "turn1"):
-                _forbid(obj, key, row_class)
-            return replace(row, requested_tool=requested)
-        for key in ("tool_call", "facts", "turn1", "requested_tool"):  # non_tool
-            _forbid(obj, key, row_class)
-        return row
-
-    @staticmethod
-    def _parse_tools(value: Any) -> tuple[Tool, ...]:
-        if not isinstance(value, list):
-            raise RowError(f"field 'tools' must be a list, got {type(value).__name__}")
-        if not value:
-            raise RowError("empty field 'tools'")
-        tools = tuple(Tool.from_json(item, f"tools[{i}]") for i, item in enumerate(value))
-        seen: set[str] = set()
-        for tool in tools:
-            if tool.name in seen:
-                raise RowError(f"tool '{tool.name}' is listed twice")
-            seen.add(tool.name)
-        return tools
 
     def to_json(self) -> dict:
         """The row as a JSON object: required keys first, then the optional ones that are set, then extras."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.base_models import KOKORO_DIR, LFM_DIR, BaseModelsParams, download_from_hub, fabricate
+from pipeline.artifacts import BASE_KOKORO_DIR, BASE_LFM_DIR
+from pipeline.base_models import BaseModelsParams, download_from_hub, fabricate
 from pipeline.hub_layout import check_lfm_folder
 from pipeline.params import load_stage_params, stage_main
 
@@ -14,8 +15,8 @@ from pipeline.params import load_stage_params, stage_main
 def make_folders() -> int:
     params = load_stage_params(BaseModelsParams)
     (download_from_hub if params.source == "hub" else fabricate)(params)
-    check_lfm_folder(LFM_DIR)
-    print(f"base_models: {params.source} -> {LFM_DIR}, {KOKORO_DIR}")
+    check_lfm_folder(BASE_LFM_DIR)
+    print(f"base_models: {params.source} -> {BASE_LFM_DIR}, {BASE_KOKORO_DIR}")
     return 0
 
 

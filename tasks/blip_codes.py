@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from coordinator.constants import MIMI_SAMPLE_RATE
+from pipeline.artifacts import BLIP_CODES_NPY, BLIP_PREVIEW_WAV, BLIP_SIGNATURE_JSON, BLIP_WAV
 from pipeline.audio import read_wav, write_wav
 from pipeline.blip import BlipParams
 from pipeline.blip_mimi import copy_spans, round_trip, signature_document
@@ -21,11 +22,6 @@ from pipeline.hub_layout import MIMI_WEIGHTS_NAME
 from pipeline.io import atomic_path, sha256_file, write_json
 from pipeline.models import load_mimi
 from pipeline.params import StageParams, field, load_stage_params, stage_main
-
-BLIP_WAV = Path("data/blips/tool_invoke.wav")
-CODES_NPY = Path("data/blips/tool_invoke.codes.npy")
-PREVIEW_WAV = Path("data/blips/tool_invoke.preview.wav")
-SIGNATURE_JSON = Path("data/blips/tool_invoke.signature.json")
 
 
 @dataclass(frozen=True)
@@ -47,18 +43,18 @@ def run(blip_wav: Path, model_dir: Path, detect_codebooks: list[int], blip_param
     layout = blip_params or BlipParams(repeats=1)
     copies = copy_spans(layout.repeats, layout.duration_ms, layout.gap_ms, trip.n_frames)
 
-    with atomic_path(CODES_NPY) as tmp:
+    with atomic_path(BLIP_CODES_NPY) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, trip.codes)
-    write_wav(PREVIEW_WAV, trip.preview, MIMI_SAMPLE_RATE)
+    write_wav(BLIP_PREVIEW_WAV, trip.preview, MIMI_SAMPLE_RATE)
     hashes = {
         "blip_sha256": sha256_file(blip_wav),
         "mimi_sha256": sha256_file(Path(model_dir) / MIMI_WEIGHTS_NAME),
-        "codes_sha256": sha256_file(CODES_NPY),
-        "preview_sha256": sha256_file(PREVIEW_WAV),
+        "codes_sha256": sha256_file(BLIP_CODES_NPY),
+        "preview_sha256": sha256_file(BLIP_PREVIEW_WAV),
     }
     document = signature_document(trip, detect_codebooks, hashes, copies)
-    write_json(SIGNATURE_JSON, document)
+    write_json(BLIP_SIGNATURE_JSON, document)
     return document
 
 

@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any, Callable, Literal, TextIO
 
 from pipeline import templates
+from pipeline.artifacts import DATASET_DIR, metrics_json
 from pipeline.catalog import TOOLS, RowMaker, is_hard_negative
-from pipeline.io import write_metrics
 from pipeline.jsonl import write_jsonl
+from pipeline.metrics_models import DatasetDetails, write_stage_metrics
 from pipeline.params import StageError, StageParams, field, load_stage_params, stage_main
 from pipeline.records import (CLASSES, BadLine, DatasetRow, ReadResult, iter_leak_keys, normalize_text,
                               parse_lines, read_rows, write_rows)
@@ -48,8 +49,7 @@ from pipeline.templates import Side
 SPLITS = ("train", "eval", "heldout", "novel_facts")
 TRAINING_SPLITS = ("train", "eval")
 PROTECTED_SPLITS = ("heldout", "novel_facts")
-OUT_DIR = Path("data/dataset")
-METRICS_PATH = Path("reports/metrics/dataset.json")
+METRICS_PATH = metrics_json("dataset")
 
 Splits = dict[str, list[DatasetRow]]
 
@@ -319,20 +319,11 @@ def dataset_metrics(config: DatasetParams, read: ReadResult, splits: Splits | No
     return metrics
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show` lists: rows written to the splits (None when none were made).
-
-    One number: that table has a column per distinct key of every stage, so each key costs its width
-    (and `dvc exp show` prefixes a key that two files share with the file's path)."""
-    counts = metrics.get("counts")
-    return {"rows": sum(c["total"] for c in counts.values()) if counts else None}
-
-
 def write_report(metrics_path: Path, metrics: dict[str, Any]) -> None:
-    write_metrics(metrics_path, headline(metrics), metrics)
+    write_stage_metrics(DatasetDetails.of(metrics), metrics_path)
 
 
-def run_stage(config: DatasetParams, out_dir: Path = OUT_DIR, metrics_path: Path = METRICS_PATH) -> dict[str, Any]:
+def run_stage(config: DatasetParams, out_dir: Path = DATASET_DIR, metrics_path: Path = METRICS_PATH) -> dict[str, Any]:
     """Produce the four splits, the quarantine file and the metrics; return the metrics.
 
     Raises DatasetError (after writing quarantine and metrics) when too many rows are bad

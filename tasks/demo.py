@@ -44,6 +44,7 @@ from coordinator.constants import END_OF_AUDIO_CODE, MIMI_FRAME_SAMPLES, MIMI_FR
 from coordinator.coordinator import Coordinator, DispatchContext, Trigger
 from coordinator.signature import BlipSignature, SignatureError
 from coordinator.timeline import EventKind
+from pipeline.artifacts import BLIP_CODES_NPY, BLIP_SIGNATURE_JSON, DEMO_DIR, DEMO_TIMELINE_PNG, FINAL_MODEL_DIR, TTS_CACHE_DIR, dataset_jsonl, tts_manifest
 from pipeline.generation import GenerationParams, generate_replies, stream_reply
 from pipeline.inference import Dtype, check_batch_size, load_model
 from pipeline.params import PARAMS_FILE, StageError, field, parse_params, read_params_file, stage_main
@@ -64,15 +65,15 @@ class DemoParams(GenerationParams):
     """The optional ``demo`` group of ``params.yaml``; every key is also a flag (``--max-new-tokens 48``)."""
 
     SECTION = "demo"
-    model_dir: Path = Path("models/final")
-    rows: Path = Path("data/dataset/heldout.jsonl")
+    model_dir: Path = FINAL_MODEL_DIR
+    rows: Path = dataset_jsonl("heldout")
     caption: str = "held-out rows, never trained on: what a user of this model would see"  # which rows, and why
-    tts_manifest: Path = Path("data/tts/heldout.jsonl")
-    tts_cache_dir: Path = Path("data/tts/cache")
-    codes_npy: Path = Path("data/blips/tool_invoke.codes.npy")
-    signature_json: Path = Path("data/blips/tool_invoke.signature.json")
-    out_dir: Path = Path("reports/demo")
-    plot: Path = Path("reports/plots/demo_timeline.png")
+    tts_manifest: Path = tts_manifest("heldout")
+    tts_cache_dir: Path = TTS_CACHE_DIR
+    codes_npy: Path = BLIP_CODES_NPY
+    signature_json: Path = BLIP_SIGNATURE_JSON
+    out_dir: Path = DEMO_DIR
+    plot: Path = DEMO_TIMELINE_PNG
     n_per_class: int = field(3, lo=1)
     chunk_frames: int = field(4, lo=1)
     tool_latency_s: float = field(0.3, lo=0)

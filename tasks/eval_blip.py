@@ -28,19 +28,15 @@ from typing import Any, Literal
 import numpy as np
 
 from coordinator.signature import BlipSignature, SignatureError
+from pipeline.artifacts import BLIP_CODES_NPY, BLIP_POSITIONS_PNG, BLIP_SIGNATURE_JSON, EVAL_BLIP_JSONL, EVAL_CLASSES_JSONL, metrics_json
 from pipeline.blip_emission import NEGATIVE_CLASSES, POSITIVE_CLASSES, AudioReply, score_blip_emission
-from pipeline.io import write_metrics
 from pipeline.jsonl import read_jsonl, write_jsonl
+from pipeline.metrics_models import EvalBlipDetails, write_stage_metrics
 from pipeline.params import StageParams, load_stage_params, stage_main
 from pipeline.reply import Reply
 
 SECTION = "eval_blip"
-RECORDS_IN = Path("reports/eval/eval_classes.jsonl")
-CODES_NPY = Path("data/blips/tool_invoke.codes.npy")
-SIGNATURE_JSON = Path("data/blips/tool_invoke.signature.json")
-METRICS_PATH = Path("reports/metrics/eval_blip.json")
-PLOT_PATH = Path("reports/plots/blip_positions.png")
-RECORDS_OUT = Path("reports/eval/eval_blip.jsonl")
+METRICS_PATH = metrics_json("eval_blip")
 
 
 @dataclass(frozen=True)
@@ -108,15 +104,9 @@ def plot_positions(per_position: list[list[float | None]], n_per_frame: list[int
     plt.close(fig)
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show` lists (``docs/orchestration.md`` defines each rate)."""
-    return {"cb0": metrics["cb0_match_rate"], "tpr": metrics["detector_true_positive_rate"],
-            "fpr": metrics["false_positive_rate"], "latency_ms": metrics["decision_latency_ms"]}
-
-
-def run(params: EvalBlipParams, records_in: Path = RECORDS_IN, codes_npy: Path = CODES_NPY,
-        signature_json: Path = SIGNATURE_JSON, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
-        records_out: Path = RECORDS_OUT) -> dict[str, Any]:
+def run(params: EvalBlipParams, records_in: Path = EVAL_CLASSES_JSONL, codes_npy: Path = BLIP_CODES_NPY,
+        signature_json: Path = BLIP_SIGNATURE_JSON, metrics_path: Path = METRICS_PATH, plot_path: Path = BLIP_POSITIONS_PNG,
+        records_out: Path = EVAL_BLIP_JSONL) -> dict[str, Any]:
     signature = BlipSignature.load(codes_npy, signature_json)
     replies, info, problems = read_replies(records_in)
     report = score_blip_emission(signature, replies, positive_classes=POSITIVE_CLASSES,
@@ -137,7 +127,7 @@ def run(params: EvalBlipParams, records_in: Path = RECORDS_IN, codes_npy: Path =
                          ("judged_not_ack", [r for r in pos if r.get("behaviour") != "ack"])):
         metrics[f"cb0_match_rate_{label}"] = (sum(bool(r["matches"]["cb0"]) for r in group) / len(group)) if group else None
     write_jsonl(records_out, rows_out)
-    write_metrics(metrics_path, headline(metrics), metrics)
+    write_stage_metrics(EvalBlipDetails.of(metrics), metrics_path)
     cb0 = metrics.get("cb0_match_rate")
     plot_positions(report.per_position, metrics["per_position_n"], plot_path,
                    f"Blip codes reproduced at each position (held-out tool_match, n={metrics['n_tool_match']})\n"

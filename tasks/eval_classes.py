@@ -28,20 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from pipeline.artifacts import CONFUSION_PNG, EVAL_CLASSES_JSONL, metrics_json
 from pipeline.generation import generate_reply, generate_replies
 from pipeline.inference import InferenceRunParams, load_model
-from pipeline.io import write_metrics
 from pipeline.jsonl import write_jsonl
 from pipeline.judge import BEHAVIOURS, EXPECTED, Verdict, judge
+from pipeline.metrics_models import EvalClassesDetails, write_stage_metrics
 from pipeline.params import field, load_stage_params, stage_main
 from pipeline.records import CLASSES, DatasetRow, read_rows
 from pipeline.reply import Reply
 from pipeline.user_audio import ManifestAudio, UserAudio, check_skipped
 
 SECTION = "eval_classes"
-METRICS_PATH = Path("reports/metrics/eval_classes.json")
-PLOT_PATH = Path("reports/plots/confusion_matrix.png")
-RECORDS_PATH = Path("reports/eval/eval_classes.jsonl")
+METRICS_PATH = metrics_json("eval_classes")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -164,7 +163,6 @@ def summarize(results: list[RowResult], n_rows_read: int, bad_lines: list[str] |
         "per_class_counts": counts,
         "overall_accuracy": overall,
         "n_rows": n_rows_read,
-        "n": len(judged),
         "n_evaluated": len(judged),
         "n_correct": n_correct,
         "n_skipped": len(results) - len(judged),
@@ -235,13 +233,8 @@ def replies_for(lfm, rows: list[DatasetRow], audio: dict[str, UserAudio | str], 
     return lambda row, wave: by_id[row.id]
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show` lists (the other classes' accuracies and the counts are in the details)."""
-    return {"accuracy": metrics["overall_accuracy"], "tool_match": metrics["per_class"].get("tool_match")}
-
-
-def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,
-        records_path: Path = RECORDS_PATH, lfm=None, audio_source: ManifestAudio | None = None,
+def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path: Path = CONFUSION_PNG,
+        records_path: Path = EVAL_CLASSES_JSONL, lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     read = read_rows(params.rows)
     bad = [str(b) for b in read.bad]
@@ -260,7 +253,7 @@ def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path:
     metrics["model_dir"] = str(params.model_dir)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_records(results, records_path)
-    write_metrics(metrics_path, headline(metrics), metrics)
+    write_stage_metrics(EvalClassesDetails.of(metrics), metrics_path)
     plot_confusion(metrics, plot_path)
     return metrics
 

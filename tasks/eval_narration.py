@@ -9,7 +9,7 @@ narration is scored by ``pipeline.narration.score_narration``:
   not part of this row's facts or request ("values seen in training instead").
 
 The two are independent. Outputs ``reports/metrics/eval_narration.details.json``
-({faithful_rate, memorized_rate, n, ...}), its headline ``reports/metrics/eval_narration.json``
+({faithful_rate, memorized_rate, n_evaluated, ...}), its headline ``reports/metrics/eval_narration.json``
 (DVC's metrics) and ``reports/eval/eval_narration.jsonl`` (every row's narration and score). A rate over zero rows is null with a reason.
 """
 from __future__ import annotations
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from pipeline.artifacts import EVAL_NARRATION_JSONL, metrics_json
 from pipeline.generation import generate_reply, generate_replies
 from pipeline.inference import InferenceRunParams, load_model
-from pipeline.io import write_metrics
 from pipeline.jsonl import write_jsonl
+from pipeline.metrics_models import EvalNarrationDetails, write_stage_metrics
 from pipeline.narration import NarrationScore, TrainingValues, score_narration
 from pipeline.params import load_stage_params, stage_main
 from pipeline.records import DatasetRow, read_rows
@@ -31,8 +32,7 @@ from pipeline.reply import Reply
 from pipeline.user_audio import ManifestAudio, check_skipped
 
 SECTION = "eval_narration"
-METRICS_PATH = Path("reports/metrics/eval_narration.json")
-RECORDS_PATH = Path("reports/eval/eval_narration.jsonl")
+METRICS_PATH = metrics_json("eval_narration")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,7 +101,7 @@ def summarize(results: list[NarrationResult], n_rows_read: int, bad: list[str], 
     return {
         "faithful_rate": faithful / n if n else None,
         "memorized_rate": (memorized / n if n else None) if len(training) else None,
-        "n": n,
+        "n_evaluated": n,
         "n_faithful": faithful,
         "n_memorized": memorized,
         "mean_fact_coverage": sum(coverages) / len(coverages) if coverages else None,
@@ -114,12 +114,7 @@ def summarize(results: list[NarrationResult], n_rows_read: int, bad: list[str], 
     }
 
 
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show` lists: the faithful share (the card's number; the mean fact coverage is in the details)."""
-    return {"faithful": metrics["faithful_rate"]}
-
-
-def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_path: Path = RECORDS_PATH,
+def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_path: Path = EVAL_NARRATION_JSONL,
         lfm=None, audio_source: ManifestAudio | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
     read = read_rows(params.rows)
@@ -157,7 +152,7 @@ def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_
     metrics["generation"] = generation.to_json()
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_jsonl(records_path, (r.to_json() for r in results))
-    write_metrics(metrics_path, headline(metrics), metrics)
+    write_stage_metrics(EvalNarrationDetails.of(metrics), metrics_path)
     return metrics
 
 

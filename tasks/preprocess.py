@@ -29,6 +29,7 @@ from tqdm import tqdm
 from coordinator.constants import N_CODEBOOKS
 from coordinator.detector import StreamingBlipDetector
 from coordinator.signature import BlipSignature, SignatureError
+from pipeline.artifacts import BLIP_CODES_NPY, BLIP_PREVIEW_WAV, BLIP_SIGNATURE_JSON, DATASET_DIR, OVERLONG_JSONL, PREPROCESSED_DIR, TTS_DIR, metrics_json
 from pipeline.audio import SAMPLE_RATE, read_wav, resample, to_float32
 from pipeline.chat_samples import (
     BLIP_TURNS,
@@ -41,20 +42,14 @@ from pipeline.chat_samples import (
     row_messages,
 )
 from pipeline.interleave import Schedule, own_schedule, write_record
-from pipeline.io import atomic_dir, write_metrics
+from pipeline.io import atomic_dir
+from pipeline.metrics_models import PreprocessDetails, write_stage_metrics
 from pipeline.params import StageError, StageParams, load_stage_params, stage_main
 from pipeline.params import field as param
 from pipeline.records import DatasetRow, read_rows, write_jsonl
 from pipeline.tts_cache import load_audio, read_manifest
 
-DATASET_DIR = Path("data/dataset")
-TTS_DIR = Path("data/tts")
-PREVIEW_WAV = Path("data/blips/tool_invoke.preview.wav")
-SIGNATURE_JSON = Path("data/blips/tool_invoke.signature.json")
-CODES_NPY = Path("data/blips/tool_invoke.codes.npy")
-OUT_DIR = Path("data/preprocessed")
-METRICS = Path("reports/metrics/preprocess.json")
-OVERLONG = Path("reports/preprocess/overlong.jsonl")
+METRICS_PATH = metrics_json("preprocess")
 SPLITS = ("train", "eval")
 
 
@@ -246,9 +241,9 @@ def run(params: PreprocessParams) -> dict:
     cache = CodesCache(params.codes_cache_dir, sha256_file(params.model_dir / MIMI_WEIGHTS_NAME))
     schedule = interleave_schedule(params)
     mapper = CachedCodesMapper(processor, cache, schedule)
-    preview_samples, preview_rate = read_wav(PREVIEW_WAV)
+    preview_samples, preview_rate = read_wav(BLIP_PREVIEW_WAV)
     preview = to_float32(resample(preview_samples, preview_rate, SAMPLE_RATE))
-    signature = BlipSignature.load(CODES_NPY, SIGNATURE_JSON)  # verifies shape and hashes
+    signature = BlipSignature.load(BLIP_CODES_NPY, BLIP_SIGNATURE_JSON)  # verifies shape and hashes
 
     reports: dict[str, SplitReport] = {}
     for split in SPLITS:
@@ -262,14 +257,14 @@ def run(params: PreprocessParams) -> dict:
         oversample = params.tool_match_oversample if split == "train" else 1
         write_dataset(
             samples_for_split(result.rows, manifest, mapper, params, preview, signature, report, oversample, split),
-            OUT_DIR / split,
+            PREPROCESSED_DIR / split,
             schedule,
         )
 
     overlong = [entry for report in reports.values() for entry in report.overlong]
-    write_jsonl(OVERLONG, overlong)
+    write_jsonl(OVERLONG_JSONL, overlong)
     metrics = metrics_document(reports, cache, params.blip_on, schedule)
-    write_metrics(METRICS, headline(metrics), metrics)
+    write_stage_metrics(PreprocessDetails.of(metrics), METRICS_PATH)
     return metrics
 
 
@@ -321,12 +316,6 @@ def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on
     }
 
 
-def headline(document: dict) -> dict:
-    """What `dvc metrics show` lists: blipped turns, the share of them opening with the signature."""
-    return {"blipped": sum(kind["turns"] for kind in document["blipped_turns"].values()),
-            "prefix_ok": document["blip_prefix_match_rate"]}
-
-
 def main() -> int:
     from pipeline.models import ModelFolderError
 
@@ -337,7 +326,7 @@ def main() -> int:
                             for kind in BLIP_TURNS)
         print(
             f"preprocess: {train['written']} train / {evals['written']} eval samples, "
-            f"{metrics['overlong_rows']} over-long (see {OVERLONG}), blipped turns ({blipped}), "
+            f"{metrics['overlong_rows']} over-long (see {OVERLONG_JSONL}), blipped turns ({blipped}), "
             f"blip prefix match {metrics['blip_prefix_match_rate']}, codes cache hit rate {metrics['codes_cache']['hit_rate']}"
         )
         return 0

@@ -28,12 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.artifacts import FINAL_MODEL_DIR, MODEL_CARD_MD
 from pipeline.io import atomic_dir
 from pipeline.params import StageError, stage_main
 
 NAME = "publish"
-MODEL_DIR = Path("models/final")
-CARD_PATH = Path("reports/model_card.md")
 CARD_STAGE = "report"  # the stage whose output is the card; its upstream includes train (models/final)
 SMOKE_TAG = "smoke-run"  # set by tasks.report on a random-init smoke run's card
 
@@ -137,8 +136,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     target.add_argument("--repo-id", help="Hub model repo to create or update, e.g. my-org/lfm2.5-audio-tool-aware")
     target.add_argument("--out", type=Path, help="assemble the repo folder here instead (new or empty folder)")
     parser.add_argument("--private", action="store_true", help="create the Hub repo as private")
-    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
-    parser.add_argument("--card", type=Path, default=CARD_PATH)
+    parser.add_argument("--model-dir", type=Path, default=FINAL_MODEL_DIR)
+    parser.add_argument("--card", type=Path, default=MODEL_CARD_MD)
     parser.add_argument("--message", default="Upload fine-tuned model and model card (tasks.publish)")
     parser.add_argument("--allow-smoke", action="store_true", help="publish a smoke-run (random-init) card too")
     parser.add_argument("--skip-dvc-check", action="store_true",

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import re
 import sys
 from dataclasses import dataclass, field
@@ -27,17 +26,16 @@ from typing import Any
 import yaml
 
 from pipeline import params as stage_params
-from pipeline.io import details_path, write_text
+from pipeline.artifacts import BASELINES_YAML, EVAL_CLASSES_JSONL, METRICS_DIR, MODEL_CARD_MD
+from pipeline.io import write_text
 from pipeline.judge import JUDGE_CASES, measure, read_judge_cases
 from pipeline.jsonl import MissingFile, read_jsonl
+from pipeline.metrics_models import (Details, EvalBlipDetails, EvalClassesDetails, EvalNarrationDetails, TrainDetails,
+                                     load_document)
 from pipeline.params import StageError, StageParams, parse_params, read_params_file, stage_main
 from pipeline.records import CLASSES
 
 SECTION = "report"
-CARD_PATH = Path("reports/model_card.md")
-METRICS_DIR = Path("reports/metrics")
-CLASS_RECORDS = Path("reports/eval/eval_classes.jsonl")
-BASELINES = Path("configs/baselines.yaml")
 PLOTS = {  # embedded with paths relative to the card
     "confusion": "plots/confusion_matrix.png",
     "blip_positions": "plots/blip_positions.png",
@@ -57,7 +55,7 @@ class ReportParams(StageParams):
 
 @dataclass
 class Loaded:
-    """A JSON/YAML document, or why it is not there."""
+    """A document (a typed metrics model, or the eval records), or why it is not there."""
 
     data: Any = None
     why: str | None = None
@@ -67,16 +65,9 @@ class Loaded:
         return self.data is not None
 
 
-def load_json(path: Path) -> Loaded:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        return Loaded(None, f"{path}: not found")
-    except json.JSONDecodeError as err:
-        return Loaded(None, f"{path}:{err.lineno}: invalid JSON ({err.msg})")
-    if not isinstance(data, dict):
-        return Loaded(None, f"{path}: not a JSON object")
-    return Loaded(data)
+def load_details(model: type[Details], metrics_dir: Path) -> Loaded:
+    """A stage's details document as its model, or why it is unavailable (missing, or not matching the model)."""
+    return Loaded(*load_document(model, Path(metrics_dir) / f"{model.STAGE}.details.json"))
 
 
 def load_records(path: Path) -> Loaded:
@@ -92,10 +83,10 @@ def load_records(path: Path) -> Loaded:
 
 @dataclass
 class ReportInputs:
-    classes: Loaded
-    narration: Loaded
-    blip: Loaded
-    train: Loaded
+    classes: Loaded  # .data: EvalClassesDetails
+    narration: Loaded  # .data: EvalNarrationDetails
+    blip: Loaded  # .data: EvalBlipDetails
+    train: Loaded  # .data: TrainDetails
     records: Loaded
     baselines: dict[str, Any]
     params: dict[str, Any]  # the whole params.yaml (the recipe reads several groups)
@@ -122,14 +113,6 @@ def at(tree: Any, *keys: str) -> Any:
             return None
         node = node[key]
     return node
-
-
-def first(tree: Any, *keys: str) -> Any:
-    for key in keys:
-        value = get(tree, key)
-        if value is not None:
-            return value
-    return None
 
 
 def pct(rate: float | None, digits: int = 1) -> str:
@@ -162,7 +145,7 @@ def is_smoke(params: dict[str, Any], report_params: ReportParams) -> bool:
 def unavailable(loaded: Loaded, key: str) -> str:
     if not loaded.ok:
         return f"unavailable ({loaded.why})"
-    why = get(loaded.data, f"unavailable.{key}")
+    why = getattr(loaded.data, "unavailable", {}).get(key)
     return f"unavailable ({why})" if why else "unavailable"
 
 
@@ -203,35 +186,35 @@ def section_classes(inputs: ReportInputs) -> list[str]:
     m = inputs.classes
     lines = ["## Results vs " + " / ".join(versions), ""]
     if m.ok:
-        counts = m.data.get("per_class_counts", {})
-        ns = [counts.get(c, {}).get("n") for c in CLASSES]
+        counts = m.data.per_class_counts
+        ns = [counts[c].n if c in counts else None for c in CLASSES]
         per = sorted({n for n in ns if n is not None})
-        shape = f"{m.data.get('n_evaluated', '?')} rows" + (f" × {per[0]} per class" if len(per) == 1 else
-                                                              f" ({', '.join(f'{c} {n}' for c, n in zip(CLASSES, ns))})")
-        lines.append(f"Held-out eval, {shape}" + (f"; {m.data['n_skipped']} rows skipped (no user audio)"
-                                                  if m.data.get("n_skipped") else "") + ":")
+        shape = f"{m.data.n_evaluated} rows" + (f" × {per[0]} per class" if len(per) == 1 else
+                                                 f" ({', '.join(f'{c} {n}' for c, n in zip(CLASSES, ns))})")
+        lines.append(f"Held-out eval, {shape}" + (f"; {m.data.n_skipped} rows skipped (no user audio)"
+                                                  if m.data.n_skipped else "") + ":")
     else:
         lines.append(f"Held-out eval: {unavailable(m, 'overall_accuracy')}.")
     lines += ["", "| Class | " + " | ".join(versions) + f" | this run | Δ vs {ref} |",
               "|---|" + "---|" * len(versions) + "---|---|"]
     for c in (*CLASSES, "overall"):
-        rate = (get(m.data, f"per_class.{c}") if c != "overall" else get(m.data, "overall_accuracy")) if m.ok else None
+        rate = (m.data.per_class.get(c) if c != "overall" else m.data.overall_accuracy) if m.ok else None
         key = f"per_class.{c}" if c != "overall" else "overall_accuracy"
         value = pct(rate) if rate is not None else unavailable(m, key)
         if rate is not None and m.ok and c != "overall":
-            cc = get(m.data, f"per_class_counts.{c}", {})
-            value += f" ({cc.get('correct')}/{cc.get('n')})"
+            cc = m.data.per_class_counts[c]
+            value += f" ({cc.correct}/{cc.n})"
         elif rate is not None and m.ok:
-            value += f" ({m.data.get('n_correct')}/{m.data.get('n_evaluated')})"
+            value += f" ({m.data.n_correct}/{m.data.n_evaluated})"
         name = "**Overall**" if c == "overall" else c
         cols = [published(at(base, c, v)) for v in versions]
         lines.append(f"| {name} | " + " | ".join(cols) + f" | {value} | {delta(rate, at(base, c, ref))} |")
     lines.append("")
     if m.ok:
-        ref_acc = m.data.get("judge_reference_accuracy")
+        ref_acc = m.data.judge_reference_accuracy
         lines += [
             "Verdicts come from the rule-based judge (`docs/evaluation.md`) on the text channel of replies generated "
-            f"greedily (max_new_tokens = {get(m.data, 'generation.max_new_tokens', UNKNOWN)}) through the real inference "
+            f"greedily (max_new_tokens = {m.data.generation.get('max_new_tokens', UNKNOWN)}) through the real inference "
             "path (row system prompt, synthesised user speech, `generate_interleaved`; tool_result_speak replays turn 1, "
             f"then turn 2 with the facts block). Judge check: it classifies {pct(ref_acc)} of the rows' own reference "
             f"replies correctly, and {inputs.judge_accuracy} (`{JUDGE_CASES}`; its rules were written after seeing "
@@ -250,12 +233,12 @@ def section_narration(inputs: ReportInputs) -> list[str]:
                      for v in inputs.baselines.get("versions", ["v4", "v4.1"]) if v in base)
     if not m.ok:
         return ["## Novel-facts narration", "", f"This run: {unavailable(m, 'faithful_rate')} ({pubs}).", ""]
-    f_rate, m_rate = m.data.get("faithful_rate"), m.data.get("memorized_rate")
+    f_rate, m_rate = m.data.faithful_rate, m.data.memorized_rate
     faithful = pct(f_rate) if f_rate is not None else unavailable(m, "faithful_rate")
     memorized = pct(m_rate) if m_rate is not None else unavailable(m, "memorized_rate")
     return [
         "## Novel-facts narration", "",
-        f"Novel-facts narration ({m.data.get('n', '?')} out-of-distribution facts, never in training): "
+        f"Novel-facts narration ({m.data.n_evaluated} out-of-distribution facts, never in training): "
         f"**{faithful} faithful / {memorized} memorized** (published — {pubs}).",
         "",
         "Faithful = the turn-2 narration states every injected fact value; memorized = it states, verbatim, a fact "
@@ -270,30 +253,29 @@ def section_blip(inputs: ReportInputs) -> list[str]:
     lines = ["## Blip emission", ""]
     if not m.ok:
         return lines + [f"This run: {unavailable(m, 'cb0_match_rate')}.", ""]
-    d = m.data
-    counts = d.get("match_counts", {})
+    d: EvalBlipDetails = m.data
+    counts = d.match_counts
     n_pub = base.get("n")
 
     def cell(name: str) -> str:
-        rate = d.get(f"{name}_match_rate")
-        if rate is None:
+        rate = getattr(d, f"{name}_match_rate")
+        if rate is None or name not in counts:
             return unavailable(m, f"{name}_match_rate")
-        c = counts.get(name, {})
-        return f"{pct(rate)} ({c.get('matched')}/{c.get('n')})"
+        return f"{pct(rate)} ({counts[name].matched}/{counts[name].n})"
 
     def pub(name: str) -> str:
         v = base.get(name)
         return "—" if v is None else f"{v:.1f}%" + (f" ({round(v * n_pub / 100)}/{n_pub})" if n_pub else "")
 
-    fpr = d.get("false_positive_rate")
-    tpr = d.get("detector_true_positive_rate")
-    negatives = "/".join(d.get("negative_classes", ["non_tool", "tool_miss"]))
-    n_decided = (d.get("n_negative") or 0) - (d.get("n_undecided_negative") or 0)
-    fpr_cell = (f"{pct(fpr)} ({d.get('false_positives')}/{n_decided})" if fpr is not None
+    fpr = d.false_positive_rate
+    tpr = d.detector_true_positive_rate
+    negatives = "/".join(d.negative_classes)
+    n_decided = d.n_negative - d.n_undecided_negative
+    fpr_cell = (f"{pct(fpr)} ({d.false_positives}/{n_decided})" if fpr is not None
                 else unavailable(m, "false_positive_rate"))
     lines += [
-        f"Over the held-out tool_match replies of `eval_classes` ({d.get('n_tool_match')} rows, "
-        f"{d.get('n_scorable_tool_match')} with at least {get(d, 'blip.n_frames', '?')} audio frames), with the "
+        f"Over the held-out tool_match replies of `eval_classes` ({d.n_tool_match} rows, "
+        f"{d.n_scorable_tool_match} with at least {d.blip.n_frames} audio frames), with the "
         "coordinator's matchers:",
         "",
         "| Matcher | v4.1 (card) | this run |",
@@ -301,19 +283,19 @@ def section_blip(inputs: ReportInputs) -> list[str]:
         f"| Full 8-codebook bit-exact | {pub('full')} | {cell('full')} |",
         f"| cb0-only (semantic codebook) | {pub('cb0')} | {cell('cb0')} |",
         f"| cb0 OR cb3 | {pub('cb0_or_cb3')} | {cell('cb0_or_cb3')} |",
-        f"| Streaming detector, `{d.get('detector_matcher')}`: tool acks detected | not reported | "
+        f"| Streaming detector, `{d.detector_matcher}`: tool acks detected | not reported | "
         f"{pct(tpr) if tpr is not None else unavailable(m, 'detector_true_positive_rate')} |",
         f"| Streaming detector: false positives on {negatives} | not reported | {fpr_cell} |",
         "",
     ]
-    per_cb = d.get("per_codebook_rate") or []
+    per_cb = d.per_codebook_rate
     pub_cb = base.get("per_codebook", {})
     if per_cb:
         shown = ", ".join(f"cb{k} = {pct(v, 0)}" for k, v in enumerate(per_cb))
         pub_line = ", ".join(f"{k} = {v:.0f}%" for k, v in pub_cb.items())
         lines += [f"Per-codebook rates (all blip frames match): {shown} (v4.1 card: {pub_line}).", ""]
-    hist = d.get("decision_frame_histogram") or {}
-    frame_ms = 1000.0 / float(get(d, "blip.frame_rate_hz", 12.5))
+    hist = d.decision_frame_histogram
+    frame_ms = 1000.0 / d.blip.frame_rate_hz
     rows = []
     for group in ("tool_match", "negative"):
         for state in ("match", "no_match"):
@@ -383,10 +365,11 @@ def this_run_arm(inputs: ReportInputs) -> tuple[str | None, dict[str, Any]]:
     """This run's arm (by its ``preprocess.blip_on``) and its numbers, as the sweep's leaderboard has them."""
     blip_on = get(inputs.params, "preprocess.blip_on", ARMS["v4.1"])
     arm = arm_of(list(blip_on) if isinstance(blip_on, (list, tuple)) else blip_on)
-    classes, blip = inputs.classes.data or {}, inputs.blip.data or {}
-    return arm, {"overall_accuracy": classes.get("overall_accuracy"),
-                 "tool_match_accuracy": get(classes, "per_class.tool_match"),
-                 "cb0_match_rate": blip.get("cb0_match_rate"), "false_positive_rate": blip.get("false_positive_rate"),
+    classes, blip = inputs.classes.data, inputs.blip.data
+    return arm, {"overall_accuracy": classes.overall_accuracy if classes else None,
+                 "tool_match_accuracy": classes.per_class.get("tool_match") if classes else None,
+                 "cb0_match_rate": blip.cb0_match_rate if blip else None,
+                 "false_positive_rate": blip.false_positive_rate if blip else None,
                  "source": "this run"}
 
 
@@ -458,14 +441,13 @@ def section_recipe(inputs: ReportInputs) -> list[str]:
     pub = inputs.baselines.get("val_loss", {})
     pub_text = ", ".join(f"{k}: {v}" for k, v in pub.items())
     if t.ok:
-        val = first(t.data, "final_val_loss", "val_loss", "eval_loss")
-        train_loss = first(t.data, "final_train_loss", "train_loss")
+        val, train_loss = t.data.final_val_loss, t.data.final_train_loss
         lines.append(f"- Final val_loss = {show(val if val is None else round(float(val), 4))} "
                      f"(published {pub_text}); final train loss = {show(train_loss if train_loss is None else round(float(train_loss), 4))}")
         for key, label in (("steps", "steps run"), ("tokens_per_s", "tokens/s"), ("peak_memory_gib", "peak memory GiB"),
-                           ("wall_seconds", "wall seconds")):
-            if t.data.get(key) is not None:
-                lines.append(f"- Train {label}: {t.data[key]}")
+                           ("train_seconds", "seconds")):
+            if getattr(t.data, key) is not None:
+                lines.append(f"- Train {label}: {getattr(t.data, key)}")
     else:
         lines.append(f"- Final val_loss: unavailable ({t.why}) (published {pub_text})")
     return lines + [""]
@@ -493,31 +475,31 @@ def section_limitations(inputs: ReportInputs, n_worst: int) -> list[str]:
     if skipped:
         lines.append(f"- {len(skipped)} held-out rows were not evaluated (no user audio).")
     m = inputs.classes
-    if m.ok and m.data.get("judge_reference_misjudged"):
-        n_bad = len(m.data["judge_reference_misjudged"])
+    if m.ok and m.data.judge_reference_misjudged:
+        n_bad = len(m.data.judge_reference_misjudged)
         lines.append(f"- The judge misclassifies {n_bad} of the rows' own reference replies; its verdicts on those "
                      "rows are doubtful (see `judge_reference_misjudged` in reports/metrics/eval_classes.details.json).")
     b = inputs.blip
     if b.ok:
-        c = get(b.data, "match_counts.cb0", {})
-        if c.get("n"):
-            misses = c["n"] - c["matched"]
-            lines.append(f"- {misses}/{c['n']} tool_match replies miss the blip on cb0; the coordinator falls back to "
+        c = b.data.match_counts.get("cb0")
+        if c is not None and c.n:
+            misses = c.n - c.matched
+            lines.append(f"- {misses}/{c.n} tool_match replies miss the blip on cb0; the coordinator falls back to "
                          "ack-end dispatch on those.")
-        if b.data.get("n_unscorable"):
-            lines.append(f"- {b.data['n_unscorable']} tool_match replies had fewer audio frames than the blip "
+        if b.data.n_unscorable:
+            lines.append(f"- {b.data.n_unscorable} tool_match replies had fewer audio frames than the blip "
                          "(no frame-by-frame comparison possible).")
-        if b.data.get("false_positive_rate"):
-            lines.append(f"- The detector fired on {b.data.get('false_positives')} negative replies "
+        if b.data.false_positive_rate:
+            lines.append(f"- The detector fired on {b.data.false_positives} negative replies "
                          "(a tool would be dispatched for a non-tool turn).")
     n = inputs.narration
-    if n.ok and n.data.get("n"):
-        unfaithful = n.data["n"] - n.data.get("n_faithful", 0)
+    if n.ok and n.data.n_evaluated:
+        unfaithful = n.data.n_evaluated - n.data.n_faithful
         if unfaithful:
-            lines.append(f"- {unfaithful}/{n.data['n']} novel-facts narrations miss at least one injected value "
+            lines.append(f"- {unfaithful}/{n.data.n_evaluated} novel-facts narrations miss at least one injected value "
                          "(reports/eval/eval_narration.jsonl).")
-        if n.data.get("n_memorized"):
-            lines.append(f"- {n.data['n_memorized']}/{n.data['n']} novel-facts narrations state training values.")
+        if n.data.n_memorized:
+            lines.append(f"- {n.data.n_memorized}/{n.data.n_evaluated} novel-facts narrations state training values.")
     return lines + [""]
 
 
@@ -556,7 +538,7 @@ LIBRARY_NAME = "liquid-audio"
 TAGS = ("liquid", "lfm2.5", "audio", "speech-to-speech", "tool-use", "liquid-audio")
 SMOKE_TAGS = ("smoke-run", "random-init")  # tasks.publish refuses a card carrying "smoke-run"
 
-# (metrics key, model-index metric type, name shown on the Hub)
+# (details field, or per_class.<class>; model-index metric type, name shown on the Hub)
 CLASS_RESULTS = tuple((f"per_class.{c}", "accuracy", f"{c} accuracy (%)") for c in CLASSES) + (
     ("overall_accuracy", "accuracy", "Overall accuracy (%)"),)
 NARRATION_RESULTS = (("faithful_rate", "faithful_rate", "Faithful narrations (%)"),
@@ -578,9 +560,10 @@ def hub_value(rate: Any) -> float | None:
 def hub_metrics(loaded: Loaded, keys: tuple[tuple[str, str, str], ...]) -> list[dict[str, Any]]:
     metrics = []
     for key, metric_type, name in keys:
-        value = hub_value(get(loaded.data, key)) if loaded.ok else None
+        config = key.split(".", 1)[1] if key.startswith("per_class.") else None
+        rate = (loaded.data.per_class.get(config) if config else getattr(loaded.data, key)) if loaded.ok else None
+        value = hub_value(rate)
         if value is not None:
-            config = key.split(".", 1)[1] if key.startswith("per_class.") else None
             metrics.append({"type": metric_type, "name": name, "value": value, **({"config": config} if config else {})})
     return metrics
 
@@ -637,7 +620,7 @@ def render_hub_card(inputs: ReportInputs, swept_arms: dict[str, dict[str, Any]] 
 
 # --------------------------------------------------------------------------- stage
 
-def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = CLASS_RECORDS, baselines: Path = BASELINES,
+def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = EVAL_CLASSES_JSONL, baselines: Path = BASELINES_YAML,
                 params_path: Path = Path("params.yaml")) -> ReportInputs:
     params = read_params_file(params_path)  # the recipe reads several groups; only `report` is this stage's
     report_params = parse_params(ReportParams, params.get(SECTION) or {})
@@ -646,10 +629,10 @@ def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = CLASS_RECORDS, 
     except FileNotFoundError:
         raise MissingFile(f"{baselines}: published baselines not found") from None
     return ReportInputs(
-        classes=load_json(details_path(metrics_dir / "eval_classes.json")),
-        narration=load_json(details_path(metrics_dir / "eval_narration.json")),
-        blip=load_json(details_path(metrics_dir / "eval_blip.json")),
-        train=load_json(details_path(metrics_dir / "train.json")),
+        classes=load_details(EvalClassesDetails, metrics_dir),
+        narration=load_details(EvalNarrationDetails, metrics_dir),
+        blip=load_details(EvalBlipDetails, metrics_dir),
+        train=load_details(TrainDetails, metrics_dir),
         records=load_records(records),
         baselines=base,
         params=params,
@@ -666,7 +649,7 @@ def judge_accuracy(cases: Path = JUDGE_CASES) -> str:
         return f"unavailable ({err})"
 
 
-def run(card_path: Path = CARD_PATH, **kwargs: Any) -> str:
+def run(card_path: Path = MODEL_CARD_MD, **kwargs: Any) -> str:
     leaderboard = Path(kwargs.get("metrics_dir", METRICS_DIR)).parent / "sweep" / "leaderboard.csv"
     card = render_hub_card(read_inputs(**kwargs), sweep_arms(leaderboard))
     write_text(card_path, card)
@@ -677,7 +660,7 @@ def main() -> int:
     def work() -> int:
         card = run()
         missing = card.count("unavailable (")
-        print(f"{SECTION}: wrote {CARD_PATH} ({len(card.splitlines())} lines, {missing} unavailable values)")
+        print(f"{SECTION}: wrote {MODEL_CARD_MD} ({len(card.splitlines())} lines, {missing} unavailable values)")
         return 0
 
     return stage_main(SECTION, work)

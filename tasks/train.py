@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.io import write_metrics
+from pipeline.artifacts import CHECKPOINTS_DIR, FINAL_MODEL_DIR, PREPROCESSED_DIR, TRAIN_LIVE_DIR, metrics_json
+from pipeline.metrics_models import TrainDetails, write_stage_metrics
 from pipeline.models import ModelFolderError
 from pipeline.params import load_stage_params, stage_main
 from pipeline.training.config import TrainParams, hash_tree, run_fingerprint
@@ -41,18 +42,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TrainPaths:
-    train_data: Path = Path("data/preprocessed/train")
-    eval_data: Path = Path("data/preprocessed/eval")
-    checkpoint_dir: Path = Path("models/checkpoints")
-    final_dir: Path = Path("models/final")
-    live_dir: Path = Path("reports/train")
-    metrics_json: Path = Path("reports/metrics/train.json")
-
-
-def headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """What `dvc metrics show` lists, from ``TrainResult.metrics()``."""
-    return {"loss": metrics["final_train_loss"], "val_loss": metrics["final_val_loss"],
-            "tokens_per_s": metrics["tokens_per_s"], "padding": metrics["padding_fraction"]}
+    train_data: Path = PREPROCESSED_DIR / "train"
+    eval_data: Path = PREPROCESSED_DIR / "eval"
+    checkpoint_dir: Path = CHECKPOINTS_DIR
+    final_dir: Path = FINAL_MODEL_DIR
+    live_dir: Path = TRAIN_LIVE_DIR
+    metrics_json: Path = metrics_json("train")
 
 
 def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
@@ -104,7 +99,7 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
         metrics = result.metrics()
         if main_process:
             export_model_folder(accelerator.unwrap_model(trainer.model), params.model_dir, paths.final_dir, schedule)
-            write_metrics(paths.metrics_json, headline(metrics), metrics)
+            write_stage_metrics(TrainDetails.of(metrics), paths.metrics_json)
             sink.close({k: metrics[k] for k in ("final_train_loss", "final_val_loss", "tokens_per_s", "padding_fraction",
                                                  "peak_memory_gib")
                         if metrics.get(k) is not None})

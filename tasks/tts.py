@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pipeline import params as stage_params
-from pipeline.io import write_metrics
+from pipeline.artifacts import DATASET_DIR, TTS_DIR, metrics_json
 from pipeline.jsonl import MissingFile, write_jsonl
+from pipeline.metrics_models import TTSDetails, write_stage_metrics
 from pipeline.params import StageParams, load_stage_params, stage_main
 from pipeline.records import DatasetRow, read_rows
 from pipeline.tts.engines import EspeakEngine, KokoroEngine, TTSEngine
@@ -37,9 +38,7 @@ from pipeline.tts.g2p import G2PChoice
 from pipeline.tts_cache import DEFAULT_SHARD_SIZE, TTSCache, TTSRequest, request_for
 
 SPLITS = ("train", "eval", "heldout", "novel_facts")
-DATASET_DIR = Path("data/dataset")
-MANIFEST_DIR = Path("data/tts")
-METRICS_PATH = Path("reports/metrics/tts.json")
+METRICS_PATH = metrics_json("tts")
 Engine = Literal["kokoro", "espeak"]
 ENGINES = get_args(Engine)
 SECTION = "tts"
@@ -128,10 +127,6 @@ class TTSMetrics:
     shards_written: list[str] = field(default_factory=list)
     cache_repair: dict[str, list] = field(default_factory=dict)  # pipeline.tts_cache.RepairReport
 
-    def headline(self) -> dict[str, int | float | None]:
-        """What `dvc metrics show` lists: the distinct clips the manifests point to."""
-        return {"clips": self.requests}
-
 
 def row_texts(row: DatasetRow) -> RowTexts:
     return RowTexts(
@@ -174,7 +169,7 @@ def run_tts(
     params: TTSParams,
     engine: TTSEngine,
     dataset_dir: Path = DATASET_DIR,
-    manifest_dir: Path = MANIFEST_DIR,
+    manifest_dir: Path = TTS_DIR,
     metrics_path: Path = METRICS_PATH,
     splits: tuple[str, ...] = SPLITS,
     progress: bool = True,
@@ -218,7 +213,7 @@ def run_tts(
     metrics.audio_seconds_synthesized = round(report.seconds_synthesized, 3)
     metrics.shards_written = report.shards_written
     metrics.wall_seconds = round(time.monotonic() - started, 3)
-    write_metrics(metrics_path, metrics.headline(), asdict(metrics))
+    write_stage_metrics(TTSDetails.of(asdict(metrics)), metrics_path)
     return metrics
 
 
@@ -236,7 +231,7 @@ def main() -> int:
             print(f"tts: {len(repair['migrated'])} cache shards from before checksums renamed to checksummed names")
         print(
             f"tts: {metrics.requests} clips ({metrics.syntheses} synthesised, {metrics.cache_hits} cached), "
-            f"{metrics.audio_seconds:.0f} s of audio in {metrics.wall_seconds:.0f} s -> {MANIFEST_DIR}/"
+            f"{metrics.audio_seconds:.0f} s of audio in {metrics.wall_seconds:.0f} s -> {TTS_DIR}/"
         )
         return 0
 

@@ -17,35 +17,18 @@ import pytest
 import yaml
 
 from pipeline.io import details_path
+from pipeline.metrics_models import DETAILS
+from tests.pipeline.test_metrics_models import EXAMPLES
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_WIDTH = 200  # characters of the widest line of `dvc metrics show`
 MAX_KEYS = 5
 
-# What each stage's headline() reads from its full report, with realistic widths (a real run's counts and rates).
-DETAILS = {
-    "dataset": {"bad_fraction": 0.0, "counts": {s: {"total": 3000} for s in ("train", "eval", "heldout", "novel_facts")}},
-    "preprocess": {"splits": {"train": {"written": 3000}, "eval": {"written": 400}},
-                   "blipped_turns": {"tool_match": {"turns": 1200}, "turn1_ack": {"turns": 600}},
-                   "blip_prefix_match_rate": 0.998333},
-    "train": {"final_train_loss": 0.70426197, "final_val_loss": 0.90129981, "tokens_per_s": 12345.678901,
-              "padding_fraction": 0.123456},
-    "eval_classes": {"n_evaluated": 120, "overall_accuracy": 0.966666, "per_class": {"tool_match": 1.0}},
-    "eval_narration": {"n": 60, "faithful_rate": 0.966666, "mean_fact_coverage": 0.983333},
-    "eval_blip": {"n_tool_match": 40, "n_negative": 60, "cb0_match_rate": 0.95, "detector_true_positive_rate": 0.95,
-                  "false_positive_rate": 0.016666, "decision_latency_ms": 160.0},
-}
 
 
-def headline(stage: str, details: dict) -> dict:
-    """The stage's own headline function (tasks never import each other; the test may)."""
-    from tasks import dataset, eval_blip, eval_classes, eval_narration, preprocess, train, tts
-
-    if stage == "tts":
-        return tts.TTSMetrics(engine="espeak-ng", model_hash="x", requests=24000).headline()
-    module = {"dataset": dataset, "preprocess": preprocess, "train": train, "eval_classes": eval_classes,
-              "eval_narration": eval_narration, "eval_blip": eval_blip}[stage]
-    return module.headline(details)
+def headline(stage: str) -> dict:
+    """The stage's headline, from a complete details document as the stage writes it (realistic widths)."""
+    return DETAILS[stage].model_validate(EXAMPLES[stage]).headline().model_dump()
 
 
 def declared_metrics() -> dict[str, list[str]]:
@@ -76,7 +59,7 @@ def workspace(tmp_path):
         for path in paths:
             target = tmp_path / path
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(json.dumps(headline(stage, DETAILS.get(stage, {}))))
+            target.write_text(json.dumps(headline(stage)))
     return tmp_path
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from pipeline.artifacts import BASE_LFM_DIR
 from pipeline.params import StageParams, field
 
 
@@ -25,7 +26,7 @@ class TrainParams(StageParams):
 
     SECTION: ClassVar[str] = "train"
 
-    model_dir: Path = Path("models/base/lfm2.5-audio")
+    model_dir: Path = BASE_LFM_DIR
     num_processes: int = field(2, lo=1, hi=64)
     mixed_precision: Literal["bf16", "no"] = "bf16"  # the weights are bf16: fp16 autocast does not fit
     cuda_alloc_conf: str | None = "expandable_segments:True"  # exported as PYTORCH_CUDA_ALLOC_CONF

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+from pipeline.artifacts import ACCELERATE_CONFIG
 from pipeline.params import StageError
-
-ACCELERATE_CONFIG = Path("configs/accelerate_2gpu.yaml")
 
 
 def launched_by_accelerate() -> bool:

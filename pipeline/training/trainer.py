@@ -30,15 +30,16 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from pydantic import ConfigDict
 from torch.utils.data import Dataset
 
+from pipeline.metrics_models import TrainDetails
 from pipeline.training import checkpoints
 from pipeline.training.checkpoints import OPTIMIZER_NAME, SCHEDULER_NAME, WEIGHTS_NAME, Checkpoint
 from pipeline.training.config import TrainParams
@@ -55,27 +56,15 @@ def make_accelerator(mixed_precision: str = "bf16") -> Accelerator:
     return Accelerator(mixed_precision=mixed_precision, kwargs_handlers=[DistributedDataParallelKwargs(**DDP_KWARGS)])
 
 
-@dataclass
-class TrainResult:
-    """One invocation of ``Trainer.train``; ``metrics()`` is the stage's ``reports/metrics/train.details.json``."""
+class TrainResult(TrainDetails):
+    """One invocation of ``Trainer.train``: the stage's ``train.details.json`` document plus the logged history."""
 
-    steps: int
-    max_steps: int
-    resumed_from_step: int | None
-    final_train_loss: float | None  # mean over the last log interval
-    final_val_loss: float | None
-    tokens_per_s: float | None  # non-padding tokens, all processes, over this invocation's train steps
-    real_tokens: int  # this invocation
-    padding_fraction: float | None  # pad positions / all positions of this invocation's train batches
-    train_seconds: float
-    peak_memory_gib: float  # max over processes
-    peak_memory_kind: str  # cuda_max_allocated | cpu_peak_rss
-    world_size: int
-    global_batch_size: int
-    history: list[dict[str, float]] = field(default_factory=list)
+    model_config = ConfigDict(strict=False)  # numbers straight from torch/numpy are converted, not refused
+
+    history: list[dict[str, float]] = []
 
     def metrics(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "history"}
+        return self.model_dump(mode="json", exclude={"history"})
 
 
 def build_optimizer(model: torch.nn.Module, params: TrainParams, device: torch.device):

@@ -14,16 +14,16 @@ def test_stage_is_byte_identical_and_writes_nothing_on_bad_params(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"blip": DEFAULTS}))
     assert blip_stage.main() == 0
-    first = (tmp_path / blip_stage.OUTPUT).read_bytes()
+    first = (tmp_path / blip_stage.BLIP_WAV).read_bytes()
     assert blip_stage.main() == 0
-    assert (tmp_path / blip_stage.OUTPUT).read_bytes() == first
-    data, rate = soundfile.read(tmp_path / blip_stage.OUTPUT, dtype="int16")
+    assert (tmp_path / blip_stage.BLIP_WAV).read_bytes() == first
+    data, rate = soundfile.read(tmp_path / blip_stage.BLIP_WAV, dtype="int16")
     assert rate == 24000 and data.shape == (3840,)
 
-    (tmp_path / blip_stage.OUTPUT).unlink()
+    (tmp_path / blip_stage.BLIP_WAV).unlink()
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"blip": {**DEFAULTS, "tones_hz": [20000]}}))
     capsys.readouterr()
     assert blip_stage.main() == 1
     err = capsys.readouterr().err
     assert err.startswith("blip: params.yaml: 'blip.tones_hz'") and err.count("\n") == 1  # one line, no traceback
-    assert not (tmp_path / blip_stage.OUTPUT).exists()
+    assert not (tmp_path / blip_stage.BLIP_WAV).exists()

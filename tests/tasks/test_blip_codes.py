@@ -64,18 +64,18 @@ def test_stage_writes_codes_preview_and_signature(tiny_lfm_dir, tmp_path, monkey
     soundfile.write(tmp_path / blip_codes.BLIP_WAV, BLIP, 24000, subtype="PCM_16")
     document = blip_codes.run(blip_codes.BLIP_WAV, tiny_lfm_dir, [0])
 
-    codes = np.load(blip_codes.CODES_NPY)
+    codes = np.load(blip_codes.BLIP_CODES_NPY)
     assert codes.shape == (1, 8, 2) and codes.dtype == np.int64
-    signature = json.loads(blip_codes.SIGNATURE_JSON.read_text())
+    signature = json.loads(blip_codes.BLIP_SIGNATURE_JSON.read_text())
     assert signature == document
     assert signature["axes"] == ["batch", "codebook", "frame"]
     assert signature["detection"] == {"codebooks": [0], "frames": [0, 1]}
     assert signature["cb0_across_frames"] == codes[0, 0, :].tolist()
     assert signature["copies"] == [{"frame_start": 0, "n_frames": 2, "cb0_across_frames": codes[0, 0, :].tolist()}]
-    preview, rate = soundfile.read(blip_codes.PREVIEW_WAV, dtype="int16")
+    preview, rate = soundfile.read(blip_codes.BLIP_PREVIEW_WAV, dtype="int16")
     assert rate == 24000 and preview.shape == (3840,)
 
-    first = {p: p.read_bytes() for p in (blip_codes.CODES_NPY, blip_codes.PREVIEW_WAV, blip_codes.SIGNATURE_JSON)}
+    first = {p: p.read_bytes() for p in (blip_codes.BLIP_CODES_NPY, blip_codes.BLIP_PREVIEW_WAV, blip_codes.BLIP_SIGNATURE_JSON)}
     blip_codes.run(blip_codes.BLIP_WAV, tiny_lfm_dir, [0])
     assert all(p.read_bytes() == content for p, content in first.items())
 
@@ -99,7 +99,7 @@ def test_stage_rejects_bad_params_and_a_missing_model_in_one_line(tiny_lfm_dir, 
         assert blip_codes.main() == 1
         err = capsys.readouterr().err
         assert err.startswith(message) and err.count("\n") == 1, err
-        assert not blip_codes.CODES_NPY.exists()
+        assert not blip_codes.BLIP_CODES_NPY.exists()
 
 
 def test_copy_spans_are_the_frames_each_cue_touches():
@@ -123,10 +123,10 @@ def test_a_double_blip_records_each_copys_span_and_codes(tiny_lfm_dir, tmp_path,
     soundfile.write(tmp_path / blip_codes.BLIP_WAV, synthesize_blip(double), 24000, subtype="PCM_16")
     document = blip_codes.run(blip_codes.BLIP_WAV, tiny_lfm_dir, [0], double)
 
-    codes = np.load(blip_codes.CODES_NPY)
+    codes = np.load(blip_codes.BLIP_CODES_NPY)
     assert codes.shape[2] == 5  # 360 ms
     assert [(c["frame_start"], c["n_frames"]) for c in document["copies"]] == [(0, 2), (2, 3)]
     assert document["copies"][1]["cb0_across_frames"] == codes[0, 0, 2:5].tolist()
     assert document["cb0_across_frames"] == codes[0, 0, :].tolist()  # the whole blip, as before
-    signature = BlipSignature.load(blip_codes.CODES_NPY, blip_codes.SIGNATURE_JSON)
+    signature = BlipSignature.load(blip_codes.BLIP_CODES_NPY, blip_codes.BLIP_SIGNATURE_JSON)
     assert signature.n_copies == 2 and signature.copy_cb0_across_frames(1).tolist() == codes[0, 0, 2:5].tolist()

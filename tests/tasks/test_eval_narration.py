@@ -44,7 +44,7 @@ def test_faithful_and_memorized_rates_on_hand_made_narrations():
     }
     results = score_rows(novel, replies, training_values(train))
     m = summarize(results, n_rows_read=4, bad=[], training=training_values(train))
-    assert m["n"] == 3 and m["n_skipped"] == 1
+    assert m["n_evaluated"] == 3 and m["n_skipped"] == 1
     assert m["faithful_rate"] == pytest.approx(2 / 3) and m["memorized_rate"] == pytest.approx(2 / 3)
     assert "light rain" in results[1].score.memorized_values and results[2].score.memorized_values == ("london",)
 
@@ -70,7 +70,7 @@ def test_stage_on_the_tiny_model(tiny_lfm, tiny_lfm_dir, tmp_path):
         "max_skipped_fraction": 0.0})
     metrics = run(params, tmp_path / "eval_narration.json", tmp_path / "eval_narration.jsonl", lfm=tiny_lfm,
                   audio_source=source, log=lambda _: None)
-    assert metrics["n"] == 1 and metrics["training_values"] > 0
+    assert metrics["n_evaluated"] == 1 and metrics["training_values"] > 0
     assert metrics["faithful_rate"] in (0.0, 1.0) and metrics["memorized_rate"] in (0.0, 1.0)
     record = json.loads((tmp_path / "eval_narration.jsonl").read_text())
     assert record["id"] == "nf-1" and record["turn1_text"] is not None and "coverage" in record["score"]

@@ -247,9 +247,10 @@ def test_the_metrics_say_which_interleave_the_samples_have(tmp_path):
 def test_the_dvc_metrics_are_the_documents_headline(tmp_path):
     import tasks.preprocess as stage
     from pipeline.chat_samples import CodesCache
+    from pipeline.metrics_models import PreprocessDetails, PreprocessHeadline
 
     train, evals = stage.SplitReport(rows=3, written=3), stage.SplitReport(rows=1, written=1)
     train.blipped["tool_match"] = stage.TurnCheck(turns=2, detection_matches=1)
     document = stage.metrics_document({"train": train, "eval": evals}, CodesCache(tmp_path, "x"), ("tool_match",),
                                      Schedule(6, 6, 12))
-    assert stage.headline(document) == {"blipped": 2, "prefix_ok": 0.5}
+    assert PreprocessDetails.of(document).headline() == PreprocessHeadline(blipped=2, prefix_ok=0.5)

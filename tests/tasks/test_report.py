@@ -7,26 +7,10 @@ import shutil
 import yaml
 
 from tasks.report import delta, run
+from tests.pipeline.test_metrics_models import example
 
-CLASSES_METRICS = {
-    "per_class": {"tool_match": 1.0, "tool_result_speak": 1.0, "tool_miss": 29 / 30, "non_tool": 0.9},
-    "per_class_counts": {c: {"n": 30, "correct": k, "skipped": 0} for c, k in
-                         (("tool_match", 30), ("tool_result_speak", 30), ("tool_miss", 29), ("non_tool", 27))},
-    "overall_accuracy": 116 / 120, "n_evaluated": 120, "n_correct": 116, "n_skipped": 0, "n_rows": 120,
-    "judge_reference_accuracy": 1.0, "judge_reference_misjudged": [], "generation": {"max_new_tokens": 512},
-    "unavailable": {},
-}
-BLIP_METRICS = {
-    "full_match_rate": 0.0, "cb0_match_rate": 0.9, "cb0_or_cb3_match_rate": None,
-    "match_counts": {"full": {"matched": 0, "n": 30}, "cb0": {"matched": 27, "n": 30}, "cb0_or_cb3": {"matched": 0, "n": 0}},
-    "per_codebook_rate": [0.9, 0.5, 0.1, 0.8, 0, 0, 0, 0], "detector_matcher": "CodebookMatch(codebooks=[0])",
-    "detector_true_positive_rate": 0.9, "false_positive_rate": 1 / 60, "false_positives": 1, "n_negative": 60,
-    "n_undecided_negative": 0, "n_tool_match": 30, "n_scorable_tool_match": 30, "n_unscorable": 0,
-    "decision_frame_histogram": {"tool_match": {"match": {"1": 27}, "no_match": {"0": 3}},
-                                 "negative": {"match": {"1": 1}, "no_match": {"0": 59}}},
-    "blip": {"n_frames": 2, "frame_rate_hz": 12.5},
-    "unavailable": {"cb0_or_cb3_match_rate": "made up for the test"},
-}
+CLASSES_METRICS = example("eval_classes")
+BLIP_METRICS = example("eval_blip")
 RECORDS = [
     {"id": "h1", "class": "tool_miss", "user": "how much is a lyft to the airport", "behaviour": "ack", "correct": False,
      "reason": "ack cue 'checking'", "reference_verdict": {"correct": True}, "reply": {"text": "Sure, checking rides."}},
@@ -48,10 +32,9 @@ def workspace(tmp_path, repo_root, params=PARAMS, with_narration=False):
     metrics.mkdir(parents=True)
     (metrics / "eval_classes.details.json").write_text(json.dumps(CLASSES_METRICS))
     (metrics / "eval_blip.details.json").write_text(json.dumps(BLIP_METRICS))
-    (metrics / "train.details.json").write_text(json.dumps({"final_val_loss": 0.9012, "final_train_loss": 0.7}))
+    (metrics / "train.details.json").write_text(json.dumps(example("train", final_val_loss=0.9012, final_train_loss=0.7)))
     if with_narration:
-        (metrics / "eval_narration.details.json").write_text(json.dumps(
-            {"faithful_rate": 58 / 60, "memorized_rate": 0.0, "n": 60, "n_faithful": 58, "n_memorized": 0}))
+        (metrics / "eval_narration.details.json").write_text(json.dumps(example("eval_narration")))
     (tmp_path / "reports/eval").mkdir(parents=True)
     (tmp_path / "reports/eval/eval_classes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
