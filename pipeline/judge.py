@@ -455,7 +455,7 @@ def judge(row_class: str, text: str, facts: Any = None, tool_name: str | None = 
 
 # --------------------------------------------------------------------------- measuring the judge
 
-JUDGE_CASES = Path("tests/data/judge_cases.jsonl")
+JUDGE_CASES = Path("data/judge/judge_cases.jsonl")
 """Hand-labelled tricky replies (families of phrasing) the judge is measured on; the card prints the result."""
 
 
