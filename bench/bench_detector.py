@@ -35,8 +35,8 @@ from coordinator.constants import END_OF_AUDIO_CODE  # noqa: E402
 from coordinator.coordinator import Coordinator  # noqa: E402
 from coordinator.detector import DecisionReason, StreamingBlipDetector  # noqa: E402
 from coordinator.matchers import AnyOfCodebooks, CodebookMatch, FullMatch  # noqa: E402
-from coordinator.reference import CardRecipeLoop  # noqa: E402
-from coordinator.scripted import Opening, audio_frames, card_like_blip_codes  # noqa: E402
+from tests.support.reference import CardRecipeLoop  # noqa: E402
+from tests.support.scripted import Opening, audio_frames, card_like_blip_codes  # noqa: E402
 from coordinator.signature import BlipSignature  # noqa: E402
 
 RESULTS = REPO / "bench" / "results" / "detector.json"

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_flow_overhead.py [--workdir runs/smoke] [--repeats 3]
 
 Without --workdir it builds a toy pipeline shaped like dvc.yaml (11 stages, 4 GPU;
-flows/toy.py) in a temp dir. Either way it runs `dvc repro` once first so the
+tests/support/toy.py) in a temp dir. Either way it runs `dvc repro` once first so the
 measured runs are no-ops. Measured, each the median of --repeats runs:
 
 - `dvc repro` (CLI) and `Repo.reproduce()` (in-process) — the baselines;
@@ -100,7 +100,7 @@ def prepare_workdir(given: str | None) -> tuple[Path, str]:
         workdir = Path(given).resolve()
         label = f"workspace {workdir}"
     else:
-        from flows.toy import PIPELINE_SHAPE, make_toy_repo
+        from tests.support.toy import PIPELINE_SHAPE, make_toy_repo
 
         workdir = make_toy_repo(SCRATCH / "toy", PIPELINE_SHAPE)
         label = f"toy pipeline, {len(PIPELINE_SHAPE)} stages shaped like dvc.yaml (4 GPU)"

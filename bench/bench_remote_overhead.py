@@ -30,8 +30,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flows.toy import make_toy_repo, set_param  # noqa: E402
-from flows.toy_remote import connect_workspace, start_sshd, worker_dvc_config  # noqa: E402
+from tests.support.toy import make_toy_repo, set_param  # noqa: E402
+from tests.support.toy_remote import connect_workspace, start_sshd, worker_dvc_config  # noqa: E402
 
 POOL = "bench-remote"
 

@@ -1,15 +1,7 @@
-"""CPU pre-screen of a blip variant, before any GPU time is spent on it.
+"""CPU pre-screen of a sweep's blip variants, before any GPU time is spent on them.
 
-Two questions, answered with the same Mimi the pipeline trains with:
-1. Does the variant's detection signature (codebook 0 across the blip's F frames,
-   taken from the preview round trip = what the model learns to emit) already
-   occur at the start of ordinary (non-blip) assistant audio? Each such opening
-   would fire the coordinator without a tool call: the false-trigger rate.
-2. Is the preview's signature stable where training puts it: does the preview,
-   followed by ordinary speech (as in every tool_match ack), still encode to the
-   signature in codebook 0? If not, training rows do not carry the signature the
-   coordinator watches for. (Whether the raw blip and its preview share codes does
-   not matter: training and detection both use the preview's codes.)
+The Mimi screening of one variant (false-trigger rate, round-trip stability) lives in
+`pipeline/blip_screen.py`, beside the blip-codes logic; this module adds what concerns a sweep's variants:
 
 3. Is the variant's signature new? A variant that changes ``blip.*`` params but
    round-trips to the default's signature, or to an earlier variant's (tones
@@ -17,63 +9,14 @@ Two questions, answered with the same Mimi the pipeline trains with:
    be detected on the same codes: `flag_twins` rejects it, naming the twin.
    Variants that change only other groups (preprocess.*) share the default's
    signature by design and are never flagged.
-
-`screen_codes` and `flag_twins` are the numpy-only core; `prescreen_variant`
-synthesises the blip from params (+ sweep overrides) and encodes through
-`pipeline.models`.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
-import functools
-import os
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
-import yaml
-
-from pipeline.artifacts import BASE_LFM_DIR, TTS_CACHE_DIR
-
-
-@dataclass(frozen=True)
-class PrescreenResult:
-    false_trigger_rate: float | None  # None = unavailable (no non-blip audio to screen against)
-    roundtrip_stable: bool
-    reason: str | None  # why the variant is rejected; None = it passed
-    signature: tuple[int, ...] = ()  # cb0 across the blip's frames (after the round trip)
-
-    @property
-    def passed(self) -> bool:
-        return self.reason is None
-
-
-def screen_codes(signature_codes: np.ndarray, prefixed_codes: Sequence[np.ndarray],
-                 speech_codes: Sequence[np.ndarray], max_false_trigger_rate: float) -> PrescreenResult:
-    """Decide from codes alone. All arrays are (1, 8, frames) = (batch, codebook, frame).
-
-    signature_codes: codes of the blip's preview (what training prepends);
-    prefixed_codes: codes of the preview followed by ordinary speech, one per utterance;
-    speech_codes: codes of non-blip assistant audio, one array per utterance.
-    """
-    signature = np.asarray(signature_codes)[0, 0, :]  # codebook 0 across frames, not [0, :, 0]
-    frames = len(signature)
-    opens_with_signature = [np.array_equal(np.asarray(c)[0, 0, :frames], signature) for c in prefixed_codes]
-    stable = bool(opens_with_signature) and all(opens_with_signature)
-    hits = sum(np.array_equal(np.asarray(codes)[0, 0, :frames], signature) for codes in speech_codes)
-    rate = hits / len(speech_codes) if len(speech_codes) else None
-    reasons = []
-    if opens_with_signature and not stable:
-        reasons.append(f"preview followed by speech loses cb0 {signature.tolist()} in "
-                       f"{opens_with_signature.count(False)}/{len(opens_with_signature)} acks")
-    if rate is None:
-        reasons.append("false-trigger rate unavailable: no non-blip assistant audio to screen against")
-    elif rate > max_false_trigger_rate:
-        reasons.append(f"false-trigger rate {rate:.3f} > {max_false_trigger_rate} "
-                       f"({hits}/{len(speech_codes)} openings already start with cb0 {signature.tolist()})")
-    return PrescreenResult(rate, stable, "; ".join(reasons) or None, tuple(int(c) for c in signature))
+from pipeline.blip_screen import (  # noqa: F401 - the screening moved to pipeline/; these names stay importable
+    PrescreenResult, _mimi, apply_overrides, load_reference_audio, prescreen_variant, screen_codes, variant_signature)
 
 
 DEFAULT_TWIN = "the default (params.yaml)"
@@ -81,7 +24,16 @@ DEFAULT_TWIN = "the default (params.yaml)"
 
 def changes_blip(overrides: Sequence[str]) -> bool:
     """Whether a variant's overrides touch the blip itself (`blip.*`), i.e. may change its signature."""
-    return any(o.partition("=")[0].lstrip("+").split(".")[0] == "blip" for o in overrides)
+    from dvc.utils.hydra import to_hydra_overrides  # DVC's parser of `-S` overrides
+    from hydra.errors import OverrideParseException
+
+    def group(override: str) -> str | None:
+        try:
+            return to_hydra_overrides([override])[0].key_or_group.split(".")[0]
+        except OverrideParseException:  # an invalid variant: the pre-screen rejects it, naming the override
+            return None
+
+    return any(group(o) == "blip" for o in overrides)
 
 
 def flag_twins(variants: Sequence[tuple[str, Sequence[str], PrescreenResult]],
@@ -110,90 +62,3 @@ def flag_twins(variants: Sequence[tuple[str, Sequence[str], PrescreenResult]],
     return out
 
 
-def apply_overrides(params: dict, overrides: Sequence[str]) -> dict:
-    """params.yaml with `dvc exp run -S` overrides applied (`a.b=value`, `+a.new=value`; YAML values)."""
-    result = copy.deepcopy(params)
-    for override in overrides:
-        key, sep, text = override.partition("=")
-        if not sep or not key.lstrip("+"):
-            raise ValueError(f"override {override!r}: expected key=value")
-        adding = key.startswith("+")
-        *parents, leaf = key.lstrip("+").split(".")
-        node = result
-        for i, part in enumerate(parents):
-            if not isinstance(node.get(part), dict):
-                raise ValueError(f"override {override!r}: '{'.'.join(parents[:i + 1])}' is not a params group")
-            node = node[part]
-        if leaf not in node and not adding:
-            raise ValueError(f"override {override!r}: no key '{key}' in params.yaml (add one with '+{key}=...')")
-        node[leaf] = yaml.safe_load(text)
-    return result
-
-
-@functools.lru_cache(maxsize=2)
-def _mimi(model_dir: str):
-    from pipeline.models import load_mimi
-
-    return load_mimi(Path(model_dir))
-
-
-def _variant_round_trip(workdir: Path, overrides: Sequence[str], mimi=None):
-    """(BlipParams, Mimi round trip) of the variant's blip; invalid params fail before torch loads."""
-    from pipeline.blip import BlipParams, synthesize_blip
-
-    params = apply_overrides(yaml.safe_load((workdir / "params.yaml").read_text()) or {}, overrides)
-    blip = BlipParams.from_params(params.get("blip", {}))
-
-    from pipeline.blip_mimi import round_trip
-
-    if mimi is None:
-        mimi = _mimi(str(workdir / params.get("blip_codes", {}).get("model_dir", str(BASE_LFM_DIR))))
-    return mimi, round_trip(mimi, synthesize_blip(blip), blip.sample_rate)
-
-
-def variant_signature(workdir: str | os.PathLike, overrides: Sequence[str], mimi=None) -> tuple[int, ...]:
-    """Codebook 0 across the frames of the variant's blip after the round trip (the default's: no overrides)."""
-    _, trip = _variant_round_trip(Path(workdir), overrides, mimi)
-    return tuple(int(c) for c in trip.codes[0, 0, :])
-
-
-def prescreen_variant(workdir: str | os.PathLike, overrides: Sequence[str], speech: Sequence[np.ndarray] = (),
-                      speech_rate: int = 24_000, max_false_trigger_rate: float = 0.0, mimi=None) -> PrescreenResult:
-    """Screen one variant of `workdir`'s params.yaml against non-blip assistant audio `speech`.
-
-    The Mimi folder is `blip_codes.model_dir` of the params (loaded once per process) unless `mimi` is given.
-    """
-    from coordinator.constants import MIMI_FRAME_SAMPLES, MIMI_SAMPLE_RATE
-    from pipeline.audio import resample, to_float32, to_int16
-    from pipeline.models import encode_codes
-
-    mimi, trip = _variant_round_trip(Path(workdir), overrides, mimi)
-    # Mimi is causal: the first F frames depend only on the first F frames of audio.
-    opening = -(-trip.n_frames * MIMI_FRAME_SAMPLES * speech_rate // MIMI_SAMPLE_RATE)
-    openings = [resample(np.asarray(wave)[:opening], speech_rate, MIMI_SAMPLE_RATE) for wave in speech]
-    speech_codes = [encode_codes(mimi, wave, MIMI_SAMPLE_RATE) for wave in openings]
-    preview = to_float32(trip.preview)
-    prefixed_codes = [encode_codes(mimi, to_int16(np.concatenate([preview, wave])), MIMI_SAMPLE_RATE)
-                      for wave in openings]
-    return screen_codes(trip.codes, prefixed_codes, speech_codes, max_false_trigger_rate)
-
-
-def load_reference_audio(workdir: str | os.PathLike, splits: Sequence[str] = ("train", "eval"),
-                         limit: int = 300) -> list[np.ndarray]:
-    """Non-blip assistant utterances at 24 kHz: the assistant clips of the `tts` stage's manifests
-    (`data/tts/<split>.jsonl`, audio in `tts.cache_dir`). The blip is only added later, in
-    `preprocess`, so every one of them is ordinary assistant audio. At most `limit` clips."""
-    from pipeline.audio import SAMPLE_RATE, resample
-    from pipeline.tts_cache import TTSCache, read_manifest
-
-    workdir = Path(workdir)
-    params = yaml.safe_load((workdir / "params.yaml").read_text()) or {}
-    keys: list[str] = []
-    for split in splits:
-        for row in read_manifest(workdir / "data" / "tts" / f"{split}.jsonl").values():
-            keys += [k for k in (row.get("assistant_key"), row.get("turn1_assistant_key")) if k]
-    keys = list(dict.fromkeys(keys))[:limit]
-    clips = TTSCache(workdir / params.get("tts", {}).get("cache_dir", str(TTS_CACHE_DIR))).get_many(keys)
-    if len(clips) < len(keys):
-        raise FileNotFoundError(f"{len(keys) - len(clips)} of {len(keys)} assistant clips missing from the TTS cache")
-    return [resample(clips[k].audio(), clips[k].sample_rate, SAMPLE_RATE) for k in keys]

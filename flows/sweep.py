@@ -219,7 +219,21 @@ def write_leaderboard(workdir: str, rows: list[dict]) -> None:
     writer.writerows(displayed(rows))  # unavailable numbers are empty cells
     write_text(base.with_suffix(".csv"), buffer.getvalue())
     write_text(base.with_suffix(".md"), "# Blip sweep leaderboard\n\n" + markdown_table(rows, COLUMNS) + "\n"
-               + f"\n![TPR vs FPR, accuracy and decision latency per variant]({base.name}.png)\n")
+               + f"\n![TPR vs FPR, accuracy and decision latency per variant]({base.name}.png)\n"
+               + "".join(f"\n{line}" for line in arms_report(workdir, rows)))
+
+
+def arms_report(workdir: str, rows: list[dict]) -> list[str]:
+    """The "v4 vs v4.1 arm" table when both arms ran (pipeline/arms.py); the model card does not read the sweep."""
+    from pipeline.arms import arms_among, arms_section
+
+    root = Path(workdir)
+
+    def read(path: Path) -> dict:
+        return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+    blip_on = (read(root / "params.yaml").get("preprocess") or {}).get("blip_on")
+    return arms_section(arms_among(rows, blip_on), read(root / BASELINES_YAML))
 
 
 def write_leaderboard_plot(workdir: str, rows: list[dict]) -> Path:

@@ -45,14 +45,15 @@ from __future__ import annotations
 import json
 import re
 import string
-import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from pipeline.catalog import TOOLS
 from pipeline.narration import TrainingValues, score_narration, stated_values
 from pipeline.params import StageError
 from pipeline.records import CLASSES
+from pipeline.text_norm import fold
 
 BEHAVIOURS = ("ack", "refusal", "direct", "narration", "other")
 EXPECTED = {"tool_match": "ack", "tool_miss": "refusal", "non_tool": "direct", "tool_result_speak": "narration"}
@@ -61,9 +62,7 @@ assert set(EXPECTED) == set(CLASSES)
 
 def cue_text(text: str) -> str:
     """Lowercase, accents folded, apostrophes dropped (can't -> cant), punctuation -> spaces."""
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch)).lower()
-    text = text.replace("’", "'").replace("‘", "'").replace("'", "")
+    text = fold(text).replace("'", "")
     text = re.sub(r"[^\w\s:.%$°/-]", " ", text)
     text = re.sub(r"(?<!\d)[.:](?!\d)", " ", text)
     return " ".join(text.split())
@@ -165,14 +164,33 @@ _PROGRESSIVE = (
 _NOT_MINE = "".join(rf"(?<!\b{w} )" for w in (
     "youre", "you are", "theyre", "they are", "its", "it is", "is", "was", "keep", "of", "for", "by", "about",
     "without", "from", "like", "enjoy", "love", "stop", "try", "mind"))
+# Asking for a moment: an ack when a tool call follows, thinking time when the reply then answers by itself.
+WAIT_PHRASES = (
+    r"one (?:moment|sec|second)", r"just a (?:moment|sec|second|tick|minute)", r"half a (?:sec|tick|second)",
+    r"give me (?:a|one|a few|two|a couple of|a couple) (?:seconds?|moments?|secs?|minutes?|ticks?)",
+    r"hang tight", r"hang on(?! to)", r"hold on(?! to)", r"bear with me",
+)
+WAIT_ONLY = re.compile(r"^(?:(?:ok|okay|sure|right|alright|yes|yeah|hmm|um|so) )*(?:" + "|".join(WAIT_PHRASES) + r")$")
 ACK_GENERIC = _rx(
     rf"(?:let me|lemme|ill|i will|im going to|i am going to)(?: just| quickly| go ahead and| now| also| first)? (?:{_TOOL_VERBS})",
     rf"{_NOT_MINE}(?:{_PROGRESSIVE})",
-    r"on it", r"one (?:moment|sec|second)", r"just a (?:moment|sec|second|tick|minute)", r"half a (?:sec|tick|second)",
-    r"give me (?:a|one|a few|two|a couple of|a couple) (?:seconds?|moments?|secs?|minutes?|ticks?)",
-    r"hang tight", r"hang on(?! to)", r"hold on(?! to)", r"right away", r"coming right up", r"as we speak", r"leave it with me",
-    r"bear with me",
+    # "On it!" opens a clause or follows "I'm"; "looking back on it" is no ack
+    r"(?<!\w )on it", r"(?:im|i am) on it", *WAIT_PHRASES,
+    r"right away", r"coming right up", r"as we speak", r"leave it with me",
 )
+# Thinking aloud: a tool verb whose object is the assistant's own mind, words or viewpoint ("let me check my
+# memory", "checking the maths", "let me look at it another way") is no tool call. What may follow the verb
+# (up to two words), then one of these.
+THINKING_ALOUD_OBJECTS = (
+    r"(?:my|the) (?:memory|head|mind|thoughts|brain)", r"the maths?", r"it out", r"the right words",
+    r"(?:at )?(?:it|this|that) (?:another|a different|a new) way", r"back at what you said", r"on the bright side",
+    r"in to say", r"devils advocate", r"aside", r"while i think", r"my (?:answer|reasoning|wording)",
+    r"(?:myself|yourself)", r"the (?:optimist|pessimist|realist)", r"the right (?:words|answer)",
+    r"(?:this|it|that|things) together", r"an? (?:\w+ )?way to (?:say|put|explain) (?:it|this|that)",
+    r"(?:of|for) reflection", r"an? (?:old|personal) favourite", r"i (?:understood|heard|got) (?:you|that|this|it)",
+    r"to (?:appreciate|think|enjoy|take in|process|reflect)",
+)
+_THINKING_ALOUD = re.compile(r"^(?: [\w']+){0,2}? (?:" + "|".join(THINKING_ALOUD_OBJECTS) + r")\b")
 # Conversational idioms built on tool verbs: "let me put it simply", "I'll look forward to it".
 DISCOURSE_IDIOMS = _rx(
     r"(?:let me|lemme|ill|i will|im going to) (?:look forward|start (?:off )?by|put it (?:simply|another way|this way|like this)|"
@@ -191,10 +209,6 @@ GERUND_SUBJECT = re.compile(rf"^\w+ing\b(?: (?!(?:{_SUBORDINATORS})\b)[\w:.-]+){
 
 def _action_prefixes() -> list[tuple[str, str]]:
     """(cue text of the literal start of a catalog tool's action phrase, tool name), longest first."""
-    try:
-        from pipeline.catalog import TOOLS
-    except ImportError:
-        return []
     out = []
     for spec in TOOLS:
         literal = next(iter(string.Formatter().parse(spec.action)))[0] or ""
@@ -261,8 +275,7 @@ def well_formed(text: str) -> tuple[bool, str]:
     ordinary = sum(ch.isalnum() or ch.isspace() or ch in ".,!?;:'\"-()%$£€°&/’‘“”" for ch in stripped)
     if ordinary / len(stripped) < 0.9:
         return False, f"only {ordinary}/{len(stripped)} ordinary characters"
-    folded = unicodedata.normalize("NFKD", stripped.lower())
-    folded = "".join(ch for ch in folded if not unicodedata.combining(ch)).replace("’", "'").replace("‘", "'")
+    folded = fold(stripped)
     tokens = [t.strip(".,!?;:\"“”()&/'$£€") for t in folded.split()]
     tokens = [t for t in tokens if t]
     if not tokens:
@@ -305,10 +318,6 @@ def find_refusal(text: str) -> tuple[int, str] | None:
 
 
 def _capabilities() -> tuple[str, ...]:
-    try:
-        from pipeline.catalog import TOOLS
-    except ImportError:
-        return ()
     return tuple(cue_text(spec.capability) for spec in TOOLS)
 
 
@@ -338,7 +347,7 @@ def find_ack(text: str) -> tuple[int, str, str | None] | None:
         if m:
             found.append((m.start(), m.group(0), name))
     for m in ACK_GENERIC.finditer(text):
-        if not idiom(m):
+        if not idiom(m) and not _THINKING_ALOUD.match(text[m.end():]):
             found.append((m.start(), m.group(0), None))
             break
     if not found:
@@ -366,6 +375,27 @@ def find_result(text: str, after_tool_call: bool = False) -> tuple[int, str] | N
     return m.start(), m.group(0)
 
 
+# A clause that states something: a finite verb, or a first-person verb of opinion ("I love this topic").
+_STATEMENT = re.compile(rf"\b(?:{_FINITE_VERBS}|has|have|had|reminds|grows|works|lasts|depends|happens|comes|"
+                        rf"looks|tastes|lives|did|didnt|do|dont)\b|\bi (?:love|like|think|know|guess|bet|mean|agree|remember|reckon)\b")
+
+
+def answers_by_itself(later_clauses: tuple[str, ...]) -> bool:
+    """The clauses after an ack-like cue state something (a finite verb), and none of them is an ack or a
+    claimed tool result ("Sure, checking the fare. The fare is 12 dollars today" is an ack, then a result)."""
+    return bool(later_clauses) and any(_STATEMENT.search(c) for c in later_clauses) and \
+        not any(find_ack(c) or find_result(c) for c in later_clauses)
+
+
+def thinking_aloud(ack: tuple[int, str, str | None], clauses: tuple[str, ...]) -> bool:
+    """An ack cue that is time to think, not a tool call: it names no catalog tool or capability, and the reply
+    goes on to answer by itself ("Give me a second... a haiku has three lines", "Let me get back to your first
+    question: yes, cats can see in low light")."""
+    if ack[2] is not None or any(_mentions_capability(c) for c in clauses):
+        return False
+    return answers_by_itself(clauses[1:])
+
+
 @dataclass(frozen=True)
 class Cues:
     """The earliest refusal, ack and result cue of a reply, positions in its joined clause cue text."""
@@ -383,8 +413,10 @@ def find_cues(text: str, after_tool_call: bool = False) -> Cues:
     refusal = find_refusal(" ".join(clauses))
     ack = result = None
     offset = 0
-    for clause in clauses:
+    for i, clause in enumerate(clauses):
         clause_ack = find_ack(clause)
+        if clause_ack and thinking_aloud(clause_ack, clauses[i:]):
+            clause_ack = None
         clause_result = find_result(clause, after_tool_call)
         if clause_result and clause_ack and clause_ack[0] < clause_result[0]:
             clause_result = None
@@ -455,7 +487,7 @@ def judge(row_class: str, text: str, facts: Any = None, tool_name: str | None = 
 
 # --------------------------------------------------------------------------- measuring the judge
 
-JUDGE_CASES = Path("tests/data/judge_cases.jsonl")
+JUDGE_CASES = Path("data/judge/judge_cases.jsonl")
 """Hand-labelled tricky replies (families of phrasing) the judge is measured on; the card prints the result."""
 
 

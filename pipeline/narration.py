@@ -44,42 +44,20 @@ from __future__ import annotations
 
 import re
 import string
-import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
+from pipeline.catalog import TOOLS
+from pipeline.text_norm import ONES, ORDINALS, TENS, UNITS, fold
+
 # --------------------------------------------------------------------------- canonical tokens
 
-_UNITS = {
-    "degrees": "degrees", "degree": "degrees", "deg": "degrees", "celsius": "degrees", "centigrade": "degrees",
-    "fahrenheit": "degrees",
-    "kph": "kph", "kmh": "kph", "kmph": "kph", "mph": "mph",
-    "km": "km", "kms": "km", "kilometers": "km", "kilometer": "km", "kilometres": "km", "kilometre": "km",
-    "miles": "miles", "mile": "miles",
-    "kg": "kg", "kgs": "kg", "kilograms": "kg", "kilogram": "kg", "kilos": "kg", "kilo": "kg",
-    "minutes": "minutes", "minute": "minutes", "mins": "minutes", "min": "minutes",
-    "percent": "percent", "pct": "percent",
-    "dollars": "dollars", "dollar": "dollars", "bucks": "dollars", "usd": "dollars",
-    "pounds": "pounds", "pound": "pounds", "quid": "pounds", "gbp": "pounds",
-    "euros": "euros", "euro": "euros", "eur": "euros",
-    "am": "am", "pm": "pm",
-}
+_UNITS = UNITS
 UNIT_TOKENS = frozenset(_UNITS.values())
 CURRENCIES = frozenset({"dollars", "pounds", "euros"})
 _SUBUNITS = {"cents": "dollars", "cent": "dollars", "pence": "pounds", "p": "pounds"}  # "fifty cents" = 0.50 dollars
 
-_ONES = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14, "fifteen": 15,
-    "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19,
-}
-_TENS = {"twenty": 20, "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80, "ninety": 90}
-_ORDINALS = {
-    "first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-    "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "thirteenth": 13, "fourteenth": 14,
-    "fifteenth": 15, "sixteenth": 16, "seventeenth": 17, "eighteenth": 18, "nineteenth": 19,
-    "twentieth": 20, "thirtieth": 30,
-}
+_ONES, _TENS, _ORDINALS = ONES, TENS, ORDINALS  # pipeline/text_norm.py (num2words)
 MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december")
 _MONTH_ABBREVIATIONS = {m[:3]: m for m in MONTHS if m != "may"} | {"sept": "september"}
@@ -139,9 +117,7 @@ def _iso_date(m: re.Match[str]) -> str:
 
 
 def _fold(text: str) -> str:
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    text = text.lower().replace("’", "'").replace("‘", "'").replace("`", "'").replace("−", "-").replace("–", " ")
+    text = fold(text).replace("–", " ")
     text = text.replace("a.m.", "am").replace("p.m.", "pm")
     text = re.sub(r"\b(\d{4})-(\d{1,2})-(\d{1,2})\b", _iso_date, text)  # 2027-03-14 -> 14 march 2027
     text = re.sub(r"\b(\d{1,2})\.(\d{2})\s?(am|pm)\b", r"\1:\2 \3", text)  # 7.30pm -> 7:30 pm
@@ -473,10 +449,6 @@ _RESULT_FIELD_LABELS = frozenset(
 
 def _catalog_label_words() -> frozenset[str]:
     """The fixed words of every facts template in ``pipeline.catalog`` (they name, not state, a value)."""
-    try:
-        from pipeline.catalog import TOOLS
-    except ImportError:  # catalog absent: the generic list still covers the v4-style facts
-        return frozenset()
     words: set[str] = set()
     for spec in TOOLS:
         for literal, _, _, _ in string.Formatter().parse(spec.facts):

@@ -15,9 +15,6 @@ random-init fabrication (``report.profile: smoke`` or
 """
 from __future__ import annotations
 
-import csv
-import io
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,7 @@ import yaml
 
 from pipeline import params as stage_params
 from pipeline.artifacts import BASELINES_YAML, EVAL_CLASSES_JSONL, METRICS_DIR, MODEL_CARD_MD
+from pipeline.card_text import delta, pct, published
 from pipeline.io import write_text
 from pipeline.judge import JUDGE_CASES, measure, read_judge_cases
 from pipeline.jsonl import MissingFile, read_jsonl
@@ -115,19 +113,6 @@ def at(tree: Any, *keys: str) -> Any:
     return node
 
 
-def pct(rate: float | None, digits: int = 1) -> str:
-    return "unavailable" if rate is None else f"{100 * rate:.{digits}f}%"
-
-
-def published(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1f}%"
-
-
-def delta(rate: float | None, reference: float | None) -> str:
-    if rate is None or reference is None:
-        return "—"
-    d = round(100 * rate - reference, 1)
-    return "0" if d == 0 else (f"+{d:.1f}" if d > 0 else f"−{abs(d):.1f}")
 
 
 def show(value: Any) -> str:
@@ -331,73 +316,6 @@ def section_header_learn(inputs: ReportInputs) -> list[str]:
     ]
 
 
-ARMS = {"v4": [], "v4.1": ["tool_match"]}  # preprocess.blip_on of each arm (DESIGN.md, "Names")
-ARM_OVERRIDE = re.compile(r"^\+?preprocess\.blip_on=(\[.*\])$")
-
-
-def arm_of(blip_on: Any) -> str | None:
-    return next((arm for arm, value in ARMS.items() if blip_on == value), None)
-
-
-def sweep_arms(leaderboard: Path) -> dict[str, dict[str, Any]]:
-    """The arms among the sweep's experiments (reports/sweep/leaderboard.csv): a variant whose only override
-    is ``preprocess.blip_on``. Empty when there is no leaderboard."""
-    try:
-        text = Path(leaderboard).read_text()
-    except FileNotFoundError:
-        return {}
-    arms: dict[str, dict[str, Any]] = {}
-    for row in csv.DictReader(io.StringIO(text)):
-        match = ARM_OVERRIDE.match((row.get("overrides") or "").strip())
-        if row.get("kind") != "experiment" or not match:
-            continue
-        arm = arm_of(yaml.safe_load(match.group(1)))
-        if arm is not None:
-            arms[arm] = {key: float(row[key]) if row.get(key) else None for key in ARM_METRICS} | {
-                "source": f"sweep experiment '{row.get('name')}' ({leaderboard})"}
-    return arms
-
-
-ARM_METRICS = ("overall_accuracy", "tool_match_accuracy", "cb0_match_rate", "false_positive_rate")
-
-
-def this_run_arm(inputs: ReportInputs) -> tuple[str | None, dict[str, Any]]:
-    """This run's arm (by its ``preprocess.blip_on``) and its numbers, as the sweep's leaderboard has them."""
-    blip_on = get(inputs.params, "preprocess.blip_on", ARMS["v4.1"])
-    arm = arm_of(list(blip_on) if isinstance(blip_on, (list, tuple)) else blip_on)
-    classes, blip = inputs.classes.data, inputs.blip.data
-    return arm, {"overall_accuracy": classes.overall_accuracy if classes else None,
-                 "tool_match_accuracy": classes.per_class.get("tool_match") if classes else None,
-                 "cb0_match_rate": blip.cb0_match_rate if blip else None,
-                 "false_positive_rate": blip.false_positive_rate if blip else None,
-                 "source": "this run"}
-
-
-def section_arms(inputs: ReportInputs, swept: dict[str, dict[str, Any]]) -> list[str]:
-    """"v4 vs v4.1 arm": the same data and recipe trained without and with the blip; shown when both exist."""
-    arms = dict(swept)
-    mine, numbers = this_run_arm(inputs)
-    if mine is not None:
-        arms[mine] = numbers  # this run's own metrics are current by construction
-    if not all(arm in arms for arm in ARMS):
-        return []
-    base = inputs.baselines.get("classes", {})
-    rows = (("Overall accuracy", "overall_accuracy", at(base, "overall", "v4"), at(base, "overall", "v4.1")),
-            ("tool_match accuracy", "tool_match_accuracy", at(base, "tool_match", "v4"), at(base, "tool_match", "v4.1")),
-            ("cb0 blip match on tool_match", "cb0_match_rate", None, at(inputs.baselines, "blip", "v4.1", "cb0")),
-            ("Detector false positives on non_tool/tool_miss", "false_positive_rate", None, None))
-    lines = ["## v4 vs v4.1 arm", "",
-             "The same data and recipe trained twice: without the blip (`preprocess.blip_on: []`, the v4 arm) and with "
-             "it on tool_match acks (`[tool_match]`, the v4.1 arm). Only the blip differs, so the Δ is the blip's effect.",
-             "", "| | v4 arm | v4.1 arm | Δ (v4.1 − v4) | published v4 | published v4.1 |", "|---|---|---|---|---|---|"]
-    for label, key, pub_v4, pub_v41 in rows:
-        v4, v41 = arms["v4"].get(key), arms["v4.1"].get(key)
-        lines.append(f"| {label} | {pct(v4)} | {pct(v41)} | {delta(v41, None if v4 is None else 100 * v4)} | "
-                     f"{published(pub_v4)} | {published(pub_v41)} |")
-    lines += ["", f"v4 arm: {arms['v4']['source']}; v4.1 arm: {arms['v4.1']['source']}.", ""]
-    return lines
-
-
 RECIPE = (
     ("Base", ("base_models.lfm_repo",)),
     ("Precision", ("train.mixed_precision",)),
@@ -518,10 +436,10 @@ def section_footer(inputs: ReportInputs) -> list[str]:
     ]
 
 
-def render_card(inputs: ReportInputs, swept_arms: dict[str, dict[str, Any]] | None = None) -> str:
+def render_card(inputs: ReportInputs) -> str:
     n_worst = inputs.report_params.n_worst
     lines = (section_header(inputs) + section_classes(inputs) + section_narration(inputs) + section_blip(inputs)
-             + section_arms(inputs, swept_arms or {}) + section_recipe(inputs) + section_limitations(inputs, n_worst) + section_footer(inputs))
+             + section_recipe(inputs) + section_limitations(inputs, n_worst) + section_footer(inputs))
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -613,9 +531,9 @@ def front_matter(meta: dict[str, Any]) -> str:
     return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True, width=120) + "---\n\n"
 
 
-def render_hub_card(inputs: ReportInputs, swept_arms: dict[str, dict[str, Any]] | None = None) -> str:
+def render_hub_card(inputs: ReportInputs) -> str:
     """What `reports/model_card.md` holds: the metadata block, then the card."""
-    return front_matter(card_metadata(inputs)) + render_card(inputs, swept_arms)
+    return front_matter(card_metadata(inputs)) + render_card(inputs)
 
 
 # --------------------------------------------------------------------------- stage
@@ -650,8 +568,7 @@ def judge_accuracy(cases: Path = JUDGE_CASES) -> str:
 
 
 def run(card_path: Path = MODEL_CARD_MD, **kwargs: Any) -> str:
-    leaderboard = Path(kwargs.get("metrics_dir", METRICS_DIR)).parent / "sweep" / "leaderboard.csv"
-    card = render_hub_card(read_inputs(**kwargs), sweep_arms(leaderboard))
+    card = render_hub_card(read_inputs(**kwargs))
     write_text(card_path, card)
     return card
 

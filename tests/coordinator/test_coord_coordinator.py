@@ -18,7 +18,7 @@ import pytest
 from coordinator.coordinator import Coordinator, Trigger
 from coordinator.detector import DecisionReason
 from coordinator.matchers import CodebookMatch
-from coordinator.scripted import Opening, audio_frames, card_like_blip_codes, interleave, scripted_turn
+from tests.support.scripted import Opening, audio_frames, card_like_blip_codes, interleave, scripted_turn
 from coordinator.signature import BlipSignature
 from coordinator.timeline import EventKind
 

@@ -6,8 +6,8 @@ import pytest
 
 from coordinator.detector import DecisionReason, DecisionState, StreamingBlipDetector
 from coordinator.matchers import AnyOfCodebooks, CodebookMatch
-from coordinator.reference import CardRecipeLoop
-from coordinator.scripted import Opening, audio_frames, card_like_blip_codes
+from tests.support.reference import CardRecipeLoop
+from tests.support.scripted import Opening, audio_frames, card_like_blip_codes
 from coordinator.signature import BlipCopy, BlipSignature
 
 EOA = np.full(8, 2048, dtype=np.int64)  # end-of-audio frame

@@ -10,7 +10,7 @@ import pytest
 
 from coordinator.detector import DecisionState, StreamingBlipDetector
 from coordinator.matchers import AnyOfCodebooks, CodebookMatch, FullMatch, matcher_from_detection, matcher_from_signature
-from coordinator.scripted import Opening, audio_frames, card_like_blip_codes
+from tests.support.scripted import Opening, audio_frames, card_like_blip_codes
 from coordinator.signature import BlipSignature, DetectionSpec
 
 M, N = DecisionState.MATCH, DecisionState.NO_MATCH

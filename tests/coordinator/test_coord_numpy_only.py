@@ -15,7 +15,7 @@ for blocked in ("torch", "torchaudio", "prefect", "pipeline", "tasks", "flows", 
 before = set(sys.modules)
 import coordinator
 import coordinator.constants, coordinator.coordinator, coordinator.detector, coordinator.matchers
-import coordinator.reference, coordinator.scripted, coordinator.signature
+import coordinator.signature
 import coordinator.timeline, coordinator.tokens
 third_party = sorted({
     name.split(".")[0] for name in set(sys.modules) - before

@@ -10,8 +10,8 @@ import pytest
 
 from coordinator.detector import DecisionState, StreamingBlipDetector
 from coordinator.matchers import CodebookMatch
-from coordinator.reference import CardRecipeLoop, card_is_blip_emitted
-from coordinator.scripted import Opening, audio_frames, card_like_blip_codes
+from tests.support.reference import CardRecipeLoop, card_is_blip_emitted
+from tests.support.scripted import Opening, audio_frames, card_like_blip_codes
 from coordinator.signature import BlipSignature, SignatureError
 
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from flows.toy import make_toy_repo
+from tests.support.toy import make_toy_repo
 
 
 @pytest.fixture(scope="session")
 def toy_template(tmp_path_factory) -> Path:
-    """The toy pipeline (flows/toy.py), committed; built once, copied per test."""
+    """The toy pipeline (tests/support/toy.py), committed; built once, copied per test."""
     return make_toy_repo(tmp_path_factory.mktemp("toy-template"))
 
 
@@ -36,7 +36,7 @@ def prefect_api(tmp_path_factory) -> str:
 def sshd(tmp_path_factory):
     """Debian's openssh-server on 127.0.0.1 (own host key and authorized key in a temp dir): serves the
     DVC SSH remotes of the multihost tests. `make test` installs openssh-server."""
-    from flows.toy_remote import sshd_available, start_sshd
+    from tests.support.toy_remote import sshd_available, start_sshd
 
     if not sshd_available():
         pytest.skip("openssh-server is not installed (make test installs it)")
@@ -48,7 +48,7 @@ def sshd(tmp_path_factory):
 @pytest.fixture
 def remote_toy(toy, sshd, tmp_path):
     """The toy repo with a git origin (a bare repo) and a DVC SSH remote of its own: (workspace, Remote)."""
-    from flows.toy_remote import connect_workspace
+    from tests.support.toy_remote import connect_workspace
 
     remote = sshd.new_remote(tmp_path / "shared")
     connect_workspace(toy, remote)

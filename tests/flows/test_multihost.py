@@ -17,8 +17,8 @@ import yaml
 
 from flows import remote as remote_path
 from flows.dvc_graph import DvcFailed, dvc, lock_entry, stage_changed
-from flows.toy import TEST_ORDER, set_param
-from flows.toy_remote import worker_dvc_config
+from tests.support.toy import TEST_ORDER, set_param
+from tests.support.toy_remote import worker_dvc_config
 
 pytestmark = pytest.mark.multihost
 
@@ -241,7 +241,7 @@ def test_an_unreachable_dvc_remote_fails_the_stage_in_one_line(toy, sshd, worker
     from dataclasses import replace
 
     from flows.retrain import LAST_RUN, retrain
-    from flows.toy_remote import connect_workspace, free_port
+    from tests.support.toy_remote import connect_workspace, free_port
 
     remote = sshd.new_remote(tmp_path / "shared")
     closed_port = free_port()

@@ -48,9 +48,9 @@ def test_overrides_use_dvc_set_syntax():
     out = apply_overrides(params, ["blip.tones_hz=[1000,1500]", "blip.repeats=2", "+preprocess.max_text_preamble_tokens=6"])
     assert out == {"blip": {"tones_hz": [1000, 1500], "repeats": 2}, "preprocess": {"x": 1, "max_text_preamble_tokens": 6}}
     assert params["blip"]["repeats"] == 1  # not modified in place
-    with pytest.raises(ValueError, match=r"no key 'blip.gap_ms'.*\+blip.gap_ms"):
+    with pytest.raises(ValueError, match=r"override 'blip.gap_ms=40': Could not override 'blip.gap_ms'.*\+blip.gap_ms=40"):
         apply_overrides(params, ["blip.gap_ms=40"])
-    with pytest.raises(ValueError, match="'nope' is not a params group"):
+    with pytest.raises(ValueError, match="override 'nope.x=1': Could not override 'nope.x'"):
         apply_overrides(params, ["nope.x=1"])
 
 
@@ -134,3 +134,11 @@ def test_an_already_rejected_twin_keeps_both_reasons():
     result = PrescreenResult(0.5, True, "false-trigger rate 0.500 > 0.0", (1, 2))
     out = flag_twins([("a", ["blip.tones_hz=[1]"], result)], (1, 2))
     assert out["a"].reason.startswith("false-trigger rate") and "equals the default" in out["a"].reason
+
+
+def test_which_variants_change_the_blip_is_read_by_dvcs_override_parser():
+    from flows.prescreen import changes_blip
+
+    assert changes_blip(["blip.duration_ms=240"]) and changes_blip(["+blip.new_key=[1,2]"])
+    assert not changes_blip(["preprocess.blip_on=[]", "+train.lr=0.1"])
+    assert not changes_blip(["not an override"])  # invalid: the pre-screen rejects it, naming the override

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flows.dvc_graph import load_stages
-from flows.toy import TEST_ORDER as TOY_ORDER, set_param
+from tests.support.toy import TEST_ORDER as TOY_ORDER, set_param
 
 
 def last_run(root) -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.scripted import Opening, audio_frames, card_like_blip_codes
+from tests.support.scripted import Opening, audio_frames, card_like_blip_codes
 from coordinator.signature import BlipSignature, DetectionSpec
 from pipeline.blip_emission import AudioReply, score_blip_emission, score_row
 

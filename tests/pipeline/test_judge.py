@@ -153,6 +153,7 @@ REQUIRED_FAMILIES = (
     "chat/let-me-discourse", "chat/result-words", "chat/numbers", "chat/self-limitation",
     "narration/money-words", "narration/currencies", "narration/percent", "narration/times", "narration/dates",
     "narration/units", "narration/british-american", "narration/unfaithful", "narration/memorized",
+    "chat/ack-lookalike",
 )
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from coordinator.constants import END_OF_AUDIO_CODE, IM_END_TOKEN, TEXT_END_TOKEN
-from coordinator.scripted import Opening, audio_frames, card_like_blip_codes, interleave
+from tests.support.scripted import Opening, audio_frames, card_like_blip_codes, interleave
 from coordinator.signature import BlipSignature
 from pipeline.reply import Reply, ReplyCollector
 

@@ -12,7 +12,7 @@ import pytest
 import soundfile
 import yaml
 
-from coordinator.scripted import Opening, audio_frames, card_like_blip_codes, interleave
+from tests.support.scripted import Opening, audio_frames, card_like_blip_codes, interleave
 from coordinator.signature import BlipSignature, DetectionSpec
 from pipeline.catalog import RowMaker
 from pipeline.params import parse_params

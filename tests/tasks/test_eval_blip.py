@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from coordinator.scripted import card_like_blip_codes
+from tests.support.scripted import card_like_blip_codes
 from tasks.eval_blip import EvalBlipParams, run
 
 BLIP = card_like_blip_codes()

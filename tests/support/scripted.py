@@ -15,8 +15,8 @@ from enum import Enum
 
 import numpy as np
 
-from .constants import END_OF_AUDIO_CODE, IM_END_TOKEN, N_CODEBOOKS, TEXT_END_TOKEN
-from .signature import BlipSignature
+from coordinator.constants import END_OF_AUDIO_CODE, IM_END_TOKEN, N_CODEBOOKS, TEXT_END_TOKEN
+from coordinator.signature import BlipSignature
 
 #: The codes the v4.1 card prints: cb0 across frames, and all codebooks at frame 0.
 CARD_BLIP_CB0 = (430, 127)

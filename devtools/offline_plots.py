@@ -7,8 +7,8 @@ configs/plots/offline.html, which fills `{plot_divs}` (and `{refresh_tag}`) like
 `{scripts}`: the libraries are there inline instead, the files pinned in configs/plots/vega.lock.json with the
 registry's tarball hash and their own sha256.
 
-    python -m pipeline.offline_plots --check   # the template holds exactly the pinned files (no network)
-    python -m pipeline.offline_plots --write   # rebuild it from the npm registry (`npm pack`), verifying both hashes
+    python -m devtools.offline_plots --check   # the template holds exactly the pinned files (no network)
+    python -m devtools.offline_plots --write   # rebuild it from the npm registry (`npm pack`), verifying both hashes
 """
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ PAGE_HEAD = """<!DOCTYPE html>
     {refresh_tag}
     <meta charset="utf-8">
     <title>DVC Plot</title>
-    <!-- Written by `python -m pipeline.offline_plots --write` (configs/plots/vega.lock.json); DVC fills the
+    <!-- Written by `python -m devtools.offline_plots --write` (configs/plots/vega.lock.json); DVC fills the
          plot_divs placeholder. The libraries below are inline so the page draws its charts without network. -->
 """
 PAGE_TAIL = """    <style>
@@ -198,7 +198,7 @@ def write(lock_path: Path = LOCK, template: Path = TEMPLATE) -> list[Pin]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.offline_plots", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.offline_plots", description=__doc__.split("\n")[0])
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--check", action="store_true", help="verify configs/plots/offline.html against the lock")
     action.add_argument("--write", action="store_true", help="rebuild it from the npm registry")

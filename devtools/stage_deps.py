@@ -6,8 +6,8 @@ package ``__init__`` files on the way included) are its code deps. ``dvc.yaml`` 
 exactly those files, so an edit reruns the stages that import the edited module and
 no others.
 
-    python -m pipeline.stage_deps --check   # exit 1 naming stage, module and import chain
-    python -m pipeline.stage_deps --write   # rewrite the code deps in dvc.yaml (comments kept)
+    python -m devtools.stage_deps --check   # exit 1 naming stage, module and import chain
+    python -m devtools.stage_deps --write   # rewrite the code deps in dvc.yaml (comments kept)
 """
 from __future__ import annotations
 

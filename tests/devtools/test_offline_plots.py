@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.offline_plots import (TemplateError, check_template, inline_scripts, load_lock, markup,
+from devtools.offline_plots import (TemplateError, check_template, inline_scripts, load_lock, markup,
                                     network_references, render_template)
 
 DVC_YAML = """\

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import stage_deps
+from devtools import stage_deps
 
 REPO = Path(__file__).resolve().parents[2]
 

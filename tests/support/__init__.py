@@ -1,0 +1,1 @@
+"""Test support: fixtures, toy pipelines and audit tools the product never imports."""
