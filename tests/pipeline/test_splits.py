@@ -28,7 +28,7 @@ def test_hash_split_ignores_order_and_the_other_rows():
 
 
 def test_a_leak_leaves_a_training_row_out_unless_the_last_run_trained_on_it():
-    rows = [row(f"r{i}", "the same question") for i in range(40)]  # every row touches every other
+    rows = [row(f"r{i}", "the same question") for i in range(100)]  # every row touches every other
     fresh = hash_split(rows, 7, 0.1, 0.2)
     assert fresh.splits["heldout"] and not fresh.splits["train"] and not fresh.splits["eval"]
     trained = frozenset(r.id for r in rows if split_of(7, r.id, 0.1, 0.2) != "heldout")
