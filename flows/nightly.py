@@ -47,7 +47,8 @@ PROD = "prod"
 BRANCH = "nightly"
 ALERT_BLOCK_ENV = "TOOLAWARE_ALERT_BLOCK"
 DEFAULT_ALERT_BLOCK = "toolaware-nightly-alert"
-RELEASE_DIR = Path("release")  # upload folders, one per promoted version (git-ignored)
+RELEASE_DIR = Path("release")
+REPO = Path(__file__).resolve().parents[1]  # upload folders, one per promoted version (git-ignored)
 
 
 class NightlyError(StageError):
@@ -230,19 +231,31 @@ def decide(root: Path, params: PromoteParams, champion: Champion | None, last: L
     return judge(params, metrics, eval_set, champion)
 
 
-def assemble_release(root: Path, version: str) -> Path:
-    """The upload folder (model files + card as README.md) for ``version``, via tasks.publish."""
-    from tasks.publish import CARD_PATH, MODEL_DIR, assemble, plan_release
+def publish(root: Path, *args: str) -> str:
+    """`python -m tasks.publish ARGS` in the workspace (flows do not import stage modules); its one-line report.
 
-    release = plan_release(root / MODEL_DIR, root / CARD_PATH, allow_smoke=True)
-    return assemble(release, root / RELEASE_DIR / f"{ARTIFACT}-{version}")
+    The workspace's own code comes first on the path (`-m` puts the cwd first); this checkout's after it."""
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-m", "tasks.publish", *args], cwd=root, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": path})
+    if result.returncode != 0:
+        raise NightlyError(" ".join(result.stderr.split()) or f"tasks.publish exited {result.returncode}")
+    return result.stdout.strip()
+
+
+def assemble_release(root: Path, version: str) -> Path:
+    """The upload folder (model files + card as README.md) of ``version``, assembled by tasks.publish.
+
+    Its `dvc status` check is skipped: the retrain subflow has just brought every stage up to date (it
+    fails the night otherwise), so the card describes models/final as it is."""
+    folder = RELEASE_DIR / f"{ARTIFACT}-{version}"
+    publish(root, "--out", str(folder), "--allow-smoke", "--skip-dvc-check")
+    return root / folder
 
 
 def upload_release(root: Path, repo_id: str, message: str) -> str:
     """Opt-in Hub upload (a smoke card is refused); the token comes from HF_TOKEN or `hf auth login`."""
-    from tasks.publish import CARD_PATH, MODEL_DIR, plan_release, upload
-
-    return upload(plan_release(root / MODEL_DIR, root / CARD_PATH), repo_id, True, message)
+    return publish(root, "--repo-id", repo_id, "--private", "--message", message, "--skip-dvc-check")
 
 
 def decision_markdown(decision: Decision, night: str, commit: str, version: str | None,
