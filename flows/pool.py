@@ -7,6 +7,7 @@
     python -m flows.pool worker --queue train --gpus 0,1
     python -m flows.pool worker --queue gpu0 --gpus 0
     python -m flows.pool worker --queue gpu1 --gpus 1
+    python -m flows.pool alerts --webhook-url-env NIGHTLY_WEBHOOK_URL   # nightly alerts (flows/nightly.py)
 
 Every command is idempotent. `prefect --no-prompt deploy --all` (prefect.yaml)
 creates the same gpu-stage deployment plus `retrain` and `sweep`.
@@ -109,6 +110,28 @@ def crash_silent_runs(silence_seconds: int = 3 * HEARTBEAT_SECONDS) -> None:
     print(f"automation '{SILENT_RUN_AUTOMATION}': a GPU flow run silent for {silence_seconds} s is marked Crashed")
 
 
+def setup_alerts(url_env: str, block_name: str | None = None, allow_private_urls: bool = False) -> str:
+    """Save the webhook notification block the `nightly` flow sends its alerts through; returns its name.
+
+    The URL is read from the environment variable `url_env` and stored in the Prefect server's database
+    (the user's settings): never in the repo, never printed. Posts JSON {"subject", "text"}, as Slack's and
+    most chat webhooks accept. `allow_private_urls`: a receiver on 127.0.0.1 or the LAN."""
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock
+
+    from flows.nightly import alert_block_name
+
+    url = os.environ.get(url_env)
+    if not url:
+        raise SystemExit(f"flows.pool alerts: ${url_env} is not set (it holds the webhook URL)")
+    name = block_name or alert_block_name()
+    CustomWebhookNotificationBlock(
+        name="toolaware-nightly", url=url, method="POST", json_data={"subject": "{{subject}}", "text": "{{body}}"},
+        allow_private_urls=allow_private_urls,
+    ).save(name, overwrite=True)
+    print(f"notification block custom-webhook/{name}: nightly alerts go to the URL in ${url_env}")
+    return name
+
+
 def deploy(pool: str = POOL, source: Path = REPO, own_clone: bool = False) -> str:
     """Deploy the gpu-stage flow from the checkout `source` onto `pool`; return its name.
 
@@ -170,11 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     cmd_worker.add_argument("--queue", help="work queue (train, gpu0, gpu1); default: all of the pool's")
     cmd_worker.add_argument("--gpus", help="CUDA_VISIBLE_DEVICES for the flows it runs, e.g. 0,1")
     cmd_worker.add_argument("--limit", type=int, help="flow runs at once (default: no limit)")
+    cmd_alerts = commands.add_parser("alerts", help="save the webhook block nightly alerts are sent through")
+    cmd_alerts.add_argument("--webhook-url-env", required=True, metavar="VAR",
+                            help="environment variable holding the webhook URL (never passed on the command line)")
+    cmd_alerts.add_argument("--block", help="block name (default: $TOOLAWARE_ALERT_BLOCK or toolaware-nightly-alert)")
+    cmd_alerts.add_argument("--allow-private-urls", action="store_true", help="the receiver is on a private network")
     args = parser.parse_args(argv)
     if args.command == "setup":
         setup(args.pool, args.gpus)
     elif args.command == "deploy":
         deploy(args.pool, own_clone=args.own_clone)
+    elif args.command == "alerts":
+        setup_alerts(args.webhook_url_env, args.block, args.allow_private_urls)
     else:
         command, env = worker_command(args.pool, args.queue, args.gpus, limit=args.limit)
         os.execvpe(command[0], command, env)

@@ -59,6 +59,7 @@ class Details(_Document, Generic[H]):
 class DatasetHeadline(Headline):
     STAGE = "dataset"
     rows: int | None  # rows written to the splits; None when none were made
+    new_rows: int | None = None  # rows not in the last run's splits; None on a first run
 
 
 class DatasetDetails(Details[DatasetHeadline]):
@@ -72,9 +73,17 @@ class DatasetDetails(Details[DatasetHeadline]):
     hard_negative_fraction: dict[str, Rate] | None = None
     heldout_generated: dict[str, int] | None = None
     catalog: dict[str, int] | None = None
+    leak_excluded: dict[str, int] | None = None  # ingested rows left out because they touch a protected row
+    heldout_hash: str | None = None  # content hash of the held-out rows: models compare only on equal hashes
+    novel_facts_hash: str | None = None
+    new_rows: dict[str, int | None] | None = None  # split -> rows new since the last run (None: first run)
+    moved_rows: int | None = None  # rows whose split changed since the last run (stable splits: always 0)
+    moved_examples: list[str] = []
 
     def headline(self) -> DatasetHeadline:
-        return DatasetHeadline(rows=sum(c["total"] for c in self.counts.values()) if self.counts else None)
+        new = self.new_rows
+        return DatasetHeadline(rows=sum(c["total"] for c in self.counts.values()) if self.counts else None,
+                               new_rows=sum(new.values()) if new and None not in new.values() else None)
 
 
 # --------------------------------------------------------------------------- tts

@@ -41,15 +41,20 @@ from pipeline.artifacts import DATASET_DIR, metrics_json
 from pipeline.catalog import TOOLS, RowMaker, is_hard_negative
 from pipeline.jsonl import write_jsonl
 from pipeline.metrics_models import DatasetDetails, write_stage_metrics
+from pipeline.io import write_json
 from pipeline.params import StageError, StageParams, field, load_stage_params, stage_main
 from pipeline.records import (CLASSES, BadLine, DatasetRow, ReadResult, iter_leak_keys, normalize_text,
                               parse_lines, read_rows, write_rows)
+from pipeline.splits import changes_since, content_hash, hash_split, split_ids, split_of
 from pipeline.templates import Side
 
 SPLITS = ("train", "eval", "heldout", "novel_facts")
 TRAINING_SPLITS = ("train", "eval")
 PROTECTED_SPLITS = ("heldout", "novel_facts")
 METRICS_PATH = metrics_json("dataset")
+# The ids of each split as the last run wrote them (a `persist: true` out, so DVC keeps it while the
+# stage runs): how the metrics know which rows are new and that none moved.
+SPLIT_IDS_PATH = DATASET_DIR / "split_ids.json"
 
 Splits = dict[str, list[DatasetRow]]
 
@@ -77,6 +82,8 @@ class DatasetParams(StageParams):
     hard_negative_share: float = field(lo=0, hi=1)  # generate only: share of tool_miss rows listing a related tool
     tools_per_row: tuple[int, ...] = field(lo=1, hi=8)  # generate only: inclusive [low, high] of listed tools
     ingest_path: Path | None = None        # required for ingest
+    heldout_share: float = field(0.04, lo=0, hi=1)  # ingest: rows whose id hashes below this are held out
+    eval_share: float = field(0.1, lo=0, hi=1)      # ingest: the next share of the hash range is eval
 
     @property
     def shares(self) -> dict[str, float]:
@@ -91,6 +98,9 @@ class DatasetParams(StageParams):
                 or abs(sum(shares.values()) - 1.0) > 1e-6):
             raise self.bad("class_shares", f"must give a share > 0 to each of {', '.join(CLASSES)}, summing to 1, "
                                            f"got {shares!r}")
+        if self.heldout_share + self.eval_share >= 1:
+            raise self.bad("eval_share", f"+ heldout_share must be < 1 (nothing left to train on), got "
+                                         f"{self.eval_share} + {self.heldout_share}")
         if len(self.tools_per_row) != 2 or self.tools_per_row[0] > self.tools_per_row[1]:
             raise self.bad("tools_per_row", f"must be [low, high] with low <= high, got {list(self.tools_per_row)}")
 
@@ -205,38 +215,31 @@ def revalidate(splits: Splits) -> tuple[Splits, ReadResult]:
 
 # --------------------------------------------------------------------------- ingest split
 
-def leak_free(rows: list[DatasetRow]) -> list[DatasetRow]:
-    """Rows that share no normalised text and no fact value with any other row (held-out candidates)."""
-    owners = Counter(key for row in rows for key in set(iter_leak_keys(row)))
-    return [row for row in rows if all(owners[key] == 1 for key in iter_leak_keys(row))]
+def split_ingested(rows: list[DatasetRow], config: DatasetParams,
+                   previous_ids: dict[str, list[str]] | None = None) -> tuple[Splits, list[DatasetRow]]:
+    """Stable splits (``pipeline.splits``): each row by its id's hash; returns (splits, leak-excluded rows).
 
-
-def split_ingested(rows: list[DatasetRow], config: DatasetParams) -> Splits:
-    """heldout_per_class leak-free rows per class, then a stratified eval of eval_size; the rest is train.
-
-    Real distilled data repeats templates and fact values, so a class can have fewer leak-free
-    rows than ``heldout_per_class``. The shortfall is filled with rows generated from the
-    held-out side of the pools (redrawn if they touch a training row), marked
-    ``"origin": "generated"`` in the file and counted in the metrics, never silently.
+    Held-out rows are those whose id hashes below ``heldout_share``, so appending rows or
+    shuffling the file moves no row. A class with fewer than ``heldout_per_class`` of them is
+    topped up with rows generated from the held-out side of the pools (a function of the
+    seed and the shortfall only), marked ``"origin": "generated"`` and counted in the metrics.
+    Novel facts are generated from the seed alone. A leak is resolved by leaving a row out
+    (counted), never by moving one; ``previous_ids`` (the last run's splits) tell which
+    training rows are old and so keep their place (``pipeline.splits.hash_split``).
     """
-    rng = random.Random(f"{config.seed}:ingest-split")
-    candidates = leak_free(rows)
-    held_out_ids: set[str] = set()
-    shortfall: dict[str, int] = {}
-    for name in CLASSES:
-        pool = [row.id for row in candidates if row.row_class == name]
-        take = min(len(pool), config.heldout_per_class)
-        held_out_ids.update(rng.sample(pool, take))
-        shortfall[name] = config.heldout_per_class - take
-    remaining = [row for row in rows if row.id not in held_out_ids]
-    eval_rows, train_rows = stratified_take(remaining, min(config.eval_size, len(remaining)), rng)
-    avoid = frozenset(key for row in remaining for key in iter_leak_keys(row))
+    held = Counter(row.row_class for row in rows
+                   if split_of(config.seed, row.id, config.heldout_share, config.eval_share) == "heldout")
+    shortfall = {name: max(0, config.heldout_per_class - held[name]) for name in CLASSES}
     topped_up = generate_rows(_maker(config, "heldout", "heldout"), shortfall, "heldout-gen",
-                              config.hard_negative_share, unique=True, avoid=avoid)
+                              config.hard_negative_share, unique=True)
     topped_up = [replace(row, extra={**row.extra, "origin": "generated"}) for row in topped_up]
-    return {"train": train_rows, "eval": eval_rows,
-            "heldout": [row for row in rows if row.id in held_out_ids] + topped_up,
-            "novel_facts": generate_novel_facts(config, remaining)}
+    novel = generate_novel_facts(config)
+    trained_before = frozenset(row_id for name in TRAINING_SPLITS for row_id in (previous_ids or {}).get(name, []))
+    assigned = hash_split(rows, config.seed, config.heldout_share, config.eval_share, [*topped_up, *novel],
+                          trained_before)
+    splits = assigned.splits
+    return ({"train": splits["train"], "eval": splits["eval"], "heldout": splits["heldout"] + topped_up,
+             "novel_facts": novel}, assigned.leak_excluded)
 
 
 # --------------------------------------------------------------------------- leakage
@@ -299,7 +302,9 @@ def hard_negative_fraction(rows: list[DatasetRow]) -> float | None:
     return round(sum(map(is_hard_negative, misses)) / len(misses), 4) if misses else None
 
 
-def dataset_metrics(config: DatasetParams, read: ReadResult, splits: Splits | None) -> dict[str, Any]:
+def dataset_metrics(config: DatasetParams, read: ReadResult, splits: Splits | None,
+                    leak_excluded: list[DatasetRow] = (), previous_ids: dict[str, list[str]] | None = None,
+                    ) -> dict[str, Any]:
     metrics: dict[str, Any] = {
         "source": config.source,
         "rows_read": read.lines_read,
@@ -312,6 +317,11 @@ def dataset_metrics(config: DatasetParams, read: ReadResult, splits: Splits | No
         metrics["hard_negative_fraction"] = {name: hard_negative_fraction(rows) for name, rows in splits.items()}
         metrics["heldout_generated"] = class_counts(
             [row for row in splits["heldout"] if row.extra.get("origin") == "generated"])
+        metrics["leak_excluded"] = class_counts(list(leak_excluded))
+        # two models are compared only when they were scored on the same rows (pipeline/gate.py)
+        metrics["heldout_hash"] = content_hash(splits["heldout"])
+        metrics["novel_facts_hash"] = content_hash(splits["novel_facts"])
+        metrics.update(changes_since(previous_ids, split_ids(splits)))
     if config.source == "generate":
         metrics["catalog"] = {"tools": len(TOOLS),
                               "ack_templates": len(templates.on_side(templates.ACK_TEMPLATES, "train")),
@@ -321,6 +331,19 @@ def dataset_metrics(config: DatasetParams, read: ReadResult, splits: Splits | No
 
 def write_report(metrics_path: Path, metrics: dict[str, Any]) -> None:
     write_stage_metrics(DatasetDetails.of(metrics), metrics_path)
+
+
+def read_previous_ids(path: Path) -> dict[str, list[str]] | None:
+    """The last run's ids per split, or None (first run, or an unreadable file: then nothing is called new)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        return None
+    return data
 
 
 def run_stage(config: DatasetParams, out_dir: Path = DATASET_DIR, metrics_path: Path = METRICS_PATH) -> dict[str, Any]:
@@ -342,8 +365,11 @@ def run_stage(config: DatasetParams, out_dir: Path = DATASET_DIR, metrics_path: 
         raise DatasetError(
             f"{len(read.bad)} of {read.lines_read} rows are bad ({read.bad_fraction:.1%}), more than "
             f"dataset.max_bad_fraction = {config.max_bad_fraction:.1%}; see {out_dir / 'quarantine.jsonl'}")
+    leak_excluded: list[DatasetRow] = []
+    ids_path = out_dir / SPLIT_IDS_PATH.name
+    previous_ids = read_previous_ids(ids_path)
     if splits is None:
-        splits = split_ingested(read.rows, config)
+        splits, leak_excluded = split_ingested(read.rows, config, previous_ids)
     try:
         check_sizes(splits, config, read)
     except DatasetError:
@@ -352,7 +378,8 @@ def run_stage(config: DatasetParams, out_dir: Path = DATASET_DIR, metrics_path: 
     check_no_leakage(splits)
     for name in SPLITS:
         write_rows(out_dir / f"{name}.jsonl", splits[name])
-    metrics = dataset_metrics(config, read, splits)
+    metrics = dataset_metrics(config, read, splits, leak_excluded, previous_ids)
+    write_json(ids_path, split_ids(splits))
     write_report(metrics_path, metrics)
     return metrics
 

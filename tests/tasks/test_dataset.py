@@ -194,7 +194,7 @@ def test_stage_writes_splits_quarantine_and_metrics(tmp_path):
         assert not result.bad and len(result.rows) == metrics["counts"][name]["total"]
     written = json.loads((tmp_path / "reports/metrics/dataset.details.json").read_text())
     assert written == metrics
-    assert json.loads((tmp_path / "reports/metrics/dataset.json").read_text()) == {"rows": 44}  # DVC's headline
+    assert json.loads((tmp_path / "reports/metrics/dataset.json").read_text()) == {"rows": 44, "new_rows": None}  # DVC's headline (first run: none new)
     assert written["counts"]["train"]["total"] == 24 and written["counts"]["heldout"] == {
         **{name: 2 for name in CLASSES}, "total": 8}
     assert written["bad_rows"] == 0 and written["bad_fraction"] == 0.0
@@ -210,9 +210,12 @@ def ingest_file(tmp_path: Path, bad_lines: list[str]) -> Path:
     return path
 
 
+INGEST = {"source": "ingest", "heldout_share": 0.1, "eval_share": 0.25}  # 44 rows: enough for eval_size 8
+
+
 def test_ingest_quarantines_bad_rows_and_splits_the_rest(tmp_path):
     path = ingest_file(tmp_path, ['{"id": "broken"', '{"id": "x", "class": "tool_miss"}'])
-    metrics = run_in(tmp_path, config(source="ingest", ingest_path=str(path), max_bad_fraction=0.1))
+    metrics = run_in(tmp_path, config(**INGEST, ingest_path=str(path), max_bad_fraction=0.1))
     quarantine = [json.loads(line) for line in (tmp_path / "data/dataset/quarantine.jsonl").read_text().splitlines()]
     assert [(q["path"], q["line"], q["raw"]) for q in quarantine] == [
         (str(path), 4, '{"id": "broken"'), (str(path), 5, '{"id": "x", "class": "tool_miss"}')]
@@ -220,8 +223,11 @@ def test_ingest_quarantines_bad_rows_and_splits_the_rest(tmp_path):
     assert metrics["bad_rows"] == 2 and metrics["rows_read"] == 46
     assert metrics["bad_fraction"] == pytest.approx(2 / 46, abs=1e-6)
     counts = metrics["counts"]
-    assert counts["heldout"] == {**{name: 2 for name in CLASSES}, "total": 8}
-    assert counts["eval"]["total"] == 8 and counts["train"]["total"] == 44 - 8 - 8  # nothing lost
+    assert all(counts["heldout"][name] >= 2 for name in CLASSES)
+    ingested_heldout = counts["heldout"]["total"] - sum(metrics["heldout_generated"].values())
+    excluded = sum(metrics["leak_excluded"].values())
+    assert counts["eval"]["total"] >= 8
+    assert counts["train"]["total"] + counts["eval"]["total"] + ingested_heldout + excluded == 44  # nothing lost
     assert counts["novel_facts"]["tool_result_speak"] == 4
 
 
@@ -234,16 +240,94 @@ def test_ingest_fails_past_max_bad_fraction_but_keeps_quarantine_and_metrics(tmp
     assert not (tmp_path / "data/dataset/train.jsonl").exists()
 
 
-def test_ingest_tops_up_heldout_it_cannot_keep_leak_free_with_marked_generated_rows(tmp_path):
-    splits = generate_splits(config())
-    path = tmp_path / "raw.jsonl"  # every row twice (new ids): nothing is leak-free
-    path.write_text("".join(json.dumps({**row.to_json(), "id": f"{row.id}-{copy}"}) + "\n"
-                            for row in splits["train"] for copy in (1, 2)))
-    metrics = run_in(tmp_path, config(source="ingest", ingest_path=str(path)))
+def test_ingest_tops_up_a_short_heldout_with_marked_generated_rows(tmp_path):
+    path = ingest_file(tmp_path, [])
+    metrics = run_in(tmp_path, config(**{**INGEST, "heldout_share": 0.0, "eval_share": 0.35}, ingest_path=str(path)))
     heldout = [json.loads(line) for line in (tmp_path / "data/dataset/heldout.jsonl").read_text().splitlines()]
     assert len(heldout) == 8 and all(row["origin"] == "generated" for row in heldout)
     assert metrics["heldout_generated"] == {name: 2 for name in CLASSES}
-    assert metrics["counts"]["train"]["total"] + metrics["counts"]["eval"]["total"] == 48  # nothing lost
+    assert (metrics["counts"]["train"]["total"] + metrics["counts"]["eval"]["total"]
+            + sum(metrics["leak_excluded"].values())) == 44  # nothing lost
+
+
+def test_a_training_row_touching_a_heldout_row_is_left_out_and_counted_never_the_heldout_row_moved(tmp_path):
+    splits = generate_splits(config())
+    path = tmp_path / "raw.jsonl"  # every row twice (new ids): a held-out row's twin would leak
+    path.write_text("".join(json.dumps({**row.to_json(), "id": f"{row.id}-{copy}"}) + "\n"
+                            for row in splits["train"] for copy in (1, 2)))
+    metrics = run_in(tmp_path, config(**INGEST, ingest_path=str(path)))
+    written = {name: read_rows(tmp_path / f"data/dataset/{name}.jsonl").rows for name in stage.SPLITS}
+    assert find_leaks(written) == []
+    ingested_heldout = [row for row in written["heldout"] if row.extra.get("origin") != "generated"]
+    assert ingested_heldout and sum(metrics["leak_excluded"].values()) >= len(ingested_heldout)
+
+
+# --------------------------------------------------------------------------- stable splits as data grows
+
+def split_of_each_row(root: Path) -> dict[str, str]:
+    return {row.id: name for name in stage.SPLITS
+            for row in read_rows(root / f"data/dataset/{name}.jsonl").rows if row.extra.get("origin") != "generated"}
+
+
+def growing_file() -> tuple[list[str], list[str]]:
+    """A night's ingest file of 100 distinct generated rows and the 40 rows appended before the next night."""
+    splits = generate_splits(config(train_size=120, eval_size=20))
+    lines = [row.to_line() for row in splits["train"] + splits["eval"]]
+    return lines[:100], lines[100:]
+
+
+def run_two_nights(tmp_path: Path) -> tuple[dict, dict, dict, dict]:
+    first, appended = growing_file()
+    path = tmp_path / "raw.jsonl"
+    path.write_text("\n".join(first) + "\n")
+    before = run_in(tmp_path, config(**INGEST, ingest_path=str(path)))
+    night1 = split_of_each_row(tmp_path)
+    path.write_text("\n".join(first + appended) + "\n")
+    after = run_in(tmp_path, config(**INGEST, ingest_path=str(path)))
+    return before, night1, after, split_of_each_row(tmp_path)
+
+
+def test_appending_rows_moves_no_existing_row_and_the_metrics_count_the_new_ones(tmp_path):
+    before, night1, after, night2 = run_two_nights(tmp_path)
+    assert {row_id: night2.get(row_id) for row_id in night1} == night1  # no row moved, none dropped
+    assert before["new_rows"] == {name: None for name in stage.SPLITS} and before["moved_rows"] is None
+    new_by_split = Counter(night2[row_id] for row_id in set(night2) - set(night1))
+    assert after["new_rows"] == {name: new_by_split[name] for name in stage.SPLITS} and after["moved_rows"] == 0
+    assert sum(after["new_rows"].values()) == 40 - sum(after["leak_excluded"].values()) + sum(
+        before["leak_excluded"].values())
+    assert json.loads((tmp_path / "reports/metrics/dataset.json").read_text())["new_rows"] == sum(
+        after["new_rows"].values())
+
+
+def test_a_split_drawn_from_the_whole_file_fails_the_append_check(tmp_path, monkeypatch):
+    """The check above can fail: when a row's draw depends on the file around it, appended rows move old ones."""
+    import random
+
+    def file_dependent_split(seed, row_id, heldout_share, eval_share):
+        point = random.Random(f"{seed}:{len((tmp_path / 'raw.jsonl').read_text())}:{row_id}").random()
+        return "heldout" if point < heldout_share else "eval" if point < heldout_share + eval_share else "train"
+
+    monkeypatch.setattr("pipeline.splits.split_of", file_dependent_split)
+    _, night1, after, night2 = run_two_nights(tmp_path)
+    assert after["moved_rows"] > 0
+    assert {row_id: night2.get(row_id) for row_id in night1} != night1
+
+
+def test_shuffling_the_ingest_file_changes_no_split_file(tmp_path):
+    import random
+
+    first, appended = growing_file()
+    lines = first + appended
+    outputs = []
+    for order in range(2):
+        root = tmp_path / f"order{order}"
+        root.mkdir()
+        random.Random(order).shuffle(lines)
+        (root / "raw.jsonl").write_text("\n".join(lines) + "\n")
+        metrics = run_in(root, config(**INGEST, ingest_path=str(root / "raw.jsonl")))
+        outputs.append(({name: (root / f"data/dataset/{name}.jsonl").read_bytes() for name in stage.SPLITS},
+                        metrics["heldout_hash"], metrics["novel_facts_hash"]))
+    assert outputs[0] == outputs[1]
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -275,11 +359,11 @@ def test_an_ingest_file_too_small_for_the_params_fails_naming_what_is_short(tmp_
     path = tmp_path / "raw.jsonl"
     path.write_text("".join(row.to_line() + "\n" for row in (splits["train"] + splits["eval"])[:n_rows]))
     with pytest.raises(DatasetError) as caught:
-        run_in(tmp_path, config(source="ingest", ingest_path=str(path)))
+        run_in(tmp_path, config(source="ingest", heldout_share=0.0, eval_share=0.99, ingest_path=str(path)))
     message = str(caught.value)
     assert message.startswith(f"{path}: {n_rows} good rows, too few for the params: train has 0 rows "
                               "(tool_match 0, tool_result_speak 0, tool_miss 0, non_tool 0; needs at least 1 of each class)")
-    assert f"eval has {n_rows - 4 if n_rows else 0} row" in message and "dataset.eval_size is 8" in message
+    assert f"eval has {n_rows} row" in message and "dataset.eval_size is 8" in message
     assert not (tmp_path / "data/dataset/train.jsonl").exists()  # nothing a later stage could pick up
     assert json.loads((tmp_path / "reports/metrics/dataset.details.json").read_text())["counts"]["train"]["total"] == 0
 
@@ -396,7 +480,7 @@ def speak_line(facts_json: str) -> str:
 def ingest_then_read_like_the_tts_stage(tmp_path: Path, hostile: str) -> tuple[Path, dict, dict]:
     """Run the dataset stage on generated rows plus ``hostile`` (line 4), then read every split as tts does."""
     path = ingest_file(tmp_path, [hostile])
-    metrics = run_in(tmp_path, config(source="ingest", ingest_path=str(path), max_bad_fraction=0.1))
+    metrics = run_in(tmp_path, config(**INGEST, ingest_path=str(path), max_bad_fraction=0.1))
     voiced = {}
     for name in stage.SPLITS:
         split = tmp_path / "data/dataset" / f"{name}.jsonl"
