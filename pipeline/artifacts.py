@@ -30,6 +30,7 @@ BLIP_SIGNATURE_JSON = Path("data/blips/tool_invoke.signature.json")
 SPLITS = ("train", "eval", "heldout", "novel_facts")
 DATASET_DIR = Path("data/dataset")
 QUARANTINE_JSONL = DATASET_DIR / "quarantine.jsonl"
+SPLIT_IDS_JSON = DATASET_DIR / "split_ids.json"  # each split's row ids as the last run wrote them (persisted)
 TTS_DIR = Path("data/tts")
 TTS_CACHE_DIR = TTS_DIR / "cache"
 
@@ -61,6 +62,7 @@ EVAL_BLIP_JSONL = Path("reports/eval/eval_blip.jsonl")
 CONFUSION_PNG = Path("reports/plots/confusion_matrix.png")
 BLIP_POSITIONS_PNG = Path("reports/plots/blip_positions.png")
 MODEL_CARD_MD = Path("reports/model_card.md")
+JUDGE_CASES_JSONL = Path("data/judge/judge_cases.jsonl")  # the judge's labelled replies (runtime data, kept in git)
 
 # --------------------------------------------------------------------------- metrics documents
 METRICS_DIR = Path("reports/metrics")
@@ -82,6 +84,8 @@ DEMO_DIR = Path("reports/demo")  # python -m tasks.demo
 DEMO_TIMELINE_PNG = Path("reports/plots/demo_timeline.png")
 LAST_RUN_JSON = Path("reports/last_run.json")  # flows.retrain
 SWEEP_DIR = Path("reports/sweep")  # flows.sweep
+NIGHTLY_DIR = Path("reports/nightly")  # flows.nightly
+DECISION_JSON = NIGHTLY_DIR / "decision.json"  # the night's gate decision
 LEADERBOARD = SWEEP_DIR / "leaderboard"  # .csv, .md and .png
 
 
@@ -95,6 +99,6 @@ def named_paths() -> set[Path]:
 
 def pipeline_paths() -> set[Path]:
     """The named paths a dvc.yaml stage declares (what the catalog test compares with dvc.yaml)."""
-    outside = {DEMO_DIR, DEMO_TIMELINE_PNG, LAST_RUN_JSON, SWEEP_DIR, LEADERBOARD,
+    outside = {DEMO_DIR, DEMO_TIMELINE_PNG, LAST_RUN_JSON, SWEEP_DIR, LEADERBOARD, NIGHTLY_DIR, DECISION_JSON,
                DATASET_DIR, TTS_DIR, PREPROCESSED_DIR, METRICS_DIR, TRAIN_LIVE_DIR}
     return named_paths() - outside

@@ -21,18 +21,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.artifacts import DECISION_JSON, details_json
 from pipeline.params import StageError, StageParams, field
 
-DECISION_PATH = Path("reports/nightly/decision.json")
+DECISION_PATH = DECISION_JSON
 PROMOTED, HELD_BACK, UNCHANGED = "promoted", "held_back", "unchanged"
 Outcome = Literal["promoted", "held_back", "unchanged"]
 
 # --------------------------------------------------------------------------- where each number lives
 
-CLASSES_DETAILS = Path("reports/metrics/eval_classes.details.json")
-BLIP_DETAILS = Path("reports/metrics/eval_blip.details.json")
-NARRATION_DETAILS = Path("reports/metrics/eval_narration.details.json")
-DATASET_DETAILS = Path("reports/metrics/dataset.details.json")
+CLASSES_DETAILS = details_json("eval_classes")
+BLIP_DETAILS = details_json("eval_blip")
+NARRATION_DETAILS = details_json("eval_narration")
+DATASET_DETAILS = details_json("dataset")
 # gate name -> (details file, key); higher is better except where LOWER_IS_BETTER
 SCALAR_SOURCES: dict[str, tuple[Path, str]] = {
     "accuracy": (CLASSES_DETAILS, "overall_accuracy"),

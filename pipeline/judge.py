@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from pipeline.artifacts import JUDGE_CASES_JSONL
 from pipeline.catalog import TOOLS
 from pipeline.narration import TrainingValues, score_narration, stated_values
 from pipeline.params import StageError
@@ -487,7 +488,7 @@ def judge(row_class: str, text: str, facts: Any = None, tool_name: str | None = 
 
 # --------------------------------------------------------------------------- measuring the judge
 
-JUDGE_CASES = Path("data/judge/judge_cases.jsonl")
+JUDGE_CASES = JUDGE_CASES_JSONL
 """Hand-labelled tricky replies (families of phrasing) the judge is measured on; the card prints the result."""
 
 

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, TextIO
 
 from pipeline import templates
-from pipeline.artifacts import DATASET_DIR, metrics_json
+from pipeline.artifacts import DATASET_DIR, SPLIT_IDS_JSON, metrics_json
 from pipeline.catalog import TOOLS, RowMaker, is_hard_negative
 from pipeline.jsonl import write_jsonl
 from pipeline.metrics_models import DatasetDetails, write_stage_metrics
@@ -54,7 +54,7 @@ PROTECTED_SPLITS = ("heldout", "novel_facts")
 METRICS_PATH = metrics_json("dataset")
 # The ids of each split as the last run wrote them (a `persist: true` out, so DVC keeps it while the
 # stage runs): how the metrics know which rows are new and that none moved.
-SPLIT_IDS_PATH = DATASET_DIR / "split_ids.json"
+SPLIT_IDS_PATH = SPLIT_IDS_JSON
 
 Splits = dict[str, list[DatasetRow]]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.toy import set_param
+from tests.support.toy import set_param
 
 # The toy's eval stage also writes the blip numbers from train's `tpr` param, the dataset's held-out hashes and a
 # narration report, as the real stages do.
