@@ -149,3 +149,17 @@ def test_smoke_floors_pass_a_model_that_learned_nothing(tmp_path):
     metrics["faithful"] = 0.0
     assert judge(smoke, metrics, eval_set, None).decision == PROMOTED
     assert judge(smoke, metrics, eval_set, champion_of(dict(metrics))).decision == PROMOTED
+
+
+def test_every_number_the_gate_reads_is_a_field_of_the_stage_typed_details():
+    """The gate reads partial documents by key (a champion's record may predate a field), so the keys must be the
+    typed models' own: a renamed metrics field fails here, not silently as 'unavailable' every night."""
+    from pipeline.artifacts import details_json
+    from pipeline.gate import CLASSES_DETAILS, DATASET_DETAILS, SCALAR_SOURCES
+    from pipeline.metrics_models import DETAILS
+
+    by_path = {details_json(stage): model for stage, model in DETAILS.items()}
+    for name, (path, key) in SCALAR_SOURCES.items():
+        assert key in by_path[path].model_fields, f"{name}: {path} has no field {key!r}"
+    assert "per_class" in by_path[CLASSES_DETAILS].model_fields
+    assert {"heldout_hash", "novel_facts_hash"} <= set(by_path[DATASET_DETAILS].model_fields)
