@@ -163,7 +163,7 @@ def work() -> int:
         return "n/a" if v is None else f"{v:.1%}"
 
     print(f"{SECTION}: {pct(metrics['faithful_rate'])} faithful / {pct(metrics['memorized_rate'])} memorized "
-          f"over {metrics['n']} novel facts ({metrics['n_skipped']} skipped)")
+          f"over {metrics['n_evaluated']} novel facts ({metrics['n_skipped']} skipped)")
     return 0
 
 
