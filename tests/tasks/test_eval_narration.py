@@ -74,7 +74,7 @@ def test_stage_on_the_tiny_model(tiny_lfm, tiny_lfm_dir, tmp_path):
     assert metrics["faithful_rate"] in (0.0, 1.0) and metrics["memorized_rate"] in (0.0, 1.0)
     record = json.loads((tmp_path / "eval_narration.jsonl").read_text())
     assert record["id"] == "nf-1" and record["turn1_text"] is not None and "coverage" in record["score"]
-    assert set(json.loads((tmp_path / "eval_narration.details.json").read_text())) >= {"faithful_rate", "memorized_rate", "n"}
+    assert set(json.loads((tmp_path / "eval_narration.details.json").read_text())) >= {"faithful_rate", "memorized_rate", "n_evaluated"}
     assert json.loads((tmp_path / "eval_narration.json").read_text()) == {"faithful": metrics["faithful_rate"]}
 
 
