@@ -1,2 +1,2 @@
 """Developer tools: they check or regenerate files of the repo (dvc.yaml's code deps, the offline plots
-template). No stage, flow or coordinator imports them; ``make run`` does not need them."""
+template, the JSON Schemas in schemas/). No stage, flow or coordinator imports them; ``make run`` does not need them."""

@@ -4,7 +4,7 @@ A stage declares its group as a frozen dataclass (``@dataclass(frozen=True) clas
 ``SECTION``, bounds with ``field(default, lo=, hi=)``). :func:`params_model` turns that declaration into a
 frozen pydantic model (``extra='forbid'``, strict scalars: no bool for an int, no string for a number, NaN and
 infinities refused, bounds as ``Field`` constraints), which :func:`parse_params` validates the YAML mapping with
-before building the dataclass. The same models give ``schemas/params.schema.json`` (``pipeline.schemas``).
+before building the dataclass. The same models give ``schemas/params.schema.json`` (``devtools.schemas``).
 
 Every error is one line of one shape: ``params.yaml: 'group.key' <why>``. Cross-key rules go in the class's
 ``check()``, raising ``self.bad(key, why)``. Entry points wrap their work in ``stage_main`` so an expected error

@@ -7,14 +7,14 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from pipeline import schemas
+from devtools import schemas
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_schema_files_are_up_to_date():
     for path, text in schemas.rendered().items():
-        assert (ROOT / path).read_text() == text, f"{path} is stale: run `python -m pipeline.schemas`"
+        assert (ROOT / path).read_text() == text, f"{path} is stale: run `python -m devtools.schemas`"
 
 
 def test_every_params_group_has_a_schema_and_params_yaml_validates():
