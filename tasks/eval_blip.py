@@ -28,10 +28,10 @@ from typing import Any, Literal
 import numpy as np
 
 from coordinator.signature import BlipSignature, SignatureError
-from pipeline.blip_emission import NEGATIVE_CLASSES, POSITIVE_CLASSES, AudioReply, score_blip_emission
+from pipeline.blip_emission import POSITIVE_CLASSES, AudioReply, EvalBlipParams, score_blip_emission
 from pipeline.io import write_metrics
 from pipeline.jsonl import read_jsonl, write_jsonl
-from pipeline.params import StageParams, load_stage_params, stage_main
+from pipeline.params import load_stage_params, stage_main
 from pipeline.reply import Reply
 
 SECTION = "eval_blip"
@@ -41,18 +41,6 @@ SIGNATURE_JSON = Path("data/blips/tool_invoke.signature.json")
 METRICS_PATH = Path("reports/metrics/eval_blip.json")
 PLOT_PATH = Path("reports/plots/blip_positions.png")
 RECORDS_OUT = Path("reports/eval/eval_blip.jsonl")
-
-
-@dataclass(frozen=True)
-class EvalBlipParams(StageParams):
-    """Which classes' replies count as negatives for the detector's false-positive rate."""
-
-    SECTION = "eval_blip"
-    negative_classes: tuple[Literal["non_tool", "tool_miss", "tool_result_speak"], ...] = NEGATIVE_CLASSES
-
-    def check(self) -> None:
-        if not self.negative_classes:
-            raise self.bad("negative_classes", "must name at least one class")
 
 
 def read_replies(path: Path) -> tuple[list[AudioReply], list[dict], list[str]]:
