@@ -222,8 +222,7 @@ def replies_for(lfm, rows: list[DatasetRow], audio: dict[str, UserAudio | str], 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """What `dvc metrics show` lists (the other classes' accuracies and the counts are in the details)."""
-    return {"accuracy": metrics["overall_accuracy"], "tool_match": metrics["per_class"].get("tool_match"),
-            "decoder_items": (metrics.get("decoder_work") or {}).get("decoder_items")}
+    return {"accuracy": metrics["overall_accuracy"], "tool_match": metrics["per_class"].get("tool_match")}
 
 
 def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path: Path = PLOT_PATH,

@@ -117,7 +117,7 @@ def summarize(results: list[NarrationResult], n_rows_read: int, bad: list[str], 
 
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """What `dvc metrics show` lists: the faithful share (the card's number; the mean fact coverage is in the details)."""
-    return {"faithful": metrics["faithful_rate"], "decoder_items": (metrics.get("decoder_work") or {}).get("decoder_items")}
+    return {"faithful": metrics["faithful_rate"]}
 
 
 def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_path: Path = RECORDS_PATH,

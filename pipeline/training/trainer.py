@@ -65,7 +65,8 @@ class TrainResult:
     final_train_loss: float | None  # mean over the last log interval
     final_val_loss: float | None
     tokens_per_s: float | None  # non-padding tokens, all processes, over this invocation's train steps
-    real_tokens: int  # this invocation
+    real_tokens: int  # this invocation (a work unit: trained tokens, padding excluded)
+    padded_tokens: int  # this invocation's positions, padding included (the work unit the batches cost)
     padding_fraction: float | None  # pad positions / all positions of this invocation's train batches
     train_seconds: float
     peak_memory_gib: float  # max over processes
@@ -244,6 +245,7 @@ class Trainer:
             final_val_loss=final_val,
             tokens_per_s=run_tokens / run_seconds if run_seconds > 0 else None,
             real_tokens=run_tokens,
+            padded_tokens=run_positions,
             padding_fraction=1 - run_tokens / run_positions if run_positions else None,
             train_seconds=run_seconds,
             peak_memory_gib=peak,
