@@ -304,10 +304,11 @@ def workspace_row(workdir: str) -> dict | None:
 
 
 def rank_key(row: dict) -> tuple:
-    """The blip's numbers first, which every row has, screened or fully evaluated (and equal for both on the
-    same model), so the screen orders variants as the full evaluation would: cb0 match rate and TPR (higher
-    is better), false-positive rate and decision latency (lower is better); then overall accuracy, known for
-    fully evaluated rows. Unavailable numbers sort last."""
+    """The blip's numbers, which every row has, screened or fully evaluated (and equal for both on the same
+    model, pipeline/screen.py), so the screen orders variants exactly as the full evaluation would: cb0 match
+    rate and TPR (higher is better), false-positive rate and decision latency (lower is better). Unavailable
+    numbers sort last; ties keep the sweep file's order (accuracy, known for fully evaluated rows only, is
+    shown beside but would rank a screened row against a confirmed one on a number only one has)."""
     def high(v):
         return (v is None, -(v or 0.0))
 
@@ -315,8 +316,7 @@ def rank_key(row: dict) -> tuple:
         return (v is None, v or 0.0)
 
     return (*high(row.get("cb0_match_rate")), *low(row.get("false_positive_rate")),
-            *high(row.get("detector_true_positive_rate")), *low(row.get("decision_latency_ms")),
-            *high(row.get("overall_accuracy")))
+            *high(row.get("detector_true_positive_rate")), *low(row.get("decision_latency_ms")))
 
 
 def rank(rows: list[dict]) -> list[dict]:
