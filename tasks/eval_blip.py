@@ -21,9 +21,8 @@ TPR and FPR, decision latency), ``reports/plots/blip_positions.png`` (heatmap) a
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
