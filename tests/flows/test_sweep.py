@@ -107,12 +107,13 @@ def screen_toy(tmp_path, repo_root):
     import subprocess
     import sys
 
+    from flows.dvc_graph import dvc_env
     from flows.toy import make_toy_repo
 
     root = make_toy_repo(tmp_path / "screen-toy", SCREEN_PIPELINE)
     (root / "configs").mkdir()
     shutil.copy(repo_root / "configs/baselines.yaml", root / "configs/baselines.yaml")
-    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q"], cwd=root, check=True, env=dvc_env())
     return root
 
 
