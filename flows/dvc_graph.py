@@ -393,12 +393,26 @@ def remove_experiment(workdir: str | os.PathLike, name: str) -> bool:
     return True
 
 
+def stage_outcomes(lines: Iterable[str]) -> dict[str, str]:
+    """What each stage ended as (RAN, SKIPPED, RESTORED), from DVC's own lines of a repro or experiment."""
+    outcomes: dict[str, str] = {}
+    for line in lines:
+        for pattern, outcome in _OUTCOME_LINES:
+            if match := pattern.match(line):
+                outcomes[match["stage"]] = outcome
+    return outcomes
+
+
 def run_experiment(workdir: str | os.PathLike, name: str, overrides: Iterable[str],
-                   on_line: Callable[[str], None] = print) -> str:
-    """`dvc exp run --temp -n <name> -S <override>...` (the workspace stays untouched); return its commit."""
+                   on_line: Callable[[str], None] = print, targets: Iterable[str] = ()) -> str:
+    """`dvc exp run --temp -n <name> -S <override>... [targets]` (the workspace stays untouched); return its commit.
+
+    `targets`: only those stages and what they depend on (default: every stage).
+    """
     args = ["exp", "run", "--temp", "-n", name]
     for override in overrides:
         args += ["-S", override]
+    args += list(targets)
     returncode, tail = dvc(args, workdir, on_line)
     if returncode != 0:
         raise DvcFailed(f"experiment '{name}'", returncode, tail)

@@ -1,18 +1,28 @@
 """`sweep`: blip variants for v4.2, screened on CPU, then run as isolated DVC experiments.
 
-    python -m flows.sweep --sweep flows/sweeps/v4.2-blip.yaml [--workdir .]
+    python -m flows.sweep --sweep flows/sweeps/v4.2-blip.yaml [--workdir .] [--confirm K | --full]
 
 1. Pre-screen each variant on CPU (flows/prescreen.py): reject it when its
    detection signature already opens ordinary assistant audio too often, when
    the preview followed by speech no longer encodes to it, or when a variant that
    changes the blip gives the same signature as the default or an earlier variant
    (it would train on identical codes).
-2. Run the survivors as `dvc exp run --temp -n <name> -S ...` (the workspace is
-   untouched), each holding `gpus_per_experiment` slots of the Prefect global
-   concurrency limit `gpu` while it runs.
-3. Rank them with the v4 and v4.1 baselines of the model card: reports/sweep/
+2. The variant equal to the workspace's own params (no override, or overrides
+   params.yaml already holds) is not run: when the workspace is up to date
+   (`dvc status` clean) its row is the workspace's own full results.
+3. Run the other survivors as `dvc exp run --temp -n <name> -S ...` (the workspace
+   is untouched), each holding `gpus_per_experiment` slots of the Prefect global
+   concurrency limit `gpu` while it runs. With `--confirm K` each runs up to the
+   screening tier only (`eval_screen`: the blip's numbers from the opening frames
+   of the replies, pipeline/screen.py); the best K by those numbers are then run
+   again with the full evaluation (every stage but the screen). `--full`: every
+   variant fully evaluated, no screen.
+4. Rank them with the v4 and v4.1 baselines of the model card: reports/sweep/
    leaderboard.{csv,md,png} (TPR, FPR and decision latency of the blip detector
-   beside accuracy), the `sweep-leaderboard` table artifact and the
+   beside accuracy, which rows are screened and which fully evaluated, each
+   experiment's decoder items beside its wall time), reports/sweep/cost.json
+   (decoder items spent, what every variant fully evaluated would have cost, the
+   experiments that retrained), the `sweep-leaderboard` table artifact and the
    `sweep-leaderboard-plot` image artifact.
 """
 from __future__ import annotations
@@ -31,18 +41,28 @@ import yaml
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from flows.dvc_graph import line_logger, one_line, read_json_at, remove_experiment, run_experiment
+from flows.dvc_graph import (RAN, _repo, line_logger, load_stages, one_line, read_json_at, remove_experiment,
+                             run_experiment, stage_outcomes)
 from flows.gpu_stage import LocalSlots, gpu_slots, local_gpu_count
-from flows.prescreen import (PrescreenResult, changes_blip, flag_twins, load_reference_audio, prescreen_variant,
-                             variant_signature)
+from flows.prescreen import (PrescreenResult, apply_overrides, changes_blip, flag_twins, load_reference_audio,
+                             prescreen_variant, variant_signature)
 from flows.publish import markdown_table, publish_table
 from flows.remote import run_remote_experiment
-from pipeline.artifacts import BASELINES_YAML, LEADERBOARD, metrics_json
-from pipeline.metrics_models import EvalBlipHeadline, EvalClassesHeadline, Headline, MetricsError, parse_data
+from pipeline.artifacts import BASELINES_YAML, EVAL_SCREEN_DETAILS_JSON, LEADERBOARD, SWEEP_COST_JSON, details_json, metrics_json
+from pipeline.metrics_models import (EvalBlipHeadline, EvalClassesHeadline, Headline, MetricsError, load_document,
+                                     parse_data)
 
-COLUMNS = ["rank", "name", "kind", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
+COST = SWEEP_COST_JSON
+COLUMNS = ["rank", "name", "kind", "evaluation", "overall_accuracy", "tool_match_accuracy", "cb0_match_rate",
            "detector_true_positive_rate", "false_positive_rate", "decision_latency_ms",
-           "prescreen_false_trigger_rate", "experiment_s", "overrides", "note"]
+           "prescreen_false_trigger_rate", "decoder_items", "experiment_s", "overrides", "note"]
+
+# The screening tier's stage and document (tasks/eval_screen.py); the evaluation stages whose decoding counts.
+SCREEN_STAGE = "eval_screen"
+SCREEN_DETAILS = str(EVAL_SCREEN_DETAILS_JSON)
+FULL_DETAILS = {stage: str(details_json(stage)) for stage in ("eval_classes", "eval_narration")}  # by the stage that writes it
+# `evaluation` of a row: which numbers it shows
+SCREENED, FULL, WORKSPACE = "screen", "full", "full (workspace)"
 
 
 def baseline_rows(workdir: str) -> list[dict]:
@@ -59,7 +79,7 @@ def baseline_rows(workdir: str) -> list[dict]:
             node = node.get(key) if isinstance(node, dict) else None
         return None if node is None else node / 100
 
-    return [{"name": v, "kind": "baseline", "overrides": "", "note": f"published ({BASELINES_YAML})",
+    return [{"name": v, "kind": "baseline", "evaluation": "published", "overrides": "", "note": f"published ({BASELINES_YAML})",
              "overall_accuracy": fraction("classes", "overall", v),
              "tool_match_accuracy": fraction("classes", "tool_match", v),
              "cb0_match_rate": fraction("blip", v, "cb0"), "false_positive_rate": None,
@@ -138,30 +158,98 @@ def reject_twins(screened: dict[Variant, PrescreenResult], default: tuple[int, .
 EXPERIMENT_DEPLOYMENT_ENV = "TOOLAWARE_EXPERIMENT_DEPLOYMENT"
 
 
-@task(task_run_name="exp-{variant.name}", cache_policy=NO_CACHE, persist_result=False)
-def experiment(workdir: str, variant: Variant, gpus: int, local_slots: LocalSlots) -> dict:
+def experiment_targets(workdir: str, evaluation: str) -> list[str]:
+    """What an experiment runs: up to the screen (SCREENED), or every stage but the screen (FULL; [] = all)."""
+    names = [stage.name for stage in load_stages(workdir)]
+    if evaluation == SCREENED:
+        if SCREEN_STAGE not in names:
+            raise ValueError(f"{Path(workdir) / 'dvc.yaml'}: no stage '{SCREEN_STAGE}' to screen with (use --full)")
+        return [SCREEN_STAGE]
+    return [n for n in names if n != SCREEN_STAGE] if SCREEN_STAGE in names else []
+
+
+@task(task_run_name="exp-{variant.name}-{evaluation}", cache_policy=NO_CACHE, persist_result=False)
+def experiment(workdir: str, variant: Variant, gpus: int, local_slots: LocalSlots, evaluation: str = FULL) -> dict:
     """Run one variant as a DVC experiment, here or (see EXPERIMENT_DEPLOYMENT_ENV) on a GPU worker's
-    own clone, pulled back with `dvc exp pull`; return its leaderboard metrics and wall time.
+    own clone, pulled back with `dvc exp pull`; return its leaderboard metrics, its work and wall time.
+    `evaluation`: SCREENED runs up to the screening tier, FULL the full evaluation.
     `local_slots` stand in for the server's `gpu` limit where it has none."""
     logger = get_run_logger()
+    log = line_logger(logger)
+    lines: list[str] = []
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        log(line)
+
+    targets = experiment_targets(workdir, evaluation)
     if deployment := os.environ.get(EXPERIMENT_DEPLOYMENT_ENV):
+        if evaluation == SCREENED:
+            raise ValueError(f"the screening tier runs experiments here only: unset {EXPERIMENT_DEPLOYMENT_ENV} "
+                             "or sweep with --full")
         started = time.perf_counter()
         rev = run_remote_experiment(workdir, variant.name, variant.overrides, gpus, deployment, logger)
+        ran = None  # not known here: every evaluation found is counted
     else:
         with gpu_slots(gpus, local=local_slots):
             started = time.perf_counter()  # waiting for GPU slots is not the experiment's time
             if remove_experiment(workdir, variant.name):
                 logger.info("replaced the earlier experiment '%s' of this commit", variant.name)
-            rev = run_experiment(workdir, variant.name, variant.overrides, on_line=line_logger(logger))
+            rev = run_experiment(workdir, variant.name, variant.overrides, on_line=on_line, targets=targets)
+        ran = [stage for stage, outcome in stage_outcomes(lines).items() if outcome == RAN]
     seconds = round(time.perf_counter() - started, 1)
-    logger.info("experiment '%s' took %.1f s", variant.name, seconds)
-    return {**experiment_metrics(workdir, rev), "experiment_s": seconds}
+    metrics = experiment_metrics(workdir, rev, evaluation, ran)
+    logger.info("experiment '%s' (%s) took %.1f s and %s decoder items; stages run: %s", variant.name, evaluation,
+                seconds, metrics["decoder_items"], ", ".join(ran) if ran is not None else "unknown")
+    return {**metrics, "experiment_s": seconds}
 
 
-def experiment_metrics(workdir: str, rev: str) -> dict:
-    """The leaderboard's numbers: the eval stages' headline metrics, which git holds at the experiment's commit."""
+def decoder_items(document: dict | None) -> int | None:
+    """The decoder items an evaluation document records (pipeline.work_units); None if it has none."""
+    work = (document or {}).get("decoder_work")
+    return int(work["decoder_items"]) if isinstance(work, dict) and "decoder_items" in work else None
+
+
+def blip_numbers(document: dict) -> dict:
+    """The leaderboard's blip columns from an eval_blip-shaped details document (eval_blip's or the screen's)."""
+    return {"cb0_match_rate": document.get("cb0_match_rate"),
+            "detector_true_positive_rate": document.get("detector_true_positive_rate"),
+            "false_positive_rate": document.get("false_positive_rate"),
+            "decision_latency_ms": document.get("decision_latency_ms")}
+
+
+def producers(workdir: str) -> dict[str, str]:
+    """Which stage of `workdir`'s dvc.yaml writes each output path."""
+    stages = (yaml.safe_load((Path(workdir) / "dvc.yaml").read_text()) or {}).get("stages", {})
+    return {(entry if isinstance(entry, str) else next(iter(entry))): name
+            for name, spec in stages.items() for key in ("outs", "metrics", "plots")
+            for entry in (spec or {}).get(key, []) or []}
+
+
+def work_row(workdir: str, evaluation: str, documents: dict[str, dict | None], ran: list[str] | None) -> dict:
+    """Cost columns: decoder items of the evaluations whose stage ran (one restored from DVC's cache cost
+    nothing), those a full evaluation took (None when it did not run), and whether the model was retrained.
+    `documents`: by path."""
+    made_by = producers(workdir)
+    items = {path: decoder_items(doc) for path, doc in documents.items()}
+    spent = sum(n or 0 for path, n in items.items() if ran is None or made_by.get(path) in ran)
+    full = [items.get(path) for path in FULL_DETAILS.values()]
+    return {"evaluation": evaluation, "decoder_items": spent,
+            "decoder_items_full": sum(full) if evaluation != SCREENED and None not in full else None,
+            "ran": ran, "retrained": None if ran is None else "train" in ran}
+
+
+def experiment_metrics(workdir: str, rev: str, evaluation: str = FULL, ran: list[str] | None = None) -> dict:
+    """The leaderboard's numbers at the experiment's commit: the screen's document (SCREENED), or the eval
+    stages' headline metrics, which git holds (FULL); and what the evaluations it ran cost."""
+    if evaluation == SCREENED:  # the other eval stages did not run here: their files at `rev` are the baseline's
+        screen, why = read_json_at(workdir, SCREEN_DETAILS, rev)
+        return {"overall_accuracy": None, "tool_match_accuracy": None, **blip_numbers(screen or {}),
+                "note": "; ".join(filter(None, [f"exp {rev[:7]}", why])),
+                **work_row(workdir, SCREENED, {SCREEN_DETAILS: screen}, ran)}
     classes, why_classes = headline_at(workdir, EvalClassesHeadline, rev)
     blip, why_blip = headline_at(workdir, EvalBlipHeadline, rev)
+    details = {path: read_json_at(workdir, path, rev)[0] for path in FULL_DETAILS.values()}
     return {
         "overall_accuracy": classes.accuracy if classes else None,
         "tool_match_accuracy": classes.tool_match if classes else None,
@@ -170,6 +258,7 @@ def experiment_metrics(workdir: str, rev: str) -> dict:
         "false_positive_rate": blip.fpr if blip else None,
         "decision_latency_ms": blip.latency_ms if blip else None,
         "note": "; ".join(filter(None, [f"exp {rev[:7]}", why_classes, why_blip])),
+        **work_row(workdir, FULL, details, ran),
     }
 
 
@@ -185,17 +274,60 @@ def headline_at(workdir: str, model: type[Headline], rev: str) -> tuple[Headline
         return None, str(err)
 
 
-def rank(rows: list[dict]) -> list[dict]:
-    """Baselines and finished experiments by overall accuracy, then blip match rate (both higher
-    is better), then false-positive rate (lower is better); unavailable numbers sort last.
-    Rejected and failed variants follow, unranked."""
-    def key(row: dict):
-        def high(v):
-            return (v is None, -(v or 0.0))
-        fpr = row.get("false_positive_rate")
-        return (*high(row.get("overall_accuracy")), *high(row.get("cb0_match_rate")), fpr is None, fpr or 0.0)
+def is_workspace_params(workdir: str, overrides: tuple[str, ...]) -> bool:
+    """True when the overrides (DVC's -S syntax, applied by DVC's own parser) leave params.yaml as it is."""
+    params = yaml.safe_load((Path(workdir) / "params.yaml").read_text()) or {}
+    try:
+        return apply_overrides(params, overrides) == params
+    except ValueError:
+        return False
 
-    ranked = sorted((r for r in rows if r["kind"] in ("baseline", "experiment")), key=key)
+
+def workspace_row(workdir: str) -> dict | None:
+    """The workspace's own full results as a row, when `dvc status` says every stage is up to date; else None."""
+    from pipeline.io import read_json
+
+    with _repo(workdir) as repo:
+        if repo.status():
+            return None
+    root = Path(workdir)
+
+    def load(path: str) -> dict:
+        try:
+            data = read_json(root / path)
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    classes = load_document(EvalClassesHeadline, root / metrics_json("eval_classes"))[0]
+    blip = load_document(EvalBlipHeadline, root / metrics_json("eval_blip"))[0]
+    return {"overall_accuracy": classes.accuracy if classes else None,
+            "tool_match_accuracy": classes.tool_match if classes else None,
+            "cb0_match_rate": blip.cb0 if blip else None, "detector_true_positive_rate": blip.tpr if blip else None,
+            "false_positive_rate": blip.fpr if blip else None, "decision_latency_ms": blip.latency_ms if blip else None,
+            "note": "the workspace's results (its params; dvc status clean): not rerun", "experiment_s": 0.0,
+            **work_row(workdir, WORKSPACE, {path: load(path) for path in FULL_DETAILS.values()}, [])}
+
+
+def rank_key(row: dict) -> tuple:
+    """The blip's numbers, which every row has, screened or fully evaluated (and equal for both on the same
+    model, pipeline/screen.py), so the screen orders variants exactly as the full evaluation would: cb0 match
+    rate and TPR (higher is better), false-positive rate and decision latency (lower is better). Unavailable
+    numbers sort last; ties keep the sweep file's order (accuracy, known for fully evaluated rows only, is
+    shown beside but would rank a screened row against a confirmed one on a number only one has)."""
+    def high(v):
+        return (v is None, -(v or 0.0))
+
+    def low(v):
+        return (v is None, v or 0.0)
+
+    return (*high(row.get("cb0_match_rate")), *low(row.get("false_positive_rate")),
+            *high(row.get("detector_true_positive_rate")), *low(row.get("decision_latency_ms")))
+
+
+def rank(rows: list[dict]) -> list[dict]:
+    """Baselines and finished experiments by ``rank_key``; rejected and failed variants follow, unranked."""
+    ranked = sorted((r for r in rows if r["kind"] in ("baseline", "experiment")), key=rank_key)
     others = [r for r in rows if r["kind"] not in ("baseline", "experiment")]
     for i, row in enumerate(ranked, start=1):
         row["rank"] = i
@@ -218,7 +350,11 @@ def write_leaderboard(workdir: str, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(displayed(rows))  # unavailable numbers are empty cells
     write_text(base.with_suffix(".csv"), buffer.getvalue())
-    write_text(base.with_suffix(".md"), "# Blip sweep leaderboard\n\n" + markdown_table(rows, COLUMNS) + "\n"
+    legend = ("`evaluation`: `screen` = the screening tier only (eval_screen: the blip's numbers from the replies' "
+              "opening frames; no accuracy), `full` = fully evaluated (confirmed), `full (workspace)` = the "
+              "workspace's own results, not rerun. `decoder_items`: what the experiment's evaluations decoded "
+              "(0 when restored from DVC's cache), beside `experiment_s`, its wall time.\n\n")
+    write_text(base.with_suffix(".md"), "# Blip sweep leaderboard\n\n" + legend + markdown_table(rows, COLUMNS) + "\n"
                + f"\n![TPR vs FPR, accuracy and decision latency per variant]({base.name}.png)\n"
                + "".join(f"\n{line}" for line in arms_report(workdir, rows)))
 
@@ -236,6 +372,13 @@ def arms_report(workdir: str, rows: list[dict]) -> list[str]:
     return arms_section(arms_among(rows, blip_on), read(root / BASELINES_YAML))
 
 
+
+def row_label(row: dict) -> str:
+    """A row's name as the plot shows it: experiments say which evaluation their numbers come from."""
+    evaluation = row.get("evaluation")
+    return f"{row['name']} [{evaluation}]" if row.get("kind") == "experiment" and evaluation else str(row["name"])
+
+
 def write_leaderboard_plot(workdir: str, rows: list[dict]) -> Path:
     """reports/sweep/leaderboard.png: detector TPR vs FPR, overall accuracy and decision latency per row.
 
@@ -250,13 +393,13 @@ def write_leaderboard_plot(workdir: str, rows: list[dict]) -> Path:
     from pipeline.io import atomic_path
 
     shown = [r for r in rows if r.get("kind") in ("baseline", "experiment")]
-    names = [str(r["name"]) for r in shown]
-    fig, (roc, acc, lat) = plt.subplots(1, 3, figsize=(15, 4.8))
+    names = [row_label(r) for r in shown]
+    fig, (roc, acc, lat, work) = plt.subplots(1, 4, figsize=(19, 4.8))
     at_point: dict[tuple[float, float], list[str]] = {}  # variants at the same point share one label
     for r in shown:
         tpr, fpr = r.get("detector_true_positive_rate"), r.get("false_positive_rate")
         if tpr is not None and fpr is not None:
-            at_point.setdefault((fpr, tpr), []).append(str(r["name"]))
+            at_point.setdefault((fpr, tpr), []).append(row_label(r))
     for (fpr, tpr), point_names in at_point.items():
         roc.scatter(fpr, tpr)
         roc.annotate("\n".join(point_names), (fpr, tpr), textcoords="offset points", xytext=(6, -4), fontsize=8,
@@ -272,7 +415,16 @@ def write_leaderboard_plot(workdir: str, rows: list[dict]) -> Path:
         ax.set_yticks(range(len(shown)), names, fontsize=8)
         ax.invert_yaxis()
         ax.set_title(label)
-    fig.suptitle("Blip sweep leaderboard (rank order)")
+    items = [r.get("decoder_items") for r in shown]
+    work.barh(range(len(shown)), [n or 0 for n in items], color="tab:orange")
+    for i, (n, r) in enumerate(zip(items, shown)):
+        seconds = r.get("experiment_s")
+        work.text(n or 0, i, " -" if n is None else f" {n:,} ({'-' if seconds is None else f'{seconds:.0f} s'})",
+                  va="center", fontsize=8)
+    work.set_yticks(range(len(shown)), names, fontsize=8)
+    work.invert_yaxis()
+    work.set_title("decoder items spent (wall time)")
+    fig.suptitle("Blip sweep leaderboard (rank order; [screen] = screening tier only, [full] = fully evaluated)")
     fig.tight_layout()
     path = Path(workdir) / LEADERBOARD.with_suffix(".png")
     with atomic_path(path) as tmp:
@@ -302,18 +454,70 @@ def default_signature(workdir: str) -> tuple[int, ...] | None:
         return None
 
 
+def run_tier(workdir: str, variants: list[Variant], gpus: int, local_slots: LocalSlots, evaluation: str
+             ) -> dict[Variant, dict | Exception]:
+    """Every variant as an experiment of one tier, side by side as the GPU slots allow: its row, or its error."""
+    futures = {v: experiment.submit(workdir, v, gpus, local_slots, evaluation) for v in variants}
+    results: dict[Variant, dict | Exception] = {}
+    for variant, future in futures.items():
+        try:
+            results[variant] = future.result()
+        except Exception as err:  # noqa: BLE001 - shown in the leaderboard, re-raised by the flow
+            results[variant] = err
+    return results
+
+
+def merge_confirmed(screened: dict, confirmed: dict) -> dict:
+    """A confirmed variant's row: the full evaluation's numbers, the cost and time of both experiments."""
+    return {**confirmed, "decoder_items": screened["decoder_items"] + confirmed["decoder_items"],
+            "experiment_s": round(screened["experiment_s"] + confirmed["experiment_s"], 1),
+            "ran": [*(screened["ran"] or []), *(confirmed["ran"] or [])]
+            if screened["ran"] is not None and confirmed["ran"] is not None else None,
+            "retrained": bool(screened["retrained"]) or bool(confirmed["retrained"])}
+
+
+def sweep_cost(rows: list[dict], confirm: int | None, seconds: float) -> dict:
+    """reports/sweep/cost.json: decoder items spent, and what every variant fully evaluated (the baseline
+    retrained and re-evaluated too) would have cost. A variant never fully evaluated is counted at the
+    full cost measured for the workspace's own variant (else the mean of those measured), and listed."""
+    runs = [r for r in rows if r.get("kind") == "experiment"]
+    measured = [r["decoder_items_full"] for r in runs if r.get("decoder_items_full") is not None]
+    reference = next((r["decoder_items_full"] for r in runs
+                      if r.get("evaluation") == WORKSPACE and r.get("decoder_items_full") is not None),
+                     round(sum(measured) / len(measured)) if measured else None)
+    estimated = [r["name"] for r in runs if r.get("decoder_items_full") is None]
+    if_all_full = (sum(measured) + reference * len(estimated)) if reference is not None or not estimated else None
+    spent = sum(r.get("decoder_items") or 0 for r in rows if r.get("kind") in ("experiment", "failed"))
+    return {
+        "decoder_items": spent,
+        "decoder_items_if_all_full": if_all_full,
+        "if_all_full_estimated_for": estimated,
+        "saving": round(if_all_full / spent, 2) if if_all_full and spent else None,
+        "retrained": [r["name"] for r in rows if r.get("retrained")],
+        "confirm": confirm,
+        "sweep_s": round(seconds, 1),
+        "experiments": [{k: r.get(k) for k in ("name", "evaluation", "decoder_items", "decoder_items_full",
+                                                "retrained", "ran", "experiment_s")} for r in runs],
+    }
+
+
 @flow(name="sweep", log_prints=False)
 def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", prescreen_variants: bool = True,
-          reference_splits: list[str] | None = None, max_reference_clips: int = 300) -> list[dict]:
+          reference_splits: list[str] | None = None, max_reference_clips: int = 300,
+          confirm: int | None = None) -> list[dict]:
     """Screen, run and rank the variants of `sweep_file` in the DVC workspace `workdir`.
 
     The pre-screen compares each variant's signature with the openings of up to `max_reference_clips`
     assistant clips of the `tts` stage (`reference_splits`, default train and eval).
-    `prescreen_variants=False` skips it.
+    `prescreen_variants=False` skips it. `confirm` None: every variant fully evaluated; K: every variant
+    screened (`eval_screen`), the best K then fully evaluated (0: screened only).
     """
     logger = get_run_logger()
+    started = time.perf_counter()
     workdir = str(Path(workdir).resolve())
     plan = load_sweep(sweep_file)
+    if confirm is not None and confirm < 0:
+        raise ValueError(f"confirm must be >= 0, got {confirm}")
     rows = baseline_rows(workdir)
     survivors = list(plan.variants)
     if prescreen_variants:
@@ -326,28 +530,63 @@ def sweep(sweep_file: str = "flows/sweeps/v4.2-blip.yaml", workdir: str = ".", p
         survivors = [v for v, result in screened.items() if result.passed]
         rows += [{"name": v.name, "kind": "rejected", "overrides": " ".join(v.overrides), "note": r.reason,
                   "prescreen_false_trigger_rate": r.false_trigger_rate} for v, r in screened.items() if not r.passed]
+
+    results: dict[Variant, dict | Exception] = {}
+    own = [v for v in survivors if is_workspace_params(workdir, v.overrides)]
+    if own:  # the baseline variant: the workspace's own results, when they are current
+        reused = workspace_row(workdir)
+        if reused is None:
+            logger.info("the workspace is not up to date (dvc status): %s runs as an experiment",
+                        ", ".join(v.name for v in own))
+        else:
+            logger.info("%s: the workspace's own params; its results are reused, nothing rerun",
+                        ", ".join(v.name for v in own))
+            results.update({v: dict(reused) for v in own})
     local_slots = LocalSlots(local_gpu_count())  # one per local GPU (one on a CPU host), if the server has no limit
-    futures = {v: experiment.submit(workdir, v, plan.gpus_per_experiment, local_slots) for v in survivors}
+    to_run = [v for v in survivors if v not in results]
+    results.update(run_tier(workdir, to_run, plan.gpus_per_experiment, local_slots,
+                            FULL if confirm is None else SCREENED))
+    if confirm:
+        candidates = [v for v in to_run if isinstance(results[v], dict)]
+        best = sorted(candidates, key=lambda v: rank_key(results[v]))[:confirm]
+        logger.info("confirming the best %d of the screen with the full evaluation: %s", len(best),
+                    ", ".join(v.name for v in best) or "none")
+        for variant, outcome in run_tier(workdir, best, plan.gpus_per_experiment, local_slots, FULL).items():
+            results[variant] = merge_confirmed(results[variant], outcome) if isinstance(outcome, dict) else outcome
+
     errors = []
-    for variant, future in futures.items():
+    for variant in survivors:
         row = {"name": variant.name, "kind": "experiment", "overrides": " ".join(variant.overrides)}
         if prescreen_variants:
             row["prescreen_false_trigger_rate"] = screened[variant].false_trigger_rate
-        try:
-            row.update(future.result())
-        except Exception as err:  # noqa: BLE001 - shown in the leaderboard, re-raised below
-            row.update(kind="failed", note=one_line(err))
-            errors.append(err)
+        outcome = results[variant]
+        if isinstance(outcome, Exception):
+            row.update(kind="failed", note=one_line(outcome))
+            errors.append(outcome)
+        else:
+            row.update(outcome)
         rows.append(row)
     rows = rank(rows)
+    cost = sweep_cost(rows, confirm, time.perf_counter() - started)
     write_leaderboard(workdir, rows)
+    write_cost(workdir, cost)
     publish_leaderboard_plot(write_leaderboard_plot(workdir, rows))
     publish_table("sweep-leaderboard", [{c: r.get(c) for c in COLUMNS} for r in displayed(rows)],
                   "Blip sweep leaderboard")
     logger.info("leaderboard:\n%s", markdown_table(rows, COLUMNS))
+    logger.info("sweep: %s decoder items spent in %.0f s; every variant fully evaluated: %s%s; retrained: %s",
+                cost["decoder_items"], cost["sweep_s"], cost["decoder_items_if_all_full"],
+                f" (estimated for {', '.join(cost['if_all_full_estimated_for'])})"
+                if cost["if_all_full_estimated_for"] else "", ", ".join(cost["retrained"]) or "none")
     if errors:
         raise errors[0]
     return rows
+
+
+def write_cost(workdir: str, cost: dict) -> None:
+    from pipeline.io import write_json
+
+    write_json(Path(workdir) / COST, cost)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -359,11 +598,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-prescreen", action="store_true", help="run every variant unscreened")
     parser.add_argument("--reference-splits", nargs="+", default=["train", "eval"],
                         help="TTS splits whose assistant clips the pre-screen uses")
+    tier = parser.add_mutually_exclusive_group()
+    tier.add_argument("--confirm", type=int, default=2, metavar="K",
+                      help="screen every variant (eval_screen), then fully evaluate the best K (0: screen only; "
+                           "default 2)")
+    tier.add_argument("--full", action="store_true", help="fully evaluate every variant, no screen")
     args = parser.parse_args(argv)
+    if args.confirm < 0:
+        parser.error("--confirm must be >= 0")
     with embedded_prefect(args.workdir):
         try:
             sweep(sweep_file=args.sweep, workdir=args.workdir, prescreen_variants=not args.no_prescreen,
-                  reference_splits=args.reference_splits)
+                  reference_splits=args.reference_splits, confirm=None if args.full else args.confirm)
         except Exception as err:  # noqa: BLE001 - Prefect has logged it
             print(f"sweep failed: {err}", file=sys.stderr)
             return 1

@@ -62,6 +62,7 @@ EVAL_BLIP_JSONL = Path("reports/eval/eval_blip.jsonl")
 CONFUSION_PNG = Path("reports/plots/confusion_matrix.png")
 BLIP_POSITIONS_PNG = Path("reports/plots/blip_positions.png")
 MODEL_CARD_MD = Path("reports/model_card.md")
+EVAL_SCREEN_DETAILS_JSON = Path("reports/metrics/eval_screen.details.json")  # the sweep's screening tier (no headline)
 JUDGE_CASES_JSONL = Path("data/judge/judge_cases.jsonl")  # the judge's labelled replies (runtime data, kept in git)
 
 # --------------------------------------------------------------------------- metrics documents
@@ -87,6 +88,7 @@ SWEEP_DIR = Path("reports/sweep")  # flows.sweep
 NIGHTLY_DIR = Path("reports/nightly")  # flows.nightly
 DECISION_JSON = NIGHTLY_DIR / "decision.json"  # the night's gate decision
 LEADERBOARD = SWEEP_DIR / "leaderboard"  # .csv, .md and .png
+SWEEP_COST_JSON = SWEEP_DIR / "cost.json"  # decoder items spent vs every variant fully evaluated
 
 
 def named_paths() -> set[Path]:
@@ -99,6 +101,6 @@ def named_paths() -> set[Path]:
 
 def pipeline_paths() -> set[Path]:
     """The named paths a dvc.yaml stage declares (what the catalog test compares with dvc.yaml)."""
-    outside = {DEMO_DIR, DEMO_TIMELINE_PNG, LAST_RUN_JSON, SWEEP_DIR, LEADERBOARD, NIGHTLY_DIR, DECISION_JSON,
+    outside = {DEMO_DIR, DEMO_TIMELINE_PNG, LAST_RUN_JSON, SWEEP_DIR, LEADERBOARD, SWEEP_COST_JSON, NIGHTLY_DIR, DECISION_JSON,
                DATASET_DIR, TTS_DIR, PREPROCESSED_DIR, METRICS_DIR, TRAIN_LIVE_DIR}
     return named_paths() - outside

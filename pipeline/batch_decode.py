@@ -30,13 +30,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.nn import functional as F
 
 from coordinator.constants import END_OF_AUDIO_CODE, IM_END_TOKEN, TEXT_END_TOKEN
 from pipeline.interleave import AUDIO, TEXT, Schedule
+from pipeline.work_units import DecoderWork
+
+#: ``until`` of ``decode_chats``: called with each item a chat's decode yields; True = that chat has decoded enough.
+Until = Callable[[torch.Tensor], bool]
 
 
 @dataclass
@@ -44,8 +48,17 @@ class RowDecode:
     """One chat's decode: its items as stock yields them (CPU tensors), why it stopped, and its wall time."""
 
     items: list[torch.Tensor] = field(default_factory=list)
-    finish_reason: str = ""  # "im_end" | "max_new_tokens"
+    finish_reason: str = ""  # "im_end" | "max_new_tokens" | "stopped" (the caller's ``until`` said enough)
     seconds: float = 0.0
+    # work units (pipeline.work_units.DecoderWork), counted as the steps are taken
+    text_tokens: int = 0  # text-head choices, <|im_end|> included
+    audio_frames: int = 0  # audio frames, the end-of-audio frame included
+    depthformer_steps: int = 0  # one per codebook of each audio frame
+    prefill_tokens: int = 0
+
+    @property
+    def work(self) -> DecoderWork:
+        return DecoderWork(self.text_tokens, self.audio_frames, self.depthformer_steps, self.prefill_tokens)
 
 
 @dataclass
@@ -55,6 +68,7 @@ class _Row:
     index: int
     out: RowDecode
     started: float
+    until: Until | None = None
     modality: str = TEXT
     left: int = 0
     text_done: bool = False
@@ -183,10 +197,17 @@ def audio_frames(model, hidden: torch.Tensor) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- the loop
 
+def prompt_positions(chat) -> int:
+    """Positions of an open chat's prompt (what prefill runs over): its modality flags, one per position."""
+    return int(chat["modality_flag"].shape[1])
+
+
 def _advance(model, schedule: Schedule, rows: list[_Row], hidden: torch.Tensor) -> torch.Tensor:
     """Pick each row's next item from its hidden state (stock's state machine) -> next input embeddings (B, 1, D).
 
-    A row that stops is marked with a finish reason; its input row is unused.
+    A row that stops is marked with a finish reason; its input row is unused. Each
+    step is counted on the row's ``RowDecode`` (text token, or audio frame and its
+    depthformer steps).
     """
     inputs = hidden.new_zeros((len(rows), 1, hidden.shape[-1]))
     text_at = [n for n, r in enumerate(rows) if r.modality == TEXT]
@@ -199,10 +220,13 @@ def _advance(model, schedule: Schedule, rows: list[_Row], hidden: torch.Tensor) 
         embedded = model.lfm.embed_tokens(tokens)
         for k, n in enumerate(text_at):
             row, token = rows[n], int(tokens[k])
+            row.out.text_tokens += 1
             if token == IM_END_TOKEN:
                 row.out.finish_reason = "im_end"
                 continue
             row.out.items.append(tokens[k : k + 1].cpu())
+            if row.until is not None and row.until(row.out.items[-1]):
+                row.out.finish_reason = "stopped"
             if token == TEXT_END_TOKEN:
                 row.text_done = True
             if not row.left or row.text_done:
@@ -218,18 +242,28 @@ def _advance(model, schedule: Schedule, rows: list[_Row], hidden: torch.Tensor) 
                 frames[k] = END_OF_AUDIO_CODE
                 row.modality = TEXT
             row.out.items.append(frames[k].cpu())
+            row.out.audio_frames += 1
+            row.out.depthformer_steps += model.codebooks
+            if row.until is not None and row.until(row.out.items[-1]):
+                row.out.finish_reason = "stopped"
         embedded = model.audio_embedding(frames + model.codebook_offsets).sum(1)
         inputs[audio_at, 0] = embedded.to(inputs.dtype)
     return inputs
 
 
 def decode_chats(lfm, chats: Sequence[Any], max_new_tokens: int, batch_size: int = 8,
-                 schedule: Schedule | None = None) -> list[RowDecode]:
+                 schedule: Schedule | None = None, until: Sequence[Until] | None = None) -> list[RowDecode]:
     """Greedy interleaved decode of every chat (a liquid-audio ``ChatState`` whose assistant turn is open).
 
     Returns, per chat in order, the items stock ``generate_interleaved`` would
-    yield (text tokens as shape [1], audio frames as shape [8], on the CPU).
+    yield (text tokens as shape [1], audio frames as shape [8], on the CPU) and
+    the work it took. ``until[i]``, if given, sees each item of chat i as it is
+    decoded; once it returns True the chat stops there (``finish_reason``
+    "stopped") and frees its place: the screening tier (``pipeline.screen``)
+    decodes only the opening of each reply this way.
     """
+    if until is not None and len(until) != len(chats):
+        raise ValueError(f"until has {len(until)} entries for {len(chats)} chats")
     if batch_size < 1 or max_new_tokens < 1:
         raise ValueError(f"batch_size and max_new_tokens must be >= 1, got {batch_size}, {max_new_tokens}")
     model = lfm.model
@@ -256,7 +290,9 @@ def decode_chats(lfm, chats: Sequence[Any], max_new_tokens: int, batch_size: int
         while waiting or rows:
             while waiting and len(rows) < batch_size:  # fill free places: prefill, then the first step alone
                 index = waiting.pop()
-                row = _Row(index, results[index], time.perf_counter(), TEXT, schedule.first_text)
+                row = _Row(index, results[index], time.perf_counter(), None if until is None else until[index],
+                           TEXT, schedule.first_text)
+                row.out.prefill_tokens = prompt_positions(chats[index])
                 prefill = backbone(inputs_embeds=model._prefill(**chats[index]), use_cache=True)
                 first_input = _advance(model, schedule, [row], prefill.last_hidden_state[:, -1])
                 if finish(row):

@@ -25,7 +25,7 @@ A rate over zero rows is ``None`` with a reason in ``unavailable``, never 0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from coordinator.constants import END_OF_AUDIO_CODE
 from coordinator.detector import Decision, StreamingBlipDetector
 from coordinator.matchers import AnyOfCodebooks, CodebookMatch, FullMatch, Matcher, matcher_from_signature
 from coordinator.signature import BlipSignature
+from pipeline.params import StageParams
 
 #: The card's three matchers, by metric name.
 CARD_MATCHERS: dict[str, Matcher] = {
@@ -42,6 +43,18 @@ CARD_MATCHERS: dict[str, Matcher] = {
 }
 POSITIVE_CLASSES = ("tool_match",)
 NEGATIVE_CLASSES = ("non_tool", "tool_miss")
+
+
+@dataclass(frozen=True)
+class EvalBlipParams(StageParams):
+    """Which classes' replies count as negatives for the detector's false-positive rate."""
+
+    SECTION = "eval_blip"
+    negative_classes: tuple[Literal["non_tool", "tool_miss", "tool_result_speak"], ...] = NEGATIVE_CLASSES
+
+    def check(self) -> None:
+        if not self.negative_classes:
+            raise self.bad("negative_classes", "must name at least one class")
 
 
 @dataclass(frozen=True)

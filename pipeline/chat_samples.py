@@ -125,6 +125,7 @@ class CodesCache:
         self.mimi_sha256 = mimi_sha256
         self.hits = 0
         self.misses = 0
+        self.seconds_encoded = 0.0  # work unit: audio-seconds Mimi encoded (misses only; a hit costs 0)
 
     def key(self, wav: torch.Tensor, sampling_rate: int) -> str:
         digest = hashlib.sha256(self.mimi_sha256.encode())
@@ -168,6 +169,7 @@ class CachedCodesMapper(LFM2AudioChatMapper):
         codes = self.cache.get(key)
         if codes is None:
             codes = super()._encode_audio_out(wav=wav, sampling_rate=sampling_rate)
+            self.cache.seconds_encoded += int(wav.shape[-1]) / sampling_rate
             self.cache.put(key, codes)
         return codes
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from coordinator.constants import N_CODEBOOKS
-from pipeline.batch_decode import decode_chats
+from pipeline.batch_decode import decode_chats, prompt_positions
 from pipeline.interleave import RECORD_NAME, Schedule, ScheduleError
 from pipeline.models import LoadedLFM
 from pipeline.params import StageParams, field
@@ -41,6 +41,7 @@ from pipeline.prompts import facts_system_prompt, system_prompt
 from pipeline.records import DatasetRow
 from pipeline.reply import Reply, ReplyCollector
 from pipeline.user_audio import UserAudio
+from pipeline.work_units import DecoderWork
 
 StreamWrapper = Callable[[Iterator[Any]], Iterable[Any]]
 
@@ -125,12 +126,18 @@ def generate_stream(lfm: LoadedLFM, chat, params: GenerationParams) -> Iterator[
     by our greedy decoder instead, which stock cannot do: the turn is decoded
     whole, then its items are streamed.
     """
+    chat.new_turn("assistant")
+    return turn_items(lfm, chat, params)
+
+
+def turn_items(lfm: LoadedLFM, chat, params: GenerationParams) -> Iterator[torch.Tensor]:
+    """``generate_stream`` of a chat whose assistant turn is already open. Lazy on the stock path: a
+    consumer that stops iterating stops the decoding there (the screen, ``pipeline.screen``, does)."""
     schedule = lfm.schedule
     stock = schedule == Schedule.of_model(lfm.model)
     if not stock and not params.greedy:
         raise ScheduleError(f"{lfm.path} was trained with first_text={schedule.first_text} ({RECORD_NAME}), which only "
                             "the greedy decoder follows: set text_temperature and audio_temperature to null")
-    chat.new_turn("assistant")
 
     def decoded() -> Iterator[torch.Tensor]:
         yield from decode_chats(lfm, [chat], params.max_new_tokens, 1, schedule)[0].items
@@ -159,12 +166,23 @@ def generate_turn(
     collector = ReplyCollector(lfm.processor.text)
     start = time.perf_counter()
     stream: Iterable[Any] = generate_stream(lfm, chat, params)
+    prefill = prompt_positions(chat)  # the open turn, as prefilled
     if wrap is not None:
         stream = wrap(stream)  # type: ignore[arg-type]
     for item in stream:
         collector.add(item)
     finish = "max_new_tokens" if collector.n_items >= params.max_new_tokens else "im_end"
-    return collector.reply(finish, time.perf_counter() - start), collector
+    reply = collector.reply(finish, time.perf_counter() - start)
+    reply.work = stream_work(lfm, collector, finish == "im_end", prefill)
+    return reply, collector
+
+
+def stream_work(lfm: LoadedLFM, collector: ReplyCollector, ended: bool, prefill_tokens: int) -> DecoderWork:
+    """The stock decoder's work, counted from what it yielded: each text token and audio frame is one step
+    (the closing ``<|im_end|>``, which it does not yield, one more), each audio frame a depthformer step per codebook."""
+    frames = len(collector.frames)
+    return DecoderWork(text_tokens=len(collector.text_tokens) + int(ended), audio_frames=frames,
+                       depthformer_steps=frames * lfm.model.codebooks, prefill_tokens=prefill_tokens)
 
 
 def generate_reply(
@@ -213,9 +231,30 @@ def _collect(lfm: LoadedLFM, items: Iterable[Any], max_new_tokens: int, seconds:
     return collector.reply(finish, seconds), collector
 
 
+def _reply_of(lfm: LoadedLFM, decoded, max_new_tokens: int) -> tuple[Reply, ReplyCollector]:
+    reply, collector = _collect(lfm, decoded.items, max_new_tokens, decoded.seconds)
+    reply.work = decoded.work  # counted in the decoder
+    return reply, collector
+
+
 def _open_turn(chat):
     chat.new_turn("assistant")
     return chat
+
+
+def open_request_turn(lfm: LoadedLFM, row: DatasetRow, user_audio: UserAudio):
+    """The chat of ``row`` with its first assistant turn open, ready for ``decode_chats``."""
+    return _open_turn(request_chat(lfm, row, user_audio))
+
+
+def open_facts_turn(chat, row: DatasetRow, collector: ReplyCollector) -> None:
+    """After turn 1 of a tool_result_speak row: append it as generated, add the facts system turn, open turn 2."""
+    append_turn(chat, collector)
+    chat.end_turn()
+    chat.new_turn("system")
+    chat.add_text(facts_system_prompt(row.tools, row.facts))
+    chat.end_turn()
+    _open_turn(chat)
 
 
 def generate_replies(
@@ -239,25 +278,19 @@ def generate_replies(
     for row, _ in requests:
         if row.row_class == "tool_result_speak" and row.facts is None:
             raise ValueError(f"row {row.id}: a tool_result_speak row needs facts")
-    chats = [_open_turn(request_chat(lfm, row, audio)) for row, audio in requests]
+    chats = [open_request_turn(lfm, row, audio) for row, audio in requests]
     first = decode_chats(lfm, chats, params.max_new_tokens, batch_size, lfm.schedule)
     replies: list[Reply] = []
     second_turns: list[int] = []
     for n, ((row, _), decoded) in enumerate(zip(requests, first)):
-        reply, collector = _collect(lfm, decoded.items, params.max_new_tokens, decoded.seconds)
+        reply, collector = _reply_of(lfm, decoded, params.max_new_tokens)
         replies.append(reply)
         if row.row_class == "tool_result_speak":
-            chat = chats[n]
-            append_turn(chat, collector)
-            chat.end_turn()
-            chat.new_turn("system")
-            chat.add_text(facts_system_prompt(row.tools, row.facts))
-            chat.end_turn()
-            _open_turn(chat)
+            open_facts_turn(chats[n], row, collector)
             second_turns.append(n)
     second = decode_chats(lfm, [chats[n] for n in second_turns], params.max_new_tokens, batch_size, lfm.schedule)
     for n, decoded in zip(second_turns, second):
-        reply, _ = _collect(lfm, decoded.items, params.max_new_tokens, decoded.seconds)
+        reply, _ = _reply_of(lfm, decoded, params.max_new_tokens)
         reply.turn1 = replies[n]
         replies[n] = reply
     return replies

@@ -86,6 +86,18 @@ class DatasetDetails(Details[DatasetHeadline]):
                                new_rows=sum(new.values()) if new and None not in new.values() else None)
 
 
+# --------------------------------------------------------------------------- work units (pipeline/work_units.py)
+
+class DecoderWorkCount(_Document):
+    """What an evaluation decoded, in units no machine skews: ``decoder_items`` = text tokens + audio frames +
+    depthformer steps (prefill counted apart)."""
+    text_tokens: int = 0
+    audio_frames: int = 0
+    depthformer_steps: int = 0
+    prefill_tokens: int = 0
+    decoder_items: int = 0
+
+
 # --------------------------------------------------------------------------- tts
 
 class TTSHeadline(Headline):
@@ -162,6 +174,7 @@ class TrainDetails(Details[TrainHeadline]):
     final_val_loss: float | None
     tokens_per_s: float | None  # non-padding tokens, all processes, over this invocation's train steps
     real_tokens: int
+    padded_tokens: int = 0  # positions trained, padding included (the work unit the batches cost)
     padding_fraction: float | None
     train_seconds: float
     peak_memory_gib: float
@@ -205,6 +218,7 @@ class EvalClassesDetails(Details[EvalClassesHeadline]):
     judge_reference_accuracy: Rate
     judge_reference_misjudged: list[dict[str, Any]] = []
     mean_seconds_per_row: float | None
+    decoder_work: DecoderWorkCount | None = None  # the replies' decoding, all rows together
     unavailable: dict[str, str] = {}
     generation: dict[str, Any] = {}
     model_dir: str = ""
@@ -237,6 +251,7 @@ class EvalNarrationDetails(Details[EvalNarrationHeadline]):
     unavailable: dict[str, str] = {}
     generation: dict[str, Any] = {}
     wall_seconds: float | None = None
+    decoder_work: DecoderWorkCount | None = None  # the replies' decoding, all rows together
 
     def headline(self) -> EvalNarrationHeadline:
         return EvalNarrationHeadline(faithful=self.faithful_rate)

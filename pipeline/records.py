@@ -394,3 +394,20 @@ def iter_leak_keys(row: DatasetRow) -> Iterator[tuple[str, str]]:
         yield "text", normalize_text(text)
     for value in fact_values(row.facts):
         yield "fact", value
+
+
+def select_rows(rows: list[DatasetRow], max_rows: int | None) -> list[DatasetRow]:
+    """The rows an evaluation decodes (``eval_classes`` and its screen, ``eval_screen``, alike): all rows, or
+    the first ``max_rows`` taken round-robin over the classes (keeps every class in)."""
+    if max_rows is None or max_rows >= len(rows):
+        return rows
+    by_class = {c: [r for r in rows if r.row_class == c] for c in CLASSES}
+    picked: list[DatasetRow] = []
+    i = 0
+    while len(picked) < max_rows:
+        for c in CLASSES:
+            if i < len(by_class[c]) and len(picked) < max_rows:
+                picked.append(by_class[c][i])
+        i += 1
+    order = {r.id: n for n, r in enumerate(rows)}
+    return sorted(picked, key=lambda r: order[r.id])

@@ -19,6 +19,7 @@ import numpy as np
 
 from coordinator.constants import END_OF_AUDIO_CODE, IM_END_TOKEN, N_CODEBOOKS, TEXT_END_TOKEN
 from coordinator.tokens import to_codes
+from pipeline.work_units import DecoderWork, total
 
 
 @dataclass
@@ -34,6 +35,12 @@ class Reply:
     layout: list[list[Any]]  # run-length stream order: [["t", 6], ["a", 12], ...] (the 2048 frame counts as "a")
     seconds: float = 0.0
     turn1: "Reply | None" = None
+    work: DecoderWork | None = None  # this turn's decoding work (None: not counted, e.g. an old record)
+
+    @property
+    def total_work(self) -> DecoderWork:
+        """The work of this turn and of ``turn1`` (a two-turn row decodes both)."""
+        return total([self.work, self.turn1.total_work if self.turn1 is not None else None])
 
     @property
     def n_audio_frames(self) -> int:
@@ -69,6 +76,8 @@ class Reply:
             "layout": self.layout,
             "seconds": round(self.seconds, 4),
         }
+        if self.work is not None:
+            out["work"] = self.work.to_json()
         if include_audio:
             out["audio_codes"] = self.audio_codes.tolist()
         if self.turn1 is not None:
@@ -94,6 +103,7 @@ class Reply:
                 layout=[[str(k), int(n)] for k, n in obj.get("layout", [])],
                 seconds=float(obj.get("seconds", 0.0)),
                 turn1=cls.from_json(obj["turn1"], f"{where}.turn1") if obj.get("turn1") else None,
+                work=DecoderWork.from_json(obj.get("work")),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{where}: not a valid reply record ({err})") from None

@@ -54,6 +54,9 @@ def run(blip_wav: Path, model_dir: Path, detect_codebooks: list[int], blip_param
         "preview_sha256": sha256_file(BLIP_PREVIEW_WAV),
     }
     document = signature_document(trip, detect_codebooks, hashes, copies)
+    # work unit: audio-seconds Mimi encoded (the blip, then its preview; no cache here)
+    document["roundtrip"]["mimi_audio_seconds_encoded"] = round(
+        len(blip) / sample_rate + len(trip.preview) / MIMI_SAMPLE_RATE, 4)
     write_json(BLIP_SIGNATURE_JSON, document)
     return document
 

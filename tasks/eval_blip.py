@@ -21,34 +21,21 @@ TPR and FPR, decision latency), ``reports/plots/blip_positions.png`` (heatmap) a
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from coordinator.signature import BlipSignature, SignatureError
 from pipeline.artifacts import BLIP_CODES_NPY, BLIP_POSITIONS_PNG, BLIP_SIGNATURE_JSON, EVAL_BLIP_JSONL, EVAL_CLASSES_JSONL, metrics_json
-from pipeline.blip_emission import NEGATIVE_CLASSES, POSITIVE_CLASSES, AudioReply, score_blip_emission
+from pipeline.blip_emission import POSITIVE_CLASSES, AudioReply, EvalBlipParams, score_blip_emission
 from pipeline.jsonl import read_jsonl, write_jsonl
 from pipeline.metrics_models import EvalBlipDetails, write_stage_metrics
-from pipeline.params import StageParams, load_stage_params, stage_main
+from pipeline.params import load_stage_params, stage_main
 from pipeline.reply import Reply
 
 SECTION = "eval_blip"
 METRICS_PATH = metrics_json("eval_blip")
-
-
-@dataclass(frozen=True)
-class EvalBlipParams(StageParams):
-    """Which classes' replies count as negatives for the detector's false-positive rate."""
-
-    SECTION = "eval_blip"
-    negative_classes: tuple[Literal["non_tool", "tool_miss", "tool_result_speak"], ...] = NEGATIVE_CLASSES
-
-    def check(self) -> None:
-        if not self.negative_classes:
-            raise self.bad("negative_classes", "must name at least one class")
 
 
 def read_replies(path: Path) -> tuple[list[AudioReply], list[dict], list[str]]:

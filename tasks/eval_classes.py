@@ -35,9 +35,10 @@ from pipeline.jsonl import write_jsonl
 from pipeline.judge import BEHAVIOURS, EXPECTED, Verdict, judge
 from pipeline.metrics_models import EvalClassesDetails, write_stage_metrics
 from pipeline.params import field, load_stage_params, stage_main
-from pipeline.records import CLASSES, DatasetRow, read_rows
+from pipeline.records import CLASSES, DatasetRow, read_rows, select_rows
 from pipeline.reply import Reply
 from pipeline.user_audio import ManifestAudio, UserAudio, check_skipped
+from pipeline.work_units import total
 
 SECTION = "eval_classes"
 METRICS_PATH = metrics_json("eval_classes")
@@ -87,22 +88,6 @@ class RowResult:
 def judge_reply(row: DatasetRow, text: str, narration_min_coverage: float = 1.0) -> Verdict:
     return judge(row.row_class, text, facts=row.facts, tool_name=row.tool_call.name if row.tool_call else None,
                  narration_min_coverage=narration_min_coverage)
-
-
-def select_rows(rows: list[DatasetRow], max_rows: int | None) -> list[DatasetRow]:
-    """All rows, or the first ``max_rows`` taken round-robin over the classes (keeps every class in)."""
-    if max_rows is None or max_rows >= len(rows):
-        return rows
-    by_class = {c: [r for r in rows if r.row_class == c] for c in CLASSES}
-    picked: list[DatasetRow] = []
-    i = 0
-    while len(picked) < max_rows:
-        for c in CLASSES:
-            if i < len(by_class[c]) and len(picked) < max_rows:
-                picked.append(by_class[c][i])
-        i += 1
-    order = {r.id: n for n, r in enumerate(rows)}
-    return sorted(picked, key=lambda r: order[r.id])
 
 
 def evaluate(
@@ -250,6 +235,8 @@ def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path:
                        params.narration_min_coverage, log)
     metrics = summarize(results, read.lines_read, bad)
     metrics["generation"] = generation.to_json()
+    # work units (pipeline.work_units): what the decoder did, whatever the machine's speed
+    metrics["decoder_work"] = total(r.reply.total_work for r in results if r.reply is not None).to_json()
     metrics["model_dir"] = str(params.model_dir)
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_records(results, records_path)

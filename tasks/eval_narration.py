@@ -29,6 +29,7 @@ from pipeline.narration import NarrationScore, TrainingValues, score_narration
 from pipeline.params import load_stage_params, stage_main
 from pipeline.records import DatasetRow, read_rows
 from pipeline.reply import Reply
+from pipeline.work_units import total
 from pipeline.user_audio import ManifestAudio, check_skipped
 
 SECTION = "eval_narration"
@@ -150,6 +151,7 @@ def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_
     results = score_rows(rows, replies, training)
     metrics = summarize(results, read.lines_read, bad, training)
     metrics["generation"] = generation.to_json()
+    metrics["decoder_work"] = total(r.total_work for r in replies.values() if isinstance(r, Reply)).to_json()
     metrics["wall_seconds"] = round(time.perf_counter() - started, 2)
     write_jsonl(records_path, (r.to_json() for r in results))
     write_stage_metrics(EvalNarrationDetails.of(metrics), metrics_path)

@@ -313,6 +313,7 @@ def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on
         "unblipped_turns": unblipped,
         "unblipped_detection_rate": _rate(sum(r.unblipped_detections for r in reports.values()), unblipped),
         "codes_cache": {"hits": cache.hits, "misses": cache.misses, "hit_rate": _rate(cache.hits, cache.hits + cache.misses)},
+        "mimi_audio_seconds_encoded": round(cache.seconds_encoded, 3),  # work unit: cache misses only
     }
 
 

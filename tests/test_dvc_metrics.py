@@ -86,7 +86,7 @@ def test_dvc_metrics_show_fits_a_screen(workspace):
     assert max(map(len, lines)) <= MAX_WIDTH, shown
 
 
-@pytest.mark.parametrize("stage", ["dataset", "eval_classes", "eval_narration", "eval_blip"])
+@pytest.mark.parametrize("stage", ["dataset", "eval_classes", "eval_narration", "eval_blip", "eval_screen"])
 def test_the_stage_keeps_dvcs_run_cache(stage):
     """DVC restores a stage from its run cache (a sweep going back to an earlier variant) only when every out
     is cached or a metric/plot (dvc/stage/__init__.py: ``no_cache_outs``); these stages have nothing persistent."""

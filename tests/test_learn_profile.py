@@ -49,10 +49,9 @@ SMALL = {
     "preprocess": {"max_context_length": 640},  # the longest of the 8 rows trained on has ~530 tokens
     "train": {"context_length": 640, "batch_size": 4, "max_steps": 240, "lr": 5.0e-3, "warmup_steps": 10,
               "log_interval": 60, "save_interval": 240},
-    "eval_classes": {"max_new_tokens": 12},
 }
 STAGES_BEFORE_TRAINING = ("blip", "blip_codes", "dataset", "tts")
-STAGES_FROM_PREPROCESS = ("preprocess", "train", "eval_classes", "eval_blip")
+STAGES_FROM_PREPROCESS = ("preprocess", "train", "eval_classes", "eval_blip", "eval_screen")
 
 
 def run_stage(root: Path, stage: str) -> None:
@@ -108,8 +107,9 @@ def train_arm(shared: Path, root: Path, blip_on: list[str], overrides: dict, pre
     for stage in STAGES_FROM_PREPROCESS:
         run_stage(root, stage)
     metrics = json.loads((root / "reports/metrics/eval_blip.details.json").read_text())
-    for stage in ("preprocess", "train"):
+    for stage in ("preprocess", "train", "eval_classes", "eval_screen"):
         metrics[stage] = json.loads((root / f"reports/metrics/{stage}.details.json").read_text())
+    metrics["decisions"] = [json.loads(line) for line in (root / "reports/eval/eval_blip.jsonl").read_text().splitlines()]
     assert metrics["preprocess"]["overlong_rows"] == 0, "rows longer than SMALL's context were left out: raise it"
     return metrics
 
@@ -180,6 +180,25 @@ def test_a_blip_one_frame_late_fails_the_proof(late_blip_arm):
     with pytest.raises(AssertionError, match="in-sample cb0 TPR"):
         assert_learns_the_blip(late_blip_arm)
     assert late_blip_arm["preprocess"]["blip_prefix_match_rate"] == 0.0  # preprocess's own check saw it first
+
+
+# --------------------------------------------------------------------------- the screening tier
+
+SCREENED = ("cb0_match_rate", "detector_true_positive_rate", "false_positive_rate", "decision_latency_ms",
+            "decision_frame_histogram", "per_position", "n_undecided_tool_match", "n_undecided_negative")
+
+
+@pytest.mark.parametrize("arm", list(ARMS))
+def test_the_screen_equals_the_full_evaluation_for_a_fifth_of_the_decoding(arms, arm):
+    """eval_screen on the same model: eval_blip's numbers and every row's decision frame, >= 5x fewer decoder items
+    (learn's max_new_tokens: 48; the screen decodes each reply's 6 text tokens and the blip's 2 audio frames)."""
+    full, screen = arms[arm], arms[arm]["eval_screen"]
+    for key in SCREENED:
+        assert screen[key] == full[key], f"{arm}: {key} screened {screen[key]} != full {full[key]}"
+    by_id = {row["id"]: row["decision"] for row in screen["rows"]}
+    assert {row["id"]: row["decision"] for row in full["decisions"]} == by_id
+    spent, full_items = screen["decoder_work"]["decoder_items"], full["eval_classes"]["decoder_work"]["decoder_items"]
+    assert 0 < 5 * spent <= full_items, f"{arm}: screen {spent} decoder items, full evaluation {full_items}"
 
 
 def test_the_learn_profile_evaluates_on_its_training_rows():

@@ -233,6 +233,7 @@ class Trainer:
             final_val_loss=final_val,
             tokens_per_s=run_tokens / run_seconds if run_seconds > 0 else None,
             real_tokens=run_tokens,
+            padded_tokens=run_positions,
             padding_fraction=1 - run_tokens / run_positions if run_positions else None,
             train_seconds=run_seconds,
             peak_memory_gib=peak,

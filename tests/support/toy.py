@@ -4,7 +4,8 @@ Each stage `s` runs `python stage.py s out/s.json <upstream outputs>`, reads its
 params group `s` from params.yaml, and writes its params, inputs and CUDA_VISIBLE_DEVICES as JSON; a
 stage fails when its params say `fail: true` and sleeps `sleep` seconds first; a `metrics` stage also writes
 reports/metrics/eval_classes.json and eval_blip.json (headline metrics) and their .details.json
-(numbers from the `boost` param of its first input), as the eval stages do.
+(numbers from the `boost` param of its first input), as the eval stages do, with the decoder items they
+took; an `eval_screen` stage writes the screening tier's document (tasks/eval_screen.py) the same way.
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ if params.get("metrics"):
         "per_class": {"tool_match": tool_match, "non_tool": 1.0}, "per_class_counts": counts,
         "overall_accuracy": accuracy, "n_rows": 60, "n_evaluated": 60, "n_correct": round(60 * accuracy),
         "n_skipped": 0, "confusion": {}, "behaviours": [], "expected_behaviour": {},
-        "judge_reference_accuracy": 1.0, "mean_seconds_per_row": None}))
+        "judge_reference_accuracy": 1.0, "mean_seconds_per_row": None, "decoder_work": {"decoder_items": 1000}}))
     (metrics / "eval_classes.json").write_text(json.dumps({"accuracy": accuracy, "tool_match": tool_match}))
     (metrics / "eval_blip.details.json").write_text(json.dumps({
         "full_match_rate": 0.0, "cb0_match_rate": 0.9, "cb0_or_cb3_match_rate": 0.9,
@@ -52,6 +53,14 @@ if params.get("metrics"):
         "blip": {"n_frames": 2, "n_codebooks": 8, "cb0_across_frames": [1, 2], "frame_rate_hz": 12.5},
         "negative_classes": ["non_tool"], "source": "toy"}))
     (metrics / "eval_blip.json").write_text(json.dumps({"cb0": 0.9, "tpr": 0.9, "fpr": fpr, "latency_ms": 160.0}))
+    (metrics / "eval_narration.details.json").write_text(json.dumps({"decoder_work": {"decoder_items": 500}}))
+if params.get("screen"):  # the screening tier's document (tasks/eval_screen.py): eval_blip's numbers, a tenth the work
+    boost = inputs[0]["params"].get("boost", 0)
+    metrics = pathlib.Path("reports/metrics")
+    metrics.mkdir(parents=True, exist_ok=True)
+    (metrics / "eval_screen.details.json").write_text(json.dumps({
+        "cb0_match_rate": 0.9, "detector_true_positive_rate": 0.9, "false_positive_rate": boost / 1000,
+        "decision_latency_ms": 160.0, "decoder_work": {"decoder_items": 150}}))
 '''
 
 # name -> (upstream stages, meta); the test pipeline: prep -> feat -> train (GPU) -> eval <- side <- prep
@@ -78,6 +87,7 @@ PIPELINE_SHAPE = {
     "report": (("eval_classes", "eval_narration", "eval_blip"), None),
 }
 METRICS_STAGES = {"eval", "eval_classes"}
+SCREEN_STAGES = {"eval_screen"}  # writes reports/metrics/eval_screen.details.json, as the screening tier does
 
 
 def _git(root: Path, *args: str) -> None:
@@ -108,6 +118,10 @@ def make_toy_repo(root: str | os.PathLike, pipeline: dict = TEST_PIPELINE) -> Pa
             params[name]["metrics"] = True
             stage["outs"] += [f"reports/metrics/{m}.details.json" for m in ("eval_classes", "eval_blip")]
             stage["metrics"] = [{f"reports/metrics/{m}.json": {"cache": False}} for m in ("eval_classes", "eval_blip")]
+            stage["outs"].append("reports/metrics/eval_narration.details.json")
+        if name in SCREEN_STAGES:
+            params[name]["screen"] = True
+            stage["outs"].append("reports/metrics/eval_screen.details.json")
         stages[name] = stage
     (root / "out").mkdir()
     (root / "out/.gitignore").write_text("".join(f"/{name}.json\n" for name in pipeline))  # what DVC would add
