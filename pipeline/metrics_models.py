@@ -146,6 +146,7 @@ class PreprocessDetails(Details[PreprocessHeadline]):
     overlong_rows: int
     codes_cache: dict[str, float | int]
     interleave: dict[str, int | None]
+    mimi_audio_seconds_encoded: float = 0.0  # work unit: audio Mimi encoded (codes-cache misses only)
 
     def headline(self) -> PreprocessHeadline:
         return PreprocessHeadline(blipped=sum(kind["turns"] for kind in self.blipped_turns.values()),
