@@ -26,7 +26,7 @@ PARAMS_SCHEMA = SCHEMA_DIR / "params.schema.json"
 ROW_SCHEMA = SCHEMA_DIR / "dataset-row.schema.json"
 PARAMS_MODULES = ("pipeline.base_models", "pipeline.blip", "tasks.blip_codes", "tasks.dataset", "tasks.tts",
                   "tasks.preprocess", "pipeline.training.config", "tasks.eval_classes", "tasks.eval_narration",
-                  "tasks.eval_blip", "tasks.report", "tasks.demo", "pipeline.gate", "pipeline.screen")
+                  "tasks.eval_blip", "tasks.report", "tasks.demo", "pipeline.gate", "pipeline.screen", "pipeline.blip_emission")
 """The modules that declare a params group (a new group's module goes here)."""
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
