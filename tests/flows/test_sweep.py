@@ -108,7 +108,7 @@ def screen_toy(tmp_path, repo_root):
     import sys
 
     from flows.dvc_graph import dvc_env
-    from flows.toy import make_toy_repo
+    from tests.support.toy import make_toy_repo
 
     root = make_toy_repo(tmp_path / "screen-toy", SCREEN_PIPELINE)
     (root / "configs").mkdir()
@@ -175,7 +175,7 @@ def test_an_experiment_restored_from_dvcs_cache_costs_no_decoder_items(screen_to
 
 def test_a_workspace_that_is_not_up_to_date_is_not_reused(screen_toy):
     from flows.sweep import is_workspace_params, workspace_row
-    from flows.toy import set_param
+    from tests.support.toy import set_param
 
     assert is_workspace_params(str(screen_toy), ()) and is_workspace_params(str(screen_toy), ("train.boost=0",))
     assert not is_workspace_params(str(screen_toy), ("train.boost=2",))
