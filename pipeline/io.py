@@ -83,6 +83,14 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}:{err.lineno}: invalid JSON ({err.msg})") from None
 
 
+CHECKSUM_CHARS = 16  # hex digits of sha256 in a cache entry's name (TTS shards, Mimi codes): 64 bits
+
+
+def short_checksum(data: bytes) -> str:
+    """The first ``CHECKSUM_CHARS`` hex digits of ``data``'s sha256: what a cache entry's name carries."""
+    return hashlib.sha256(data).hexdigest()[:CHECKSUM_CHARS]
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
