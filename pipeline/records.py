@@ -20,9 +20,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
-from pipeline.jsonl import BadLine, JsonlError, OnBad, encode_line, iter_lines, read_bytes, split_lines, write_jsonl
+from pipeline.jsonl import BadLine, JsonlError, Line, OnBad, encode_line, iter_lines, read_bytes, split_lines, write_jsonl
 
 __all__ = ["BadLine", "write_jsonl"]  # re-exported: one JSONL layer, reachable from the row module
 
@@ -279,12 +279,14 @@ class ReadResult:
         return len(self.bad) / self.lines_read if self.lines_read else 0.0
 
 
-def parse_lines(lines: Iterable[bytes | str], path: str, on_bad: OnBad = "quarantine") -> ReadResult:
+def parse_lines(lines: Iterable[bytes | str], path: str, on_bad: OnBad = "quarantine",
+                row_check: Callable[[Line], str | None] | None = None) -> ReadResult:
     """Parse JSONL lines into rows (line numbers start at 1; blank lines are skipped, not counted).
 
     Every non-blank line ends up either as a row or as a BadLine (``on_bad="fail"``: the
     first bad line raises JsonlError ``FILE:LINE: reason``); an id already seen earlier in
-    the same file makes the later line bad.
+    the same file makes the later line bad. ``row_check`` (``pipeline.row_bounds``) runs on
+    each decoded line before the row is parsed; a reason it returns makes the line bad.
     """
     rows: list[DatasetRow] = []
     bad: list[BadLine] = []
@@ -294,6 +296,8 @@ def parse_lines(lines: Iterable[bytes | str], path: str, on_bad: OnBad = "quaran
         lines_read += 1
         if not isinstance(item, BadLine):
             try:
+                if row_check is not None and (reason := row_check(item)) is not None:
+                    raise RowError(reason)
                 row = DatasetRow.from_json(item.value)
                 if row.id in first_line_of:
                     raise RowError(f"duplicate id '{row.id}' (first on line {first_line_of[row.id]})")
@@ -308,9 +312,10 @@ def parse_lines(lines: Iterable[bytes | str], path: str, on_bad: OnBad = "quaran
     return ReadResult(rows, bad, lines_read)
 
 
-def read_rows(path: str | os.PathLike, on_bad: OnBad = "quarantine") -> ReadResult:
+def read_rows(path: str | os.PathLike, on_bad: OnBad = "quarantine",
+              row_check: Callable[[Line], str | None] | None = None) -> ReadResult:
     """Read a JSONL file of rows. A missing file raises MissingFile naming it; ``on_bad`` decides bad rows."""
-    return parse_lines(split_lines(read_bytes(path)), str(path), on_bad)
+    return parse_lines(split_lines(read_bytes(path)), str(path), on_bad, row_check)
 
 
 def write_rows(path: str | os.PathLike, rows: Iterable[DatasetRow]) -> None:
