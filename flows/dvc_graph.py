@@ -55,6 +55,9 @@ class DvcFailed(RuntimeError):
         self.what, self.returncode = what, returncode
         # one line for tables: DVC's own "ERROR: ..." line if it printed one
         self.summary = next((line for line in reversed(tail) if line.startswith("ERROR")), f"{what} failed")
+        # the stage's own last word (`stage_main` prints `<stage>: <why>`), else DVC's ERROR line
+        self.cause = next((line.strip() for line in reversed(tail)
+                           if line.strip() and not line.startswith(("ERROR", "Traceback", "  "))), self.summary)
         lines = "\n".join(tail)
         super().__init__(f"{what} failed (dvc exit code {returncode}):\n{lines}")
 

@@ -67,8 +67,7 @@ class Reply:
             "end_of_audio": self.end_of_audio,
             "finish_reason": self.finish_reason,
             "layout": self.layout,
-            "seconds": round(self.seconds, 4),
-        }
+        }  # no ``seconds``: records are cached outputs, a wall-clock reading would differ on every run
         if include_audio:
             out["audio_codes"] = self.audio_codes.tolist()
         if self.turn1 is not None:

@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from pipeline import params as stage_params
-from pipeline.io import details_path, write_text
+from pipeline.io import details_path, timings_path, write_text
 from pipeline.judge import JUDGE_CASES, measure, read_judge_cases
 from pipeline.jsonl import MissingFile, read_jsonl
 from pipeline.params import StageError, StageParams, parse_params, read_params_file, stage_main
@@ -65,6 +65,12 @@ class Loaded:
     @property
     def ok(self) -> bool:
         return self.data is not None
+
+
+def with_timings(loaded: Loaded, metrics_path: Path) -> Loaded:
+    """A details document with its stage's timings file (tokens/s, peak memory, seconds) merged in, if any."""
+    timings = load_json(timings_path(metrics_path))
+    return Loaded({**loaded.data, **timings.data}) if loaded.ok and timings.ok else loaded
 
 
 def load_json(path: Path) -> Loaded:
@@ -649,7 +655,7 @@ def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = CLASS_RECORDS, 
         classes=load_json(details_path(metrics_dir / "eval_classes.json")),
         narration=load_json(details_path(metrics_dir / "eval_narration.json")),
         blip=load_json(details_path(metrics_dir / "eval_blip.json")),
-        train=load_json(details_path(metrics_dir / "train.json")),
+        train=with_timings(load_json(details_path(metrics_dir / "train.json")), metrics_dir / "train.json"),
         records=load_records(records),
         baselines=base,
         params=params,

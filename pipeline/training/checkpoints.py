@@ -23,6 +23,7 @@ Security: ``.pt`` files are read back only with ``torch.load(weights_only=True)`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.io import atomic_path, sha256_file
+from pipeline.io import atomic_path, disk_error, sha256_file
 
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_RE = re.compile(r"^step-(\d{7})$")
@@ -266,6 +267,22 @@ def start_checkpoint(directory: Path, step: int) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)  # debris of a crash while writing this very step: ours, never complete
     tmp.mkdir()
     return tmp
+
+
+@contextlib.contextmanager
+def removed_on_failure(tmp: Path):
+    """Writing the temp folder ``tmp``: on a failure it is removed (nothing of it stays on a full disk) and a
+    disk fault becomes one ``DiskError`` line naming the checkpoint and the space it needs (torch reports
+    ENOSPC as ``RuntimeError: ... unexpected pos``). Committed checkpoints are never touched."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        written = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file()) if tmp.is_dir() else 0
+        shutil.rmtree(tmp, ignore_errors=True)
+        final = tmp.with_name(tmp.name.removeprefix(TMP_PREFIX))
+        if (fault := disk_error(err, final, written)) is not None:
+            raise fault from None
+        raise
 
 
 def _fsync(path: Path) -> None:

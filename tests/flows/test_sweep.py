@@ -89,3 +89,15 @@ def test_leaderboard_floats_are_shown_rounded_not_as_binary_noise(tmp_path):
     [row] = list(csv.DictReader((tmp_path / "reports/sweep/leaderboard.csv").open()))
     assert (row["overall_accuracy"], row["false_positive_rate"], row["cb0_match_rate"]) == ("0.933", "0.01667", "")
     assert "| 1 | v4 | baseline | 0.933 |" in (tmp_path / "reports/sweep/leaderboard.md").read_text()
+
+
+def test_a_sweep_whose_variants_were_all_rejected_exits_non_zero(prefect_api, monkeypatch, capsys, tmp_path):
+    """Each rejection is in the leaderboard; the exit code must not say success when nothing was measured."""
+    import flows.sweep as sweep_module
+
+    rejected = [{"name": "v4.1", "kind": "baseline"}, {"name": "typo", "kind": "rejected", "note": "invalid variant"}]
+    monkeypatch.setattr(sweep_module, "sweep", lambda **_: rejected)  # the flow itself: tested above
+    assert sweep_module.main(["--sweep", "all-typos.yaml", "--workdir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "sweep failed: no variant of all-typos.yaml could run (see the leaderboard's notes)\n"
+    monkeypatch.setattr(sweep_module, "sweep", lambda **_: rejected + [{"name": "ok", "kind": "experiment"}])
+    assert sweep_module.main(["--sweep", "one-ran.yaml", "--workdir", str(tmp_path)]) == 0
