@@ -45,6 +45,8 @@ def _groups(entries) -> list[str]:
 
 def check_stage_params(workdir: str | os.PathLike, stages: list[str]) -> list[str]:
     """One line per stage whose params would fail it (`<stage>: params.yaml: 'group.key' ...`); [] if all parse."""
+    if not stages:
+        return []
     root = Path(workdir)
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
     params_file = root / "params.yaml"

@@ -357,13 +357,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"retrain: {line}", file=sys.stderr)
         print("retrain: no stage was run (fix params.yaml, then rerun)", file=sys.stderr)
         return 1
-    with embedded_prefect(args.workdir):
-        try:
-            retrain(workdir=args.workdir, targets=args.targets, force=args.force,
-                    gpu_pool=args.gpu_pool, inproc_check=not args.cli_check)
-        except Exception as err:  # noqa: BLE001 - Prefect has logged it; the report names the stage
-            print(f"retrain failed: {err}", file=sys.stderr)
-            return 1
+    try:
+        with embedded_prefect(args.workdir):
+            try:
+                retrain(workdir=args.workdir, targets=args.targets, force=args.force,
+                        gpu_pool=args.gpu_pool, inproc_check=not args.cli_check)
+            except Exception as err:  # noqa: BLE001 - Prefect has logged it; the report names the stage
+                print(f"retrain failed: {err}", file=sys.stderr)
+                return 1
+    except StageError as err:  # a Prefect server that does not answer
+        print(f"retrain: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
