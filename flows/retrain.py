@@ -126,10 +126,7 @@ def dvc_stage(spec: StageSpec, workdir: str, force: bool, gpu_pool: str | None,
     except DvcFailed as err:
         from prefect.states import Failed
 
-        result = StageResult(spec.name, FAILED, error=err.cause)
-        if gpu_pool:
-            result.pool, result.queue = gpu_pool, spec.queue
-        return Failed(message=f"stage '{spec.name}' failed: {err.cause}", data=result)
+        return Failed(message=f"stage '{spec.name}' failed: {err.cause}")  # the flow makes its StageResult
 
 
 def gpus_held(spec: StageSpec, n_gpus: int = HOST_GPUS) -> frozenset[str]:
@@ -261,19 +258,18 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
             break
         done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
         spec, future, on_pool, (started_at, t0) = running.pop(next(iter(done)))
-        state = future.state
-        expected = getattr(state.data, "result", state.data) if state.is_failed() else None  # in memory (a record)
-        if isinstance(expected, StageResult):  # the stage failed as expected: its one line, no traceback
-            result = expected
-            failures.append(state.message)
-        else:
-            try:
-                result = future.result()
-            except Exception as err:  # noqa: BLE001 - unexpected: recorded, and re-raised after the report
-                result = StageResult(spec.name, FAILED, error=one_line(err))
-                if on_pool:
-                    result.pool, result.queue = on_pool, spec.queue
+        expected = f"stage '{spec.name}' failed: "  # dvc_stage's Failed state for a stage that failed as expected
+        try:
+            result = future.result()
+        except Exception as err:  # noqa: BLE001 - recorded; unexpected ones re-raised after the report
+            result = StageResult(spec.name, FAILED, error=one_line(err))
+            if str(err).startswith(expected):  # its one line, no traceback
+                result.error = str(err)[len(expected):]
+                failures.append(str(err))
+            else:
                 errors.append(err)
+            if on_pool:
+                result.pool, result.queue = on_pool, spec.queue
         result.seconds = time.perf_counter() - t0
         result.started_at, result.finished_at = started_at, _now()
         finish(result)

@@ -94,9 +94,9 @@ def test_a_params_typo_fails_the_flow_before_any_stage_runs_or_any_output_is_rem
     add_dataset_stage(toy, seeds=41)
     state = retrain(workdir=str(toy), return_state=True)
     assert state.is_failed()
-    assert state.message == "dataset: params.yaml: 'dataset.seeds' is not a known key (no stage was run)" or \
-        state.message.startswith("dataset: params.yaml: 'dataset.seeds'"), state.message
-    assert set(last_run(toy, TOY_ORDER + ["dataset"]).values()) == {"not_run"}
+    assert state.message.startswith("dataset: params.yaml: 'dataset.seeds'"), state.message
+    assert state.message.endswith("(no stage was run)") and "\n" not in state.message
+    assert set(last_run(toy, [s.name for s in load_stages(toy)]).values()) == {"not_run"}
     assert {p: p.read_bytes() for p in sorted((toy / "out").iterdir())} == before, "an output was touched"
 
     assert main(["--workdir", str(toy)]) == 1  # the CLI: before Prefect starts, one line per bad stage

@@ -129,3 +129,17 @@ def test_a_symlink_into_another_file_system_is_written_through_from_a_temp_file_
     with atomic_dir(folder_link) as tmp:
         (tmp / "model.safetensors").write_bytes(b"w")
     assert folder_link.is_symlink() and (small_fs / "final" / "model.safetensors").read_bytes() == b"w"
+
+
+def test_write_metrics_keeps_wall_clock_readings_out_of_the_cached_details(tmp_path):
+    import json
+
+    from pipeline.io import write_metrics
+
+    write_metrics(tmp_path / "train.json", {"loss": 0.5}, {"loss": 0.5, "steps": 4, "tokens_per_s": 99.0,
+                                                          "train_seconds": 3.2, "peak_memory_gib": 1.0})
+    assert json.loads((tmp_path / "train.details.json").read_text()) == {"loss": 0.5, "steps": 4}
+    assert json.loads((tmp_path / "train.timings.json").read_text()) == {
+        "peak_memory_gib": 1.0, "tokens_per_s": 99.0, "train_seconds": 3.2}
+    write_metrics(tmp_path / "dataset.json", {"rows": 3}, {"rows": 3})
+    assert not (tmp_path / "dataset.timings.json").exists()

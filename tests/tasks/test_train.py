@@ -313,6 +313,9 @@ def test_stage_resumes_after_kill_9_and_keeps_the_previous_run_until_it_has_a_ch
                      r"moved to .*\.damaged-step-0000097", out), out[-3000:]
 
     metrics = json.loads((ws / "reports" / "metrics" / "train.details.json").read_text())
+    timings = json.loads((ws / "reports" / "metrics" / "train.timings.json").read_text())  # wall clock: not cached
+    assert not set(timings) & set(metrics) and {"tokens_per_s", "peak_memory_gib", "train_seconds"} <= set(timings)
+    metrics = {**metrics, **timings}
     assert metrics["resumed_from_step"] == killed_at.step and metrics["steps"] == 6
     headline = json.loads((ws / "reports" / "metrics" / "train.json").read_text())  # DVC's metrics
     assert headline == {"loss": metrics["final_train_loss"], "val_loss": metrics["final_val_loss"],
