@@ -31,8 +31,10 @@ class DiskError(StageError, OSError):
 
 def real_path(target: str | os.PathLike) -> Path:
     """``target`` with its symlinks resolved (the folder it names may not exist yet): temp files are staged
-    beside what is really written, on its file system, never beside a link into another one."""
-    return Path(os.path.realpath(target))
+    beside what is really written, on its file system, never beside a link into another one. Without a
+    symlink on the way, ``target`` as given (relative paths stay relative in messages)."""
+    resolved = os.path.realpath(target)
+    return Path(target) if resolved == os.path.abspath(target) else Path(resolved)
 
 
 def disk_error(err: BaseException, target: Path, written: int = 0) -> DiskError | None:
