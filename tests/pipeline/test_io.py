@@ -143,3 +143,20 @@ def test_write_metrics_keeps_wall_clock_readings_out_of_the_cached_details(tmp_p
         "peak_memory_gib": 1.0, "tokens_per_s": 99.0, "train_seconds": 3.2}
     write_metrics(tmp_path / "dataset.json", {"rows": 3}, {"rows": 3})
     assert not (tmp_path / "dataset.timings.json").exists()
+
+
+def test_a_checkpoint_that_does_not_fit_leaves_no_temp_folder_and_names_itself(small_fs):
+    """train on a full disk: one line naming the checkpoint, its temp folder gone, older checkpoints untouched."""
+    import torch
+
+    from pipeline.io import DiskError
+    from pipeline.training.checkpoints import removed_on_failure, start_checkpoint
+
+    (small_fs / "step-0000001").mkdir()
+    (small_fs / "step-0000001" / "model.safetensors").write_bytes(b"older")
+    tmp = start_checkpoint(small_fs, 2)
+    with pytest.raises(DiskError, match=rf"^{re.escape(str(small_fs / 'step-0000002'))}: no space left"):
+        with removed_on_failure(tmp):
+            torch.save({"w": torch.zeros(1 << 19)}, tmp / "optimizer.pt")
+    assert sorted(p.name for p in small_fs.iterdir()) == ["step-0000001"]
+    assert (small_fs / "step-0000001" / "model.safetensors").read_bytes() == b"older"
