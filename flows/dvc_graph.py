@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -55,6 +56,9 @@ class DvcFailed(RuntimeError):
         self.what, self.returncode = what, returncode
         # one line for tables: DVC's own "ERROR: ..." line if it printed one
         self.summary = next((line for line in reversed(tail) if line.startswith("ERROR")), f"{what} failed")
+        # the stage's own last word (`stage_main` prints `<stage>: <why>`), else DVC's ERROR line
+        self.cause = next((line.strip() for line in reversed(tail)
+                           if line.strip() and not line.startswith(("ERROR", "Traceback", "  "))), self.summary)
         lines = "\n".join(tail)
         super().__init__(f"{what} failed (dvc exit code {returncode}):\n{lines}")
 
@@ -232,9 +236,9 @@ def dvc(args: list[str], workdir: str | os.PathLike, on_line: Callable[[str], No
 
     Returns the exit code and the last `tail_lines` lines.
     """
-    proc = subprocess.Popen(
+    proc = subprocess.Popen(  # a session of its own: DVC and the stage it runs are stopped (and reaped) as one group
         [sys.executable, "-m", "dvc", *WAIT_FOR_LOCK, *args], cwd=workdir, env=dvc_env(), text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1, errors="replace",
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1, errors="replace", start_new_session=True,
     )
     lines: list[str] = []
     try:
@@ -244,7 +248,9 @@ def dvc(args: list[str], workdir: str | os.PathLike, on_line: Callable[[str], No
             lines.append(line)
             del lines[:-tail_lines]
     except BaseException:
-        proc.kill()
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the stage too, not only DVC
+        proc.wait()
         raise
     return proc.wait(), lines
 

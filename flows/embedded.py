@@ -16,9 +16,51 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from pipeline.params import StageError
+
+
+API_HEALTH_TIMEOUT_S = 15.0
+
+
+class PrefectUnreachable(StageError):
+    """PREFECT_API_URL names a server that does not answer; one line saying which and what to do."""
+
+
+def check_prefect_api(url: str, timeout_s: float | None = None) -> None:
+    """``GET <url>/health`` within ``timeout_s``: a server that accepts connections but never answers
+    would otherwise hang the flow silently (Prefect's own request timeout is 60 s, retried)."""
+    import httpx
+
+    timeout_s = API_HEALTH_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/health", timeout=timeout_s)
+    except httpx.TimeoutException:
+        raise PrefectUnreachable(f"PREFECT_API_URL={url}: the server accepted the connection but did not answer "
+                                 f"within {timeout_s:.0f} s; restart it, or unset PREFECT_API_URL to run with a "
+                                 "temporary server") from None
+    except httpx.HTTPError as err:
+        raise PrefectUnreachable(f"PREFECT_API_URL={url}: cannot reach the server ({type(err).__name__}: {err}); "
+                                 "start it, or unset PREFECT_API_URL to run with a temporary server") from None
+    if response.status_code != 200:
+        raise PrefectUnreachable(f"PREFECT_API_URL={url}: /health answered HTTP {response.status_code}")
+
 
 @contextlib.contextmanager
 def embedded_prefect(workdir: str | os.PathLike) -> Iterator[None]:
+    """Prefect settings for a command-line flow run, and a lifeline (flows/lifeline.py): whatever this
+    process started (the temporary server, `dvc repro`, the stages) is killed if it is killed."""
+    from flows.lifeline import start_lifeline, stop_lifeline
+
+    sidecar = start_lifeline()
+    try:
+        with _settings(workdir):
+            yield
+    finally:
+        stop_lifeline(sidecar)
+
+
+@contextlib.contextmanager
+def _settings(workdir: str | os.PathLike) -> Iterator[None]:
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
@@ -29,6 +71,7 @@ def embedded_prefect(workdir: str | os.PathLike) -> Iterator[None]:
     )
 
     if PREFECT_API_URL.value():
+        check_prefect_api(PREFECT_API_URL.value())
         yield
         return
     updates = {}

@@ -26,6 +26,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.dvc_graph import (FAILED, NOT_RUN, RAN, RESTORED, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
                              line_logger, load_stages, one_line, run_stage, stage_changed)
 from flows.gpu_stage import gpu_slots
+from flows.params_check import check_stage_params
 from flows.publish import flatten, markdown_table, publish_table, publish_unavailable
 from pipeline.artifacts import LAST_RUN_JSON, MODEL_CARD_MD, details_json
 from pipeline.metrics_models import EvalBlipDetails, EvalClassesDetails, details_of
@@ -105,17 +106,26 @@ def named_state(result: StageResult):
 @task(task_run_name="{spec.name}", cache_policy=NO_CACHE, persist_result=False)
 def dvc_stage(spec: StageSpec, workdir: str, force: bool, gpu_pool: str | None,
               gpu_deployment: str, inproc_check: bool):
-    """Bring one stage up to date, here or (`gpu_pool` given) a GPU stage on the pool."""
+    """Bring one stage up to date, here or (`gpu_pool` given) a GPU stage on the pool.
+
+    A stage that fails as expected (DVC or the stage exits non-zero; its output is already logged
+    line by line) ends in a Failed state carrying its one-line reason: no Prefect traceback.
+    """
     logger = get_run_logger()
     if inproc_check and not force and not stage_changed(workdir, spec.name):
         logger.info("Stage '%s' didn't change, skipping", spec.name)
         return named_state(StageResult(spec.name, SKIPPED))
-    if gpu_pool:
-        status = run_on_pool(spec, workdir, force, gpu_deployment)
-        return named_state(StageResult(spec.name, status, pool=gpu_pool, queue=spec.queue))
-    with gpu_slots(spec.gpus) if spec.pool == "gpu" else contextlib.nullcontext():
-        status = run_stage(workdir, spec.name, force=force, on_line=line_logger(logger))
-    return named_state(StageResult(spec.name, status))
+    try:
+        if gpu_pool:
+            status = run_on_pool(spec, workdir, force, gpu_deployment)
+            return named_state(StageResult(spec.name, status, pool=gpu_pool, queue=spec.queue))
+        with gpu_slots(spec.gpus) if spec.pool == "gpu" else contextlib.nullcontext():
+            status = run_stage(workdir, spec.name, force=force, on_line=line_logger(logger))
+        return named_state(StageResult(spec.name, status))
+    except DvcFailed as err:
+        from prefect.states import Failed
+
+        return Failed(message=f"stage '{spec.name}' failed: {err.cause}")  # the flow makes its StageResult
 
 
 def gpus_held(spec: StageSpec, n_gpus: int = HOST_GPUS) -> frozenset[str]:
@@ -140,6 +150,13 @@ class Schedule:
     def blocked_by(self, spec: StageSpec) -> str | None:
         """The first upstream stage that failed or did not run, if any."""
         return next((u for u in spec.upstream if self.finished.get(u) in (FAILED, NOT_RUN)), None)
+
+    def why_blocked(self, spec: StageSpec) -> str | None:
+        """`upstream stage 'X' failed` or `... did not run` (a stage that never ran did not fail)."""
+        upstream = self.blocked_by(spec)
+        if upstream is None:
+            return None
+        return f"upstream stage '{upstream}' {'failed' if self.finished[upstream] == FAILED else 'did not run'}"
 
     def ready(self) -> list[StageSpec]:
         """Stages to start now, in DVC's order; a stage whose upstream failed is returned too (to be `not_run`)."""
@@ -179,7 +196,10 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
 
     CPU stages run up to `cpu_limit` at once; GPU stages by the GPUs they hold (queue `gpu0` and `gpu1`
     at once, `train` holds both). DVC's repo lock is waited for (`dvc --wait-for-lock`), never a failure.
-    A failed stage fails the flow; the stages downstream of it are `not_run`, the others still run.
+    Every selected stage's params are checked with the stage's own loader first (flows/params_check.py):
+    one bad key fails the flow before any `dvc repro` removes an output, every stage `not_run`.
+    A failed stage fails the flow (a Failed state whose message is one line per failed stage, no
+    traceback); the stages downstream of it are `not_run`, the others still run.
     `force` lists stages to rerun even if unchanged.
     `inproc_check=False` starts `dvc repro --single-item` for every stage, even unchanged ones.
     """
@@ -195,11 +215,20 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
     forced = set(force or ())
     if unknown := forced - {s.name for s in stages}:
         raise ValueError(f"force: unknown or untargeted stage(s) {sorted(unknown)}")
+    if problems := check_stage_params(workdir, [s.name for s in stages]):
+        from prefect.states import Failed
+
+        rows = [StageResult(s.name, NOT_RUN, error="params of the selected stages are invalid").row() for s in stages]
+        write_json(Path(workdir) / LAST_RUN_JSON, rows)
+        for line in problems:
+            logger.error("%s", line)
+        return Failed(message="; ".join(problems) + " (no stage was run)", data=rows)
     pool = find_gpu_pool(gpu_pool)
     progress = create_progress_artifact(0.0, key="retrain-progress", description="stages done")
     schedule = Schedule(stages, cpu_limit=cpu_limit)
     results: dict[str, StageResult] = {}
     errors: list[Exception] = []
+    failures: list[str] = []  # "stage 'X' failed: <why>", one per stage that failed as expected
     running: dict[concurrent.futures.Future, tuple] = {}  # the task runner's future -> (spec, Prefect future, ...)
     flow_start = time.perf_counter()
 
@@ -211,8 +240,8 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
                                  description=f"{result.stage}: {result.status}")
 
     def start(spec: StageSpec) -> None:
-        if upstream := schedule.blocked_by(spec):
-            finish(StageResult(spec.name, NOT_RUN, error=f"upstream stage '{upstream}' failed"))
+        if why := schedule.why_blocked(spec):
+            finish(StageResult(spec.name, NOT_RUN, error=why))
             return
         on_pool = pool if spec.pool == "gpu" else None
         schedule.running.add(spec.name)
@@ -228,13 +257,18 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
             break
         done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
         spec, future, on_pool, (started_at, t0) = running.pop(next(iter(done)))
+        expected = f"stage '{spec.name}' failed: "  # dvc_stage's Failed state for a stage that failed as expected
         try:
             result = future.result()
-        except Exception as err:  # noqa: BLE001 - recorded, and re-raised after the report
+        except Exception as err:  # noqa: BLE001 - recorded; unexpected ones re-raised after the report
             result = StageResult(spec.name, FAILED, error=one_line(err))
+            if str(err).startswith(expected):  # its one line, no traceback
+                result.error = str(err)[len(expected):]
+                failures.append(str(err))
+            else:
+                errors.append(err)
             if on_pool:
                 result.pool, result.queue = on_pool, spec.queue
-            errors.append(err)
         result.seconds = time.perf_counter() - t0
         result.started_at, result.finished_at = started_at, _now()
         finish(result)
@@ -248,6 +282,10 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
     publish_run(workdir, rows)
     if errors:
         raise errors[0]
+    if failures:
+        from prefect.states import Failed
+
+        return Failed(message="; ".join(failures), data=rows)
     return rows
 
 
@@ -308,16 +346,26 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # before Prefect starts: an offline machine learns in seconds, in one line, what to do
         preflight_workspace(args.workdir)
-    except StageError as err:
+        problems = check_stage_params(args.workdir, [s.name for s in load_stages(args.workdir, args.targets)])
+    except (StageError, ValueError) as err:
         print(f"retrain: {err}", file=sys.stderr)
         return 1
-    with embedded_prefect(args.workdir):
-        try:
-            retrain(workdir=args.workdir, targets=args.targets, force=args.force,
-                    gpu_pool=args.gpu_pool, inproc_check=not args.cli_check)
-        except Exception as err:  # noqa: BLE001 - Prefect has logged it; the report names the stage
-            print(f"retrain failed: {err}", file=sys.stderr)
-            return 1
+    if problems:  # before any `dvc repro` could remove an output
+        for line in problems:
+            print(f"retrain: {line}", file=sys.stderr)
+        print("retrain: no stage was run (fix params.yaml, then rerun)", file=sys.stderr)
+        return 1
+    try:
+        with embedded_prefect(args.workdir):
+            try:
+                retrain(workdir=args.workdir, targets=args.targets, force=args.force,
+                        gpu_pool=args.gpu_pool, inproc_check=not args.cli_check)
+            except Exception as err:  # noqa: BLE001 - Prefect has logged it; the report names the stage
+                print(f"retrain failed: {err}", file=sys.stderr)
+                return 1
+    except StageError as err:  # a Prefect server that does not answer
+        print(f"retrain: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -608,11 +608,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--confirm must be >= 0")
     with embedded_prefect(args.workdir):
         try:
-            sweep(sweep_file=args.sweep, workdir=args.workdir, prescreen_variants=not args.no_prescreen,
-                  reference_splits=args.reference_splits, confirm=None if args.full else args.confirm)
+            rows = sweep(sweep_file=args.sweep, workdir=args.workdir, prescreen_variants=not args.no_prescreen,
+                         reference_splits=args.reference_splits, confirm=None if args.full else args.confirm)
         except Exception as err:  # noqa: BLE001 - Prefect has logged it
             print(f"sweep failed: {err}", file=sys.stderr)
             return 1
+    if not any(row["kind"] == "experiment" for row in rows):  # every variant rejected: nothing was measured
+        print(f"sweep failed: no variant of {args.sweep} could run (see the leaderboard's notes)", file=sys.stderr)
+        return 1
     return 0
 
 

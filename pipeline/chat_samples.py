@@ -17,8 +17,11 @@ turn-1 ack inside a tool_result_speak row, which v4.1 trains without the blip);
 from __future__ import annotations
 
 import hashlib
+import io
+import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,7 +31,7 @@ from liquid_audio.utils import LFMModality
 
 from pipeline.audio import SAMPLE_RATE, encode_wav
 from pipeline.interleave import AUDIO, TEXT, Schedule
-from pipeline.io import atomic_path
+from pipeline.io import short_checksum, write_bytes
 from pipeline.params import StageError
 from pipeline.prompts import build_chat_turns
 from pipeline.records import DatasetRow
@@ -118,14 +121,25 @@ def row_messages(
 
 
 class CodesCache:
-    """Mimi codes on disk, one ``.npy`` per distinct (Mimi checkpoint, waveform)."""
+    """Mimi codes on disk, one ``<key>-<checksum>.npy`` per distinct (Mimi checkpoint, waveform).
 
-    def __init__(self, directory: Path, mimi_sha256: str):
+    ``key`` hashes what the codes are computed from; ``checksum`` is the first 16 hex
+    digits of the sha256 of the file's own bytes, checked on every read. A damaged
+    entry (bytes changed, header included) is named in one line through ``echo``,
+    moved to ``.<cache name>.damaged/`` beside the cache's resolved folder (kept,
+    never read) and counted as a miss, so its codes are computed again. Entries
+    without a checksum (``<key>.npy``, written before it) are misses and are removed
+    once their replacement is in.
+    """
+
+    def __init__(self, directory: Path, mimi_sha256: str, echo: Callable[[str], None] = print):
         self.directory = Path(directory)
         self.mimi_sha256 = mimi_sha256
+        self.echo = echo
         self.hits = 0
         self.misses = 0
         self.seconds_encoded = 0.0  # work unit: audio-seconds Mimi encoded (misses only; a hit costs 0)
+        self.damaged: list[dict[str, str]] = []  # {"entry", "reason", "moved_to"}
 
     def key(self, wav: torch.Tensor, sampling_rate: int) -> str:
         digest = hashlib.sha256(self.mimi_sha256.encode())
@@ -133,21 +147,54 @@ class CodesCache:
         digest.update(wav.detach().to(torch.float32).cpu().numpy().tobytes())
         return digest.hexdigest()
 
-    def path(self, key: str) -> Path:
-        return self.directory / key[:2] / f"{key}.npy"
+    def bucket(self, key: str) -> Path:
+        return self.directory / key[:2]
+
+    def path(self, key: str, checksum: str) -> Path:
+        return self.bucket(key) / f"{key}-{checksum}.npy"
+
+    @property
+    def damaged_dir(self) -> Path:
+        resolved = self.directory.resolve()
+        return resolved.parent / f".{resolved.name}.damaged"
 
     def get(self, key: str) -> torch.Tensor | None:
-        path = self.path(key)
-        if not path.exists():
-            self.misses += 1
-            return None
-        self.hits += 1
-        return torch.from_numpy(np.load(path, allow_pickle=False))
+        for path in sorted(self.bucket(key).glob(f"{key}-*.npy")):
+            codes = self._read(path)
+            if codes is not None:
+                self.hits += 1
+                return codes
+        self.misses += 1
+        return None
+
+    def _read(self, path: Path) -> torch.Tensor | None:
+        """The codes in ``path`` if its bytes hash to the checksum in its name; else it is moved aside, said so."""
+        data = path.read_bytes()
+        expected = path.stem.rsplit("-", 1)[-1]
+        actual = short_checksum(data)
+        reason = None
+        if actual != expected:
+            reason = f"its bytes hash to {actual}, its name says {expected}"
+        else:
+            try:
+                return torch.from_numpy(np.load(io.BytesIO(data), allow_pickle=False))
+            except (ValueError, OSError, EOFError) as err:  # hashed fine, yet not an array: written wrong
+                reason = f"not a NumPy array ({err})"
+        moved_to = self.damaged_dir / path.name
+        moved_to.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, moved_to)
+        self.damaged.append({"entry": str(path), "reason": reason, "moved_to": str(moved_to)})
+        self.echo(f"{path}: damaged Mimi codes cache entry ({reason}); moved to {moved_to}, its codes are computed again")
+        return None
 
     def put(self, key: str, codes: torch.Tensor) -> None:
-        with atomic_path(self.path(key)) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, codes.numpy())
+        buffer = io.BytesIO()
+        np.save(buffer, codes.numpy())
+        data = buffer.getvalue()
+        write_bytes(self.path(key, short_checksum(data)), data)
+        legacy = self.bucket(key) / f"{key}.npy"
+        if legacy.exists():
+            legacy.unlink()
 
 
 class CachedCodesMapper(LFM2AudioChatMapper):

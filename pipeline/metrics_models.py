@@ -144,7 +144,7 @@ class PreprocessDetails(Details[PreprocessHeadline]):
     blip_prefix_codebook_match_rates: list[Rate]
     blip_prefix_mismatched_ids: list[str]
     overlong_rows: int
-    codes_cache: dict[str, float | int]
+    codes_cache: dict[str, Any]  # hits, misses, hit_rate, damaged (entries named, moved aside, encoded again)
     interleave: dict[str, int | None]
     mimi_audio_seconds_encoded: float = 0.0  # work unit: audio Mimi encoded (codes-cache misses only)
 
@@ -173,13 +173,15 @@ class TrainDetails(Details[TrainHeadline]):
     resumed_from_step: int | None
     final_train_loss: float | None  # mean over the last log interval
     final_val_loss: float | None
-    tokens_per_s: float | None  # non-padding tokens, all processes, over this invocation's train steps
+    # Wall-clock readings (pipeline.io.TIMING_KEYS) live in <stage>.timings.json, not in the cached details file:
+    # None when a details file is read alone.
+    tokens_per_s: float | None = None  # non-padding tokens, all processes, over this invocation's train steps
     real_tokens: int
     padded_tokens: int = 0  # positions trained, padding included (the work unit the batches cost)
     padding_fraction: float | None
-    train_seconds: float
-    peak_memory_gib: float
-    peak_memory_kind: str  # cuda_max_allocated | cpu_peak_rss
+    train_seconds: float | None = None
+    peak_memory_gib: float | None = None
+    peak_memory_kind: str | None = None  # cuda_max_allocated | cpu_peak_rss
     world_size: int
     global_batch_size: int
 
@@ -218,7 +220,7 @@ class EvalClassesDetails(Details[EvalClassesHeadline]):
     expected_behaviour: dict[str, str]
     judge_reference_accuracy: Rate
     judge_reference_misjudged: list[dict[str, Any]] = []
-    mean_seconds_per_row: float | None
+    mean_seconds_per_row: float | None = None  # in eval_classes.timings.json
     decoder_work: DecoderWorkCount | None = None  # the replies' decoding, all rows together
     unavailable: dict[str, str] = {}
     generation: dict[str, Any] = {}

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Iterable, Iterator, Literal
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Callable, Iterable, Iterator, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from pipeline.jsonl import BadLine, JsonlError, OnBad, encode_line, iter_lines, read_bytes, split_lines, write_jsonl
+from pipeline.jsonl import BadLine, JsonlError, Line, OnBad, encode_line, iter_lines, read_bytes, split_lines, write_jsonl
 
 __all__ = ["BadLine", "write_jsonl"]  # re-exported: one JSONL layer, reachable from the row module
 
@@ -312,12 +312,14 @@ class ReadResult:
         return len(self.bad) / self.lines_read if self.lines_read else 0.0
 
 
-def parse_lines(lines: Iterable[bytes | str], path: str, on_bad: OnBad = "quarantine") -> ReadResult:
+def parse_lines(lines: Iterable[bytes | str], path: str, on_bad: OnBad = "quarantine",
+                row_check: Callable[[Line], str | None] | None = None) -> ReadResult:
     """Parse JSONL lines into rows (line numbers start at 1; blank lines are skipped, not counted).
 
     Every non-blank line ends up either as a row or as a BadLine (``on_bad="fail"``: the
     first bad line raises JsonlError ``FILE:LINE: reason``); an id already seen earlier in
-    the same file makes the later line bad.
+    the same file makes the later line bad. ``row_check`` (``pipeline.row_bounds``) runs on
+    each decoded line before the row is parsed; a reason it returns makes the line bad.
     """
     rows: list[DatasetRow] = []
     bad: list[BadLine] = []
@@ -327,6 +329,8 @@ def parse_lines(lines: Iterable[bytes | str], path: str, on_bad: OnBad = "quaran
         lines_read += 1
         if not isinstance(item, BadLine):
             try:
+                if row_check is not None and (reason := row_check(item)) is not None:
+                    raise RowError(reason)
                 row = DatasetRow.from_json(item.value)
                 if row.id in first_line_of:
                     raise RowError(f"duplicate id '{row.id}' (first on line {first_line_of[row.id]})")
@@ -341,9 +345,10 @@ def parse_lines(lines: Iterable[bytes | str], path: str, on_bad: OnBad = "quaran
     return ReadResult(rows, bad, lines_read)
 
 
-def read_rows(path: str | os.PathLike, on_bad: OnBad = "quarantine") -> ReadResult:
+def read_rows(path: str | os.PathLike, on_bad: OnBad = "quarantine",
+              row_check: Callable[[Line], str | None] | None = None) -> ReadResult:
     """Read a JSONL file of rows. A missing file raises MissingFile naming it; ``on_bad`` decides bad rows."""
-    return parse_lines(split_lines(read_bytes(path)), str(path), on_bad)
+    return parse_lines(split_lines(read_bytes(path)), str(path), on_bad, row_check)
 
 
 def write_rows(path: str | os.PathLike, rows: Iterable[DatasetRow]) -> None:

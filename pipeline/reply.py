@@ -74,8 +74,7 @@ class Reply:
             "end_of_audio": self.end_of_audio,
             "finish_reason": self.finish_reason,
             "layout": self.layout,
-            "seconds": round(self.seconds, 4),
-        }
+        }  # no ``seconds``: records are cached outputs, a wall-clock reading would differ on every run
         if self.work is not None:
             out["work"] = self.work.to_json()
         if include_audio:

@@ -36,12 +36,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.audio import to_float32, to_int16
-from pipeline.io import atomic_path, sha256_file
+from pipeline.io import CHECKSUM_CHARS, atomic_path, real_path, sha256_file, short_checksum
 from pipeline.jsonl import JsonlError, read_jsonl
 from pipeline.params import StageError
 
 SHARD_PATTERN = re.compile(r"^shard-(\d+)(?:-([0-9a-f]{16}))?\.parquet$")  # no checksum: a shard from before checksums
-CHECKSUM_CHARS = 16
 STALE_STAGED_S = 3600.0  # a staged temp file this old belongs to a writer that died
 _READ_ERRORS = (pa.ArrowException, OSError, ValueError)  # what reading a damaged shard raises (seen: all three)
 ROW_GROUP_SIZE = 16  # a single clip is read by row group, not by whole shard
@@ -72,18 +71,21 @@ def shard_name(number: int, checksum: str) -> str:
 
 
 def checksum_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:CHECKSUM_CHARS]
+    return short_checksum(data)
 
 
 def staging_dir(cache_dir: str | os.PathLike) -> Path:
-    """Where shards are written before they are renamed in: next to the cache, outside what DVC tracks."""
-    cache_dir = Path(cache_dir)
+    """Where shards are written before they are renamed in: next to the cache, outside what DVC tracks.
+
+    Beside the cache folder's resolved path: a ``data/tts/cache`` that is a symlink into another
+    file system gets its staging folder there, so the rename never crosses file systems (EXDEV)."""
+    cache_dir = real_path(cache_dir)
     return cache_dir.parent / f".{cache_dir.name}.staging"
 
 
 def damaged_dir(cache_dir: str | os.PathLike) -> Path:
-    """Where ``repair`` moves damaged shards (kept for inspection, never read)."""
-    cache_dir = Path(cache_dir)
+    """Where ``repair`` moves damaged shards (kept for inspection, never read); beside the resolved cache folder."""
+    cache_dir = real_path(cache_dir)
     return cache_dir.parent / f".{cache_dir.name}.damaged"
 
 

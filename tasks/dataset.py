@@ -42,10 +42,11 @@ from pipeline.catalog import TOOLS, RowMaker, is_hard_negative
 from pipeline.jsonl import write_jsonl
 from pipeline.metrics_models import DatasetDetails, write_stage_metrics
 from pipeline.io import write_json
-from pipeline.params import StageError, StageParams, field, load_stage_params, stage_main
+from pipeline.params import PARAMS_FILE, StageError, StageParams, field, load_stage_params, stage_main
 from pipeline.records import (CLASSES, BadLine, DatasetRow, ReadResult, iter_leak_keys, normalize_text,
                               parse_lines, read_rows, write_rows)
 from pipeline.splits import changes_since, content_hash, hash_split, split_ids, split_of
+from pipeline.row_bounds import RowBounds
 from pipeline.templates import Side
 
 SPLITS = ("train", "eval", "heldout", "novel_facts")
@@ -84,6 +85,16 @@ class DatasetParams(StageParams):
     ingest_path: Path | None = None        # required for ingest
     heldout_share: float = field(0.04, lo=0, hi=1)  # ingest: rows whose id hashes below this are held out
     eval_share: float = field(0.1, lo=0, hi=1)      # ingest: the next share of the hash range is eval
+    # Row size bounds (pipeline.row_bounds: why, and the defaults' reasoning); a row past one is a bad row.
+    max_text_chars: int = field(RowBounds.max_text_chars, lo=1)
+    max_facts: int = field(RowBounds.max_facts, lo=1)
+    max_fact_chars: int = field(RowBounds.max_fact_chars, lo=1)
+    max_tools: int = field(RowBounds.max_tools, lo=1)
+    max_row_bytes: int = field(RowBounds.max_row_bytes, lo=2)
+
+    @property
+    def bounds(self) -> RowBounds:
+        return RowBounds(self.max_text_chars, self.max_facts, self.max_fact_chars, self.max_tools, self.max_row_bytes)
 
     @property
     def shares(self) -> dict[str, float]:
@@ -200,13 +211,14 @@ def generate_splits(config: DatasetParams) -> Splits:
     }
 
 
-def revalidate(splits: Splits) -> tuple[Splits, ReadResult]:
+def revalidate(splits: Splits, bounds: RowBounds = RowBounds()) -> tuple[Splits, ReadResult]:
     """Round-trip generated rows through the parser, so they meet exactly the rules ingested rows meet."""
     checked: Splits = {}
     bad: list[BadLine] = []
     lines_read = 0
     for name, rows in splits.items():
-        result = parse_lines((row.to_line() for row in rows), f"<generated {name}>", on_bad="quarantine")
+        result = parse_lines((row.to_line() for row in rows), f"<generated {name}>", on_bad="quarantine",
+                             row_check=bounds.line_check())
         checked[name] = result.rows
         bad += result.bad
         lines_read += result.lines_read
@@ -355,10 +367,10 @@ def run_stage(config: DatasetParams, out_dir: Path = DATASET_DIR, metrics_path: 
     """
     if config.source == "ingest":
         assert config.ingest_path is not None
-        read = read_rows(config.ingest_path, on_bad="quarantine")
+        read = read_rows(config.ingest_path, on_bad="quarantine", row_check=config.bounds.line_check())
         splits = None
     else:
-        splits, read = revalidate(generate_splits(config))
+        splits, read = revalidate(generate_splits(config), config.bounds)
     write_jsonl(out_dir / "quarantine.jsonl", (bad.to_json() for bad in read.bad))
     if read.bad_fraction > config.max_bad_fraction:
         write_report(metrics_path, dataset_metrics(config, read, None))
@@ -384,17 +396,20 @@ def run_stage(config: DatasetParams, out_dir: Path = DATASET_DIR, metrics_path: 
     return metrics
 
 
-def validate_files(paths: list[Path], out: TextIO | None = None, err: TextIO | None = None) -> int:
+def validate_files(paths: list[Path], out: TextIO | None = None, err: TextIO | None = None,
+                   bounds: RowBounds = RowBounds()) -> int:
     """Print every bad row as ``PATH:LINE: reason`` and a ``N rows, K bad`` summary (default: stdout/stderr).
 
-    Returns 0 if all rows are good, 1 if any is bad, 2 if a file cannot be read.
+    ``bounds``: the row size limits (the CLI takes them from params.yaml's ``dataset`` group when
+    there is one, as the stage does). Returns 0 if all rows are good, 1 if any is bad, 2 if a file
+    cannot be read.
     """
     out, err = out or sys.stdout, err or sys.stderr
     rows = bad = 0
     unreadable = False
     for path in paths:
         try:
-            result = read_rows(path, on_bad="quarantine")
+            result = read_rows(path, on_bad="quarantine", row_check=bounds.line_check())
         except StageError as error:  # missing or unreadable file
             print(f"error: {error}", file=err)
             unreadable = True
@@ -414,7 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     args = parser.parse_args(argv)
     if args.command == "validate":
-        return validate_files(args.paths)
+        def check() -> int:
+            bounds = load_stage_params(DatasetParams).bounds if PARAMS_FILE.is_file() else RowBounds()
+            return validate_files(args.paths, bounds=bounds)
+
+        return stage_main("validate", check)
 
     def work() -> int:
         metrics = run_stage(load_stage_params(DatasetParams))

@@ -62,7 +62,6 @@ class NarrationResult:
             "turn1_text": self.reply.turn1.text if self.reply and self.reply.turn1 else None,
             "n_audio_frames": self.reply.n_audio_frames if self.reply else None,
             "finish_reason": self.reply.finish_reason if self.reply else None,
-            "seconds": round(self.reply.seconds, 3) if self.reply else None,
             **({"score": self.score.to_json()} if self.score else {"score": None}),
         }
 

@@ -312,7 +312,8 @@ def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on
         # Expected 0: an unblipped turn that opens like the blip would teach the blip off tool acks.
         "unblipped_turns": unblipped,
         "unblipped_detection_rate": _rate(sum(r.unblipped_detections for r in reports.values()), unblipped),
-        "codes_cache": {"hits": cache.hits, "misses": cache.misses, "hit_rate": _rate(cache.hits, cache.hits + cache.misses)},
+        "codes_cache": {"hits": cache.hits, "misses": cache.misses, "hit_rate": _rate(cache.hits, cache.hits + cache.misses),
+                        "damaged": cache.damaged},
         "mimi_audio_seconds_encoded": round(cache.seconds_encoded, 3),  # work unit: cache misses only
     }
 

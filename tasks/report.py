@@ -15,6 +15,7 @@ random-init fabrication (``report.profile: smoke`` or
 """
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,11 +26,11 @@ import yaml
 from pipeline import params as stage_params
 from pipeline.artifacts import BASELINES_YAML, EVAL_CLASSES_JSONL, METRICS_DIR, MODEL_CARD_MD
 from pipeline.card_text import delta, pct, published
-from pipeline.io import write_text
+from pipeline.io import timings_path, write_text
 from pipeline.judge import JUDGE_CASES, measure, read_judge_cases
 from pipeline.jsonl import MissingFile, read_jsonl
-from pipeline.metrics_models import (Details, EvalBlipDetails, EvalClassesDetails, EvalNarrationDetails, TrainDetails,
-                                     load_document)
+from pipeline.metrics_models import (Details, EvalBlipDetails, EvalClassesDetails, EvalNarrationDetails, MetricsError,
+                                     TrainDetails, load_document, parse_data)
 from pipeline.params import StageError, StageParams, parse_params, read_params_file, stage_main
 from pipeline.records import CLASSES
 
@@ -64,8 +65,20 @@ class Loaded:
 
 
 def load_details(model: type[Details], metrics_dir: Path) -> Loaded:
-    """A stage's details document as its model, or why it is unavailable (missing, or not matching the model)."""
-    return Loaded(*load_document(model, Path(metrics_dir) / f"{model.STAGE}.details.json"))
+    """A stage's details document as its model, with the stage's timings file (seconds, tokens/s, peak memory:
+    pipeline.io.TIMING_KEYS) merged in when there is one; or why it is unavailable (missing, not matching)."""
+    path = Path(metrics_dir) / f"{model.STAGE}.details.json"
+    try:
+        data = json.loads(path.read_text())
+        timings = json.loads(timings_path(Path(metrics_dir) / f"{model.STAGE}.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):  # no timings (or no details: load_document says which)
+        return Loaded(*load_document(model, path))
+    if not isinstance(data, dict) or not isinstance(timings, dict):
+        return Loaded(*load_document(model, path))
+    try:
+        return Loaded(parse_data(model, {**data, **timings}, path))
+    except MetricsError as err:
+        return Loaded(None, str(err))
 
 
 def load_records(path: Path) -> Loaded:

@@ -10,7 +10,7 @@ With ``train.num_processes`` > 1 the module re-executes itself under
 Nothing on disk changes until the params, the data and the base model have been
 checked and the model has loaded. Rerunning after a crash (kill -9 included)
 resumes from the newest complete checkpoint in ``models/checkpoints/`` made by
-the same run — same trajectory params, process count, training data and base
+the same run whose files hash to its manifest (a damaged one is named and skipped) — same trajectory params, process count, training data and base
 model (a fingerprint in every checkpoint). Checkpoints of another run stay until
 this run has written its first checkpoint, then go. The DVCLive series in
 ``reports/train/`` is cut back to the resumed step and continued.
@@ -54,7 +54,7 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
     """Check the inputs and load the model, then train (resuming this run's checkpoint if any) and export."""
     from accelerate.utils import broadcast_object_list
 
-    from pipeline.training.checkpoints import latest_checkpoint
+    from pipeline.training.checkpoints import read_checkpoint, resume_checkpoint
     from pipeline.interleave import RECORD_NAME, check_fits
     from pipeline.training.data import open_split, split_schedule
     from pipeline.training.metrics import LiveSink
@@ -87,7 +87,14 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
 
     with run_lock(accelerator, paths.checkpoint_dir):  # one run per checkpoint folder
         # 3. Train. Other runs' checkpoints go once this run has saved one (Trainer.save_checkpoint).
-        resume = latest_checkpoint(paths.checkpoint_dir, fingerprint)
+        # The main process hashes every file of the newest checkpoint (a damaged one is named and skipped).
+        chosen = [None]
+        if main_process:
+            found = resume_checkpoint(paths.checkpoint_dir, fingerprint, echo=accelerator.print)
+            chosen[0] = None if found is None else str(found.path)
+        if accelerator.num_processes > 1:
+            broadcast_object_list(chosen)
+        resume = None if chosen[0] is None else read_checkpoint(Path(chosen[0]))
         sink = LiveSink(paths.live_dir, resume.step if resume else None) if main_process else None
         trainer = Trainer(model, train_data, eval_data, params, checkpoint_dir=paths.checkpoint_dir,
                           fingerprint=fingerprint, metrics_sink=sink, accelerator=accelerator)

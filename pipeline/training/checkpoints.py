@@ -3,10 +3,15 @@
 ``models/checkpoints/step-NNNNNNN/`` holds ``model.safetensors`` (one name per
 tied tensor), ``optimizer.pt``, ``scheduler.pt``, one ``rng-<rank>.pt`` per
 process and ``trainer_state.json`` (step, data position, run fingerprint, the
-size of every file). It is written as ``.tmp-step-NNNNNNN/``, fsynced and
-renamed into place; a folder counts only if its manifest is there and every file
+size and sha256 of every file). It is written as ``.tmp-step-NNNNNNN/``, fsynced and
+renamed into place, the manifest last; a folder counts only if its manifest is there and every file
 it lists has its size, so a kill at any moment leaves either a complete
 checkpoint or an ignored temp folder.
+
+Before a resume every file is hashed against the manifest (``resume_checkpoint``):
+a checkpoint whose bytes changed since it was written (same size included) or
+whose manifest is unreadable is named in one line and skipped for the previous
+good one. Checkpoints of format 1 (before the hashes) are checked by size only.
 
 Checkpoints of another run (another fingerprint), and debris, are removed only
 by ``prune`` after a checkpoint of this run has been committed: until the new run
@@ -18,6 +23,7 @@ Security: ``.pt`` files are read back only with ``torch.load(weights_only=True)`
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -25,23 +31,25 @@ import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, disk_error, sha256_file
 
 CHECKPOINT_PREFIX = "step-"
 CHECKPOINT_RE = re.compile(r"^step-(\d{7})$")
 TMP_PREFIX = ".tmp-"  # a checkpoint being written
+DAMAGED_PREFIX = ".damaged-"  # a checkpoint that failed its hashes, kept for inspection (never pruned, never read)
 ASIDE_PREFIX = ".aside-"  # another run's checkpoint moved out of the way of ours, removed by the next prune
 MANIFEST_NAME = "trainer_state.json"
 WEIGHTS_NAME = "model.safetensors"
 OPTIMIZER_NAME = "optimizer.pt"
 SCHEDULER_NAME = "scheduler.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the manifest lists each file's sha256
+READABLE_FORMATS = (1, 2)  # 1: sizes only (checkpoints written before the hashes)
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,7 @@ class Checkpoint:
     fingerprint: str
     world_size: int
     extra: dict[str, Any] = field(default_factory=dict)
+    sha256: dict[str, str] = field(default_factory=dict)  # file name -> hex digest (empty for format 1)
 
 
 def checkpoint_name(step: int) -> str:
@@ -66,18 +75,31 @@ def checkpoint_name(step: int) -> str:
 
 def read_checkpoint(path: Path) -> Checkpoint | None:
     """The checkpoint's manifest if the folder is complete (every listed file at its size), else None."""
+    return inspect_checkpoint(path)[0]
+
+
+def inspect_checkpoint(path: Path) -> tuple[Checkpoint | None, str | None]:
+    """(checkpoint, None) for a complete folder; (None, why) for a ``step-*`` folder that is not (sizes only)."""
     path = Path(path)
     match = CHECKPOINT_RE.match(path.name)
     manifest = path / MANIFEST_NAME
-    if not match or not manifest.is_file():
-        return None
+    if not match:
+        return None, "not a checkpoint folder name"
+    if not manifest.is_file():
+        return None, f"no {MANIFEST_NAME}"
     try:
         state = json.loads(manifest.read_text())
-        if state.get("format") != CHECKPOINT_FORMAT or int(state["step"]) != int(match.group(1)):
-            return None
+        if state.get("format") not in READABLE_FORMATS:
+            return None, f"{MANIFEST_NAME}: unknown format {state.get('format')!r}"
+        if int(state["step"]) != int(match.group(1)):
+            return None, f"{MANIFEST_NAME} says step {state['step']}"
+        if state["format"] >= 2 and set(state["sha256"]) != set(state["files"]):
+            return None, f"{MANIFEST_NAME}: the hashes do not cover the files"
         for name, size in state["files"].items():
-            if not (path / name).is_file() or (path / name).stat().st_size != size:
-                return None
+            if not (path / name).is_file():
+                return None, f"{name} is missing"
+            if (path / name).stat().st_size != size:
+                return None, f"{name} has {(path / name).stat().st_size} bytes, the manifest says {size}"
         return Checkpoint(
             path=path,
             step=int(state["step"]),
@@ -86,9 +108,53 @@ def read_checkpoint(path: Path) -> Checkpoint | None:
             fingerprint=str(state["fingerprint"]),
             world_size=int(state["world_size"]),
             extra=dict(state.get("extra", {})),
-        )
-    except (ValueError, KeyError, TypeError):
+            sha256=dict(state.get("sha256", {})),
+        ), None
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as err:
+        return None, f"{MANIFEST_NAME} unreadable ({type(err).__name__})"
+
+
+def verify_checkpoint(checkpoint: Checkpoint) -> str | None:
+    """None if every file hashes to the manifest's sha256; else what differs (format 1: nothing to check)."""
+    for name, expected in sorted(checkpoint.sha256.items()):
+        try:
+            actual = sha256_file(checkpoint.path / name)
+        except OSError as err:
+            return f"{name} unreadable ({err.strerror or err})"
+        if actual != expected:
+            return f"{name} hashes to {actual[:16]}..., the manifest says {expected[:16]}..."
+    return None
+
+
+def resume_checkpoint(directory: Path, fingerprint: str,
+                      echo: Callable[[str], None] = print) -> Checkpoint | None:
+    """This run's newest checkpoint whose files all hash to its manifest.
+
+    Every damaged ``step-*`` folder newer than it (changed bytes, unreadable manifest,
+    missing or short file; a folder without a manifest was never committed and is left to ``prune``) is named in one line through ``echo`` and moved aside to
+    ``.damaged-step-NNNNNNN`` (kept, never read or pruned), so no later run or prune counts
+    it. Other runs' checkpoints are passed over silently: they are not damage. Main process only.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
         return None
+    folders = sorted((p for p in directory.iterdir() if p.is_dir() and CHECKPOINT_RE.match(p.name)),
+                     key=lambda p: p.name, reverse=True)
+    for folder in folders:
+        if not (folder / MANIFEST_NAME).is_file():
+            continue  # never committed (the manifest goes in last): debris for ``prune``, not damage
+        checkpoint, why = inspect_checkpoint(folder)
+        if checkpoint is not None and checkpoint.fingerprint != fingerprint:
+            continue
+        if checkpoint is not None:
+            why = verify_checkpoint(checkpoint)
+            if why is None:
+                return checkpoint
+        aside = directory / f"{DAMAGED_PREFIX}{folder.name}"
+        shutil.rmtree(aside, ignore_errors=True)  # an earlier damaged copy of the same step
+        os.replace(folder, aside)
+        echo(f"train: {folder}: damaged checkpoint ({why}); not resumed from, moved to {aside}")
+    return None
 
 
 def list_checkpoints(directory: Path, fingerprint: str | None = None) -> list[Checkpoint]:
@@ -203,6 +269,22 @@ def start_checkpoint(directory: Path, step: int) -> Path:
     return tmp
 
 
+@contextlib.contextmanager
+def removed_on_failure(tmp: Path):
+    """Writing the temp folder ``tmp``: on a failure it is removed (nothing of it stays on a full disk) and a
+    disk fault becomes one ``DiskError`` line naming the checkpoint and the space it needs (torch reports
+    ENOSPC as ``RuntimeError: ... unexpected pos``). Committed checkpoints are never touched."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        written = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file()) if tmp.is_dir() else 0
+        shutil.rmtree(tmp, ignore_errors=True)
+        final = tmp.with_name(tmp.name.removeprefix(TMP_PREFIX))
+        if (fault := disk_error(err, final, written)) is not None:
+            raise fault from None
+        raise
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -213,7 +295,7 @@ def _fsync(path: Path) -> None:
 
 def commit_checkpoint(tmp: Path, *, step: int, epoch: int, batches_into_epoch: int, fingerprint: str,
                       world_size: int, extra: dict[str, Any]) -> Path:
-    """fsync every file, write the manifest, rename the temp folder to ``step-NNNNNNN``; returns that path.
+    """fsync and hash every file, write the manifest (last), rename the temp folder to ``step-NNNNNNN``; returns that path.
 
     A folder already at that name (another run's checkpoint of the same step, or an
     incomplete one) is moved aside first and removed by the next ``prune``: nothing
@@ -232,6 +314,7 @@ def commit_checkpoint(tmp: Path, *, step: int, epoch: int, batches_into_epoch: i
         "fingerprint": fingerprint,
         "world_size": world_size,
         "files": {name: (tmp / name).stat().st_size for name in files},
+        "sha256": {name: sha256_file(tmp / name) for name in files},
         "extra": extra,
     }
     (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -307,13 +307,14 @@ class Trainer:
         acc.wait_for_everyone()
         final = self.checkpoint_dir / checkpoints.checkpoint_name(self.step)
         if acc.is_main_process:
-            checkpoints.save_weights(acc.unwrap_model(self.model), tmp / WEIGHTS_NAME)
-            torch.save(checkpoints.to_cpu(self.optimizer.state_dict()), tmp / OPTIMIZER_NAME)
-            torch.save(checkpoints.to_cpu(self.scheduler.state_dict()), tmp / SCHEDULER_NAME)
-            checkpoints.commit_checkpoint(
-                tmp, step=self.step, epoch=self.epoch, batches_into_epoch=self.batches_into_epoch,
-                fingerprint=self.fingerprint, world_size=acc.num_processes,
-                extra={"config": self.params.recipe(), "last_train_loss": self._last_train_loss()})
+            with checkpoints.removed_on_failure(tmp):  # a full disk: one line, no temp folder left on it
+                checkpoints.save_weights(acc.unwrap_model(self.model), tmp / WEIGHTS_NAME)
+                torch.save(checkpoints.to_cpu(self.optimizer.state_dict()), tmp / OPTIMIZER_NAME)
+                torch.save(checkpoints.to_cpu(self.scheduler.state_dict()), tmp / SCHEDULER_NAME)
+                checkpoints.commit_checkpoint(
+                    tmp, step=self.step, epoch=self.epoch, batches_into_epoch=self.batches_into_epoch,
+                    fingerprint=self.fingerprint, world_size=acc.num_processes,
+                    extra={"config": self.params.recipe(), "last_train_loss": self._last_train_loss()})
             # Only now, with a checkpoint of this run safe on disk, may other runs' checkpoints go.
             removed = checkpoints.prune(self.checkpoint_dir, self.fingerprint, self.params.keep_checkpoints)
             if removed:

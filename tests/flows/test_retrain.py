@@ -9,9 +9,9 @@ from flows.dvc_graph import load_stages
 from tests.support.toy import TEST_ORDER as TOY_ORDER, set_param
 
 
-def last_run(root) -> dict[str, str]:
+def last_run(root, order=TOY_ORDER) -> dict[str, str]:
     rows = json.loads((root / "reports/last_run.json").read_text())
-    assert [r["stage"] for r in rows] == TOY_ORDER
+    assert [r["stage"] for r in rows] == order
     return {r["stage"]: r["status"] for r in rows}
 
 
@@ -64,7 +64,45 @@ def test_failed_stage_fails_the_flow_and_its_dependents_are_not_run(toy, prefect
     # side does not depend on feat: it still runs
     assert last_run(toy) == {"prep": "ran", "feat": "failed", "side": "ran", "train": "not_run", "eval": "not_run"}
     errors = {r["stage"]: r["error"] for r in json.loads((toy / "reports/last_run.json").read_text())}
-    assert "feat" in errors["feat"] and errors["train"] == "upstream stage 'feat' failed" and errors["side"] is None
+    assert errors["feat"] == "feat: failing on purpose" and errors["side"] is None
+    assert errors["train"] == "upstream stage 'feat' failed" and errors["eval"] == "upstream stage 'train' did not run"
+    assert state.message == "stage 'feat' failed: feat: failing on purpose"  # one line, the stage's own
+
+
+def add_dataset_stage(root, **dataset_params) -> None:
+    """A stage running the real `python -m tasks.dataset` after `feat`, its params group in params.yaml."""
+    import yaml
+
+    from tests.tasks.test_dataset import PARAMS
+
+    pipeline = yaml.safe_load((root / "dvc.yaml").read_text())
+    pipeline["stages"]["dataset"] = {"cmd": "python -m tasks.dataset", "deps": ["out/feat.json"], "params": ["dataset"],
+                                     "outs": ["data/dataset"]}
+    (root / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["dataset"] = {**PARAMS, **dataset_params}
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def test_a_params_typo_fails_the_flow_before_any_stage_runs_or_any_output_is_removed(toy, prefect_api, capsys):
+    """`dataset.seeds` for `seed`: DVC would remove prep's and feat's outputs rerunning them; the check comes first."""
+    from flows.retrain import main, retrain
+
+    retrain(workdir=str(toy))
+    before = {p: p.read_bytes() for p in sorted((toy / "out").iterdir())}
+    set_param(toy, "prep", "v", 2)  # prep and feat would rerun (DVC removes their outputs first)
+    add_dataset_stage(toy, seeds=41)
+    state = retrain(workdir=str(toy), return_state=True)
+    assert state.is_failed()
+    assert state.message.startswith("dataset: params.yaml: 'dataset.seeds'"), state.message
+    assert state.message.endswith("(no stage was run)") and "\n" not in state.message
+    assert set(last_run(toy, [s.name for s in load_stages(toy)]).values()) == {"not_run"}
+    assert {p: p.read_bytes() for p in sorted((toy / "out").iterdir())} == before, "an output was touched"
+
+    assert main(["--workdir", str(toy)]) == 1  # the CLI: before Prefect starts, one line per bad stage
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("retrain: dataset: params.yaml: 'dataset.seeds'") and len(err) == 2, err
+    assert {p: p.read_bytes() for p in sorted((toy / "out").iterdir())} == before
 
 
 def assert_artifacts():

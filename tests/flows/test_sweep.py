@@ -183,3 +183,16 @@ def test_a_workspace_that_is_not_up_to_date_is_not_reused(screen_toy):
     assert workspace_row(str(screen_toy))["evaluation"] == "full (workspace)"
     set_param(screen_toy, "eval", "v", 2)  # params changed since the last repro: its results are stale
     assert workspace_row(str(screen_toy)) is None
+
+
+
+def test_a_sweep_whose_variants_were_all_rejected_exits_non_zero(prefect_api, monkeypatch, capsys, tmp_path):
+    """Each rejection is in the leaderboard; the exit code must not say success when nothing was measured."""
+    import flows.sweep as sweep_module
+
+    rejected = [{"name": "v4.1", "kind": "baseline"}, {"name": "typo", "kind": "rejected", "note": "invalid variant"}]
+    monkeypatch.setattr(sweep_module, "sweep", lambda **_: rejected)  # the flow itself: tested above
+    assert sweep_module.main(["--sweep", "all-typos.yaml", "--workdir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == "sweep failed: no variant of all-typos.yaml could run (see the leaderboard's notes)\n"
+    monkeypatch.setattr(sweep_module, "sweep", lambda **_: rejected + [{"name": "ok", "kind": "experiment"}])
+    assert sweep_module.main(["--sweep", "one-ran.yaml", "--workdir", str(tmp_path)]) == 0

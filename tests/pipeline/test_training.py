@@ -25,6 +25,7 @@ from pipeline.training.checkpoints import (
     list_checkpoints,
     prune,
     read_checkpoint,
+    resume_checkpoint,
 )
 from pipeline.training.config import TrainParams, run_fingerprint
 from pipeline.training.data import PadTo, ResumableSampler, UnpaddedRows, positions, real_tokens, row_lengths
@@ -441,6 +442,45 @@ def test_checkpoints_are_complete_atomic_pruned_and_follow_the_umask(base_model,
     assert prune(ckpt, "fp", keep=1) == [f"{TMP_PREFIX}{CHECKPOINT_PREFIX}0000004", f"{CHECKPOINT_PREFIX}0000005",
                                          f"{CHECKPOINT_PREFIX}0000006"]
     assert sorted(p.name for p in ckpt.iterdir()) == [f"{CHECKPOINT_PREFIX}0000003"]
+
+
+def flip_bytes(path: Path, offset: int, count: int = 8) -> None:
+    """Change ``count`` bytes at ``offset`` (negative: from the end) in place: same size, as silent corruption does."""
+    with open(path, "r+b") as handle:
+        handle.seek(offset, os.SEEK_END if offset < 0 else os.SEEK_SET)
+        where = handle.tell()
+        old = handle.read(count)
+        handle.seek(where)
+        handle.write(bytes(b ^ 0xFF for b in old))
+
+
+def test_a_damaged_checkpoint_is_named_moved_aside_and_the_previous_good_one_resumed(base_model, tiny_data, tmp_path):
+    """Weights changed after the save (same size, valid header) or a damaged header: never resumed from, said so."""
+    ckpt = tmp_path / "ckpt"
+    make_trainer(base_model, tiny_data, small_params(max_steps=3, save_interval=1, keep_checkpoints=3,
+                                                     val_interval=0), ckpt).train()
+    manifest = json.loads((ckpt / "step-0000003" / MANIFEST_NAME).read_text())
+    assert set(manifest["sha256"]) == set(manifest["files"]) and MANIFEST_NAME not in manifest["files"]
+    flip_bytes(ckpt / "step-0000003" / "model.safetensors", -16)  # inside the last tensor's data
+    flip_bytes(ckpt / "step-0000002" / "model.safetensors", 0)  # the safetensors header length
+    lines: list[str] = []
+    resume = resume_checkpoint(ckpt, "fp", echo=lines.append)
+    assert resume is not None and resume.step == 1
+    assert len(lines) == 2 and all("damaged checkpoint (model.safetensors hashes to" in line for line in lines)
+    assert str(ckpt / "step-0000003") in lines[0] and str(ckpt / "step-0000002") in lines[1]
+    assert sorted(p.name for p in ckpt.iterdir() if p.is_dir()) == [
+        ".damaged-step-0000002", ".damaged-step-0000003", "step-0000001"]  # kept for inspection, out of the way
+    trainer = make_trainer(base_model, tiny_data, small_params(max_steps=3, save_interval=1, keep_checkpoints=3,
+                                                               val_interval=0), ckpt)
+    trainer.restore(resume)
+    assert trainer.train().resumed_from_step == 1
+
+    # A manifest that is not JSON is damage too; a run's only checkpoint damaged means a fresh start, said so.
+    (ckpt / "step-0000003" / MANIFEST_NAME).write_text("{not json")
+    lines.clear()
+    assert resume_checkpoint(ckpt, "fp", echo=lines.append).step == 2
+    assert lines == [f"train: {ckpt / 'step-0000003'}: damaged checkpoint ({MANIFEST_NAME} unreadable "
+                     f"(JSONDecodeError)); not resumed from, moved to {ckpt / '.damaged-step-0000003'}"]
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import subprocess
 import sys
@@ -545,3 +546,29 @@ def test_validator_cli_reports_every_hostile_line_without_a_traceback(tmp_path):
     assert all(line.split(": ", 1)[1].startswith(reason) for line, (_, reason) in zip(reported, REJECTED))
     assert summary == f"{len(REJECTED) + 1} rows, {len(REJECTED)} bad"
 
+
+
+def test_giant_rows_are_quarantined_by_the_stage_and_named_by_the_validator(tmp_path):
+    """A 200 kB reply and a 10,000-fact row (what broke tts, preprocess and eval_classes): FILE:LINE, counted."""
+    giant_reply = non_tool_line('"hi"', "giant").replace('"Glad to chat about that."', json.dumps("word " * 40_000))
+    many_facts = speak_line(json.dumps({f"fact_{i}": i for i in range(10_000)})).replace('"hostile"', '"facts"', 1)
+    path = ingest_file(tmp_path, [giant_reply, many_facts])
+    metrics = run_in(tmp_path, config(source="ingest", ingest_path=str(path), max_bad_fraction=0.1))
+    quarantine = [json.loads(line) for line in (tmp_path / "data/dataset/quarantine.jsonl").read_text().splitlines()]
+    assert [(q["line"], q["reason"].split(",")[0]) for q in quarantine] == [
+        (4, "row has 200127 bytes"), (5, "row has 188097 bytes")]
+    assert metrics["bad_rows"] == 2
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    result = subprocess.run([sys.executable, "-m", "tasks.dataset", "validate", str(path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)  # no params.yaml: the defaults
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stdout.splitlines()[:2] == [
+        f"{path}:4: row has 200127 bytes, more than dataset.max_row_bytes = 32768",
+        f"{path}:5: row has 188097 bytes, more than dataset.max_row_bytes = 32768"]
+    # The same rows under a params.yaml with a larger row size: the field bounds name the field.
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"dataset": {**PARAMS, "max_row_bytes": 10**7}}))
+    result = subprocess.run([sys.executable, "-m", "tasks.dataset", "validate", str(path)],
+                            cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.stdout.splitlines()[:2] == [
+        f"{path}:4: field 'assistant' has 200000 characters, more than dataset.max_text_chars = 4000",
+        f"{path}:5: field 'facts' has 10000 facts, more than dataset.max_facts = 64"], result.stderr

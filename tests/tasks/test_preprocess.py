@@ -96,6 +96,33 @@ def test_codes_cache_reencodes_only_changed_audio(tiny_lfm, tmp_path, signature)
     assert (cache.hits, cache.misses) == (1, 3)
 
 
+def test_a_damaged_codes_cache_entry_is_named_moved_aside_and_encoded_again(tiny_lfm, tmp_path, signature):
+    """Codes changed on disk (same size) or a damaged .npy header: never used, one line each, recomputed."""
+    lines: list[str] = []
+    cache = CodesCache(tmp_path / "codes", "mimi-sha", echo=lines.append)
+    mapper = CachedCodesMapper(tiny_lfm.processor, cache, Schedule.of_model(tiny_lfm.model))
+    match, other = DatasetRow.from_json(ROWS["tool_match"]), DatasetRow.from_json(ROWS["non_tool"])
+    preview = to_float32(signature[0].preview)
+    chats = [row_messages(match, audio_for(match), preview), row_messages(other, audio_for(other))]
+    fresh = [mapper(chat).audio_out for chat in chats]
+    entries = sorted((tmp_path / "codes").rglob("*.npy"))
+    assert len(entries) == 2 and all(len(p.stem.rsplit("-", 1)[1]) == 16 for p in entries)
+    body, header = entries
+    data = bytearray(body.read_bytes())
+    data[-4:] = bytes(b ^ 0xFF for b in data[-4:])  # the last code: same size, still a valid array
+    body.write_bytes(bytes(data))
+    header.write_bytes(b"\x00" * 8 + header.read_bytes()[8:])  # the magic string gone
+    again = [mapper(chat).audio_out for chat in chats]
+    assert all(torch.equal(a, b) for a, b in zip(fresh, again)), "damaged codes were used"
+    assert (cache.hits, cache.misses) == (0, 4)
+    assert sorted(line.split(":")[0] for line in lines) == [str(p) for p in entries]
+    assert all("damaged Mimi codes cache entry (its bytes hash to" in line for line in lines)
+    aside = tmp_path / ".codes.damaged"
+    assert sorted(p.name for p in aside.iterdir()) == sorted(p.name for p in entries)
+    assert [d["entry"] for d in cache.damaged] == [line.split(":")[0] for line in lines]
+    assert len(list((tmp_path / "codes").rglob("*.npy"))) == 2  # both written again, under their checksums
+
+
 def test_overlong_rows_are_listed_not_silently_dropped(mapper, signature, tmp_path, monkeypatch):
     import tasks.preprocess as stage
 

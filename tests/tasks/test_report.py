@@ -208,3 +208,11 @@ def test_with_no_metrics_at_all_the_card_still_parses_without_eval_results(tmp_p
     render(tmp_path)
     card = hub_card(tmp_path)
     assert card.data.eval_results is None and card.data.license == "other" and card.data.base_model is None
+
+
+def test_the_card_reads_train_speed_from_the_timings_file(tmp_path, repo_root):
+    """Wall-clock readings live in train.timings.json (not in the cached details): the card still shows them."""
+    root = workspace(tmp_path, repo_root)
+    (root / "reports/metrics/train.timings.json").write_text(json.dumps({"tokens_per_s": 1234.5, "peak_memory_gib": 7.5}))
+    card = render(root)
+    assert "- Train tokens/s: 1234.5" in card and "- Train peak memory GiB: 7.5" in card

@@ -295,14 +295,27 @@ def test_stage_resumes_after_kill_9_and_keeps_the_previous_run_until_it_has_a_ch
     shutil.copytree(killed_at.path, checkpoints / f"{TMP_PREFIX}step-0000099")
     shutil.copytree(killed_at.path, checkpoints / "step-0000098")
     (checkpoints / "step-0000098" / MANIFEST_NAME).unlink()
+    # Damage: a checkpoint of this run whose weights changed after it was written (same size, valid header).
+    damaged = checkpoints / "step-0000097"
+    shutil.copytree(killed_at.path, damaged)
+    manifest = json.loads((damaged / MANIFEST_NAME).read_text())
+    (damaged / MANIFEST_NAME).write_text(json.dumps({**manifest, "step": 97}))
+    with open(damaged / "model.safetensors", "r+b") as handle:
+        handle.seek(-64, os.SEEK_END)
+        handle.write(b"\x7f" * 64)
 
     third = subprocess.run(command, cwd=ws, env=stage_env(), capture_output=True, text=True, timeout=300, umask=0o002)
     out = third.stdout + third.stderr
     assert third.returncode == 0, out[-3000:]
     assert f"resumed from checkpoint {Path('models/checkpoints') / killed_at.path.name} (step {killed_at.step}," in out
     assert re.search(r"removed \d stale checkpoint folder\(s\): .*step-0000098", out)
+    assert re.search(r"step-0000097: damaged checkpoint \(model.safetensors hashes to .*\); not resumed from, "
+                     r"moved to .*\.damaged-step-0000097", out), out[-3000:]
 
     metrics = json.loads((ws / "reports" / "metrics" / "train.details.json").read_text())
+    timings = json.loads((ws / "reports" / "metrics" / "train.timings.json").read_text())  # wall clock: not cached
+    assert not set(timings) & set(metrics) and {"tokens_per_s", "peak_memory_gib", "train_seconds"} <= set(timings)
+    metrics = {**metrics, **timings}
     assert metrics["resumed_from_step"] == killed_at.step and metrics["steps"] == 6
     headline = json.loads((ws / "reports" / "metrics" / "train.json").read_text())  # DVC's metrics
     assert headline == {"loss": metrics["final_train_loss"], "val_loss": metrics["final_val_loss"],
@@ -317,7 +330,8 @@ def test_stage_resumes_after_kill_9_and_keeps_the_previous_run_until_it_has_a_ch
     assert read_tsv_steps(plots / "train" / "lr.tsv")[-1] == 6
     live_summary = json.loads((ws / "reports" / "train" / "metrics.json").read_text())
     assert live_summary["step"] == 6 and "final" in live_summary
-    assert sorted(p.name for p in checkpoints.iterdir() if p.is_dir()) == ["step-0000005", "step-0000006"]
+    assert sorted(p.name for p in checkpoints.iterdir() if p.is_dir()) == [
+        ".damaged-step-0000097", "step-0000005", "step-0000006"]
 
     final_dir = ws / "models" / "final"
     final = load_lfm(final_dir)
