@@ -72,6 +72,7 @@ class PreprocessParams(StageParams):
     tool_match_oversample: int = param(1, lo=1)  # v4.2 idea: tool_match rows repeated k times in train
     blip_on: tuple[Literal["tool_match", "turn1_ack"], ...] = DEFAULT_BLIP_ON  # [] = v4
     first_text_chunk: int | None = param(None, lo=1, hi=64)  # v4.2 idea: text tokens before the first audio frame
+    device: str = "auto"  # where Mimi encodes: auto = cuda when available, else cpu
 
     def check(self) -> None:
         if len(set(self.blip_on)) != len(self.blip_on):
@@ -240,9 +241,9 @@ def write_dataset(records, target: Path, schedule: Schedule) -> None:
 def run(params: PreprocessParams) -> dict:
     from pipeline.io import sha256_file
     from pipeline.hub_layout import MIMI_WEIGHTS_NAME
-    from pipeline.models import load_processor
+    from pipeline.models import load_processor, resolve_device
 
-    processor = load_processor(params.model_dir)
+    processor = load_processor(params.model_dir, device=resolve_device(params.device))
     cache = CodesCache(params.codes_cache_dir, sha256_file(params.model_dir / MIMI_WEIGHTS_NAME))
     schedule = interleave_schedule(params)
     mapper = CachedCodesMapper(processor, cache, schedule)
@@ -269,6 +270,7 @@ def run(params: PreprocessParams) -> dict:
     overlong = [entry for report in reports.values() for entry in report.overlong]
     write_jsonl(OVERLONG, overlong)
     metrics = metrics_document(reports, cache, params.blip_on, schedule)
+    metrics["mimi_throughput"] = mapper.throughput(resolve_device(params.device))
     write_metrics(METRICS, headline(metrics), metrics)
     return metrics
 
@@ -338,7 +340,9 @@ def main() -> int:
         print(
             f"preprocess: {train['written']} train / {evals['written']} eval samples, "
             f"{metrics['overlong_rows']} over-long (see {OVERLONG}), blipped turns ({blipped}), "
-            f"blip prefix match {metrics['blip_prefix_match_rate']}, codes cache hit rate {metrics['codes_cache']['hit_rate']}"
+            f"blip prefix match {metrics['blip_prefix_match_rate']}, codes cache hit rate {metrics['codes_cache']['hit_rate']}, "
+            f"Mimi {metrics['mimi_throughput']['audio_seconds']:.1f} audio s encoded on {metrics['mimi_throughput']['device']} "
+            f"({metrics['mimi_throughput']['audio_seconds_per_second'] or 0:.2f} audio s/s)"
         )
         return 0
 
