@@ -254,7 +254,22 @@ def _decode_rate(ws: Path, stage: str, max_new_tokens: int) -> dict:
             "tokens_per_s": len(replies) * max_new_tokens / total if total else None}
 
 
-def run(repo: Path) -> dict:
+def available_gib() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024 / GIB
+    return float("inf")
+
+
+def wait_for_memory(min_gib: float, timeout_s: float = 1800) -> None:
+    """On a shared machine: wait (up to ``timeout_s``) until ``min_gib`` GiB are available before training."""
+    deadline = time.monotonic() + timeout_s
+    while min_gib and available_gib() < min_gib and time.monotonic() < deadline:
+        print(f"rehearsal: {available_gib():.1f} GiB available, waiting for {min_gib:.0f} before train", flush=True)
+        time.sleep(30)
+
+
+def run(repo: Path, min_available_gib: float = 0) -> dict:
     from pipeline.training.checkpoints import list_checkpoints, temp_folder
     from pipeline.workspace import sync
 
@@ -281,6 +296,7 @@ def run(repo: Path) -> dict:
 
     for name in stage_order(dvc_yaml):
         if name == "train":
+            wait_for_memory(min_available_gib)
             # 1. The train process killed as soon as its first checkpoint is complete; the write timed.
             marks: dict[str, float] = {}
             first = temp_folder(ws / CHECKPOINT_DIR, 1)
@@ -417,8 +433,10 @@ def render_markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repo", type=Path, default=Path("."))
+    parser.add_argument("--min-available-gib", type=float, default=0,
+                        help="wait before train until this much memory is available (a shared machine)")
     args = parser.parse_args(argv)
-    run(args.repo)
+    run(args.repo, args.min_available_gib)
     return 0
 
 
