@@ -213,8 +213,8 @@ def make_plan(measured: dict, production: dict, gpu: dict | None) -> dict:
     return {
         "production": {**counts, "max_steps": int(train["max_steps"]), "global_batch": global_batch,
                        "keep_checkpoints": keep, "checkpoint_saves": saves, "train_tokens": int(train_tokens)},
-        "cpu_hours": {name: None if h is None else round(h, 3) for name, h in hours.items()},
-        "cpu_hours_total": round(sum(known), 2),
+        "cpu_hours": dict(hours),
+        "cpu_hours_total": sum(known),
         "gpu_train": gpu_plan,
         "disk_bytes": disk,
     }
