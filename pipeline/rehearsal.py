@@ -269,19 +269,52 @@ def wait_for_memory(min_gib: float, timeout_s: float = 1800) -> None:
         time.sleep(30)
 
 
-def run(repo: Path, min_available_gib: float = 0) -> dict:
+def apply_overrides(params_file: Path, overrides: list[str]) -> dict[str, Any]:
+    """``group.key=value`` (YAML value) set in the workspace's params.yaml after the sync: for a machine that
+    cannot afford a part of the rehearsal (the report records them)."""
+    params = yaml.safe_load(params_file.read_text())
+    applied: dict[str, Any] = {}
+    for item in overrides:
+        dotted, _, raw = item.partition("=")
+        group, _, key = dotted.partition(".")
+        if not raw or group not in params or key not in params[group]:
+            raise SystemExit(f"rehearsal: --set {item!r}: expected group.key=value with a key params.yaml has")
+        params[group][key] = applied[dotted] = yaml.safe_load(raw)
+    if applied:
+        write_text(params_file, yaml.safe_dump(params, sort_keys=False))
+    return applied
+
+
+def kokoro_rate(ws: Path, voice: str, n_clips: int = 3) -> dict:
+    """Kokoro's audio-seconds per second on the first assistant texts of the train split, through the real engine
+    (used when the tts stage ran another engine)."""
+    from pipeline.tts.engines import KokoroEngine
+
+    engine = KokoroEngine(ws / "models/base/kokoro", voices=[voice])
+    texts = [json.loads(line)["assistant"] for line in (ws / "data/dataset/train.jsonl").read_text().splitlines()
+             if line.strip()][:n_clips]
+    started = time.perf_counter()
+    audio_seconds = sum(len(engine.synthesize(text, voice, 1.0)) / engine.sample_rate for text in texts)
+    seconds = time.perf_counter() - started
+    return {"clips": len(texts), "audio_seconds": audio_seconds, "seconds": seconds,
+            "audio_seconds_per_second": audio_seconds / seconds}
+
+
+def run(repo: Path, min_available_gib: float = 0, overrides: list[str] = (), reuse: bool = False) -> dict:
     from pipeline.training.checkpoints import list_checkpoints, temp_folder
     from pipeline.workspace import sync
 
     repo = repo.resolve()
     ws = sync(repo, PROFILE).root
+    applied = apply_overrides(ws / "params.yaml", list(overrides))
     env = _env(repo)
     dvc_yaml = yaml.safe_load((ws / "dvc.yaml").read_text())
     params = yaml.safe_load((ws / "params.yaml").read_text())
     production = yaml.safe_load((repo / "params.yaml").read_text())
     for fresh in FRESH_PATHS:
         shutil.rmtree(ws / fresh, ignore_errors=True)
-    dvc = [sys.executable, "-m", "dvc", "repro", "--force", "--single-item"]
+    # --reuse: a stage whose deps and params are unchanged is not rerun (its row says so): a rerun after a failure.
+    dvc = [sys.executable, "-m", "dvc", "repro", "--single-item", *([] if reuse else ["--force"])]
     load_before = os.getloadavg()
     stages: dict[str, dict] = {}
     train_run: dict[str, Any] = {}
@@ -324,6 +357,11 @@ def run(repo: Path, min_available_gib: float = 0) -> dict:
 
     # --- what was measured ---
     tts, pre, train = _details(ws, "tts"), _details(ws, "preprocess"), _details(ws, "train")
+    if params["tts"]["engine"] == "kokoro":
+        tts_rate = {"engine": "kokoro", "audio_seconds_per_second": tts["audio_seconds_per_second"], "via": "tts stage"}
+    else:
+        tts_rate = {"engine": "kokoro", **kokoro_rate(ws, params["tts"]["assistant_voice"]),
+                    "via": f"the driver (the tts stage ran {params['tts']['engine']})"}
     checkpoints = list_checkpoints(ws / CHECKPOINT_DIR)
     rows = {"train_rows": _rows(ws / "data/dataset/train.jsonl"), "eval_rows": _rows(ws / "data/dataset/eval.jsonl"),
             "heldout_rows": _rows(ws / "data/dataset/heldout.jsonl"),
@@ -343,7 +381,7 @@ def run(repo: Path, min_available_gib: float = 0) -> dict:
         "mimi_audio_s_per_s": mimi["audio_seconds_per_second"],
         "mimi_encode_seconds": mimi["seconds"],
         "mimi_audio_seconds_per_row": mimi["audio_seconds"] / max(1, rows["train_eval_rows"]),
-        "tts_audio_s_per_s": tts["audio_seconds_per_second"],
+        "tts_audio_s_per_s": tts_rate["audio_seconds_per_second"],
         "tts_audio_seconds_per_row": tts["audio_seconds"] / max(1, rows["all_rows"]),
         "train_tokens_per_s": train["tokens_per_s"],
         "train_tokens_per_row": train["real_tokens"] / max(1, steps_run * train["global_batch_size"]),
@@ -360,6 +398,9 @@ def run(repo: Path, min_available_gib: float = 0) -> dict:
     measured = {"rates": rates, "rows": rows, "stages": stages, "bytes": sizes}
     report = {
         "profile": PROFILE,
+        "overrides": applied,
+        "reused": reuse,
+        "tts_rate": tts_rate,
         "host": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
                  "torch": _version("torch"), "device": "cpu", "load_average_before": [round(x, 2) for x in load_before],
                  "load_average_after": [round(x, 2) for x in os.getloadavg()]},
@@ -435,8 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repo", type=Path, default=Path("."))
     parser.add_argument("--min-available-gib", type=float, default=0,
                         help="wait before train until this much memory is available (a shared machine)")
+    parser.add_argument("--set", action="append", default=[], metavar="GROUP.KEY=VALUE",
+                        help="override a workspace param after the sync (recorded in the report)")
+    parser.add_argument("--reuse", action="store_true", help="do not rerun stages DVC finds up to date")
     args = parser.parse_args(argv)
-    run(args.repo, args.min_available_gib)
+    run(args.repo, args.min_available_gib, args.set, args.reuse)
     return 0
 
 

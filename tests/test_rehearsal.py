@@ -14,7 +14,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "runs" / "rehearsal"
-FULL_PARAMETERS = 1_470_291_072
+FULL_PARAMETERS = 1_470_291_072  # the config's count; tied tensors are stored once: 2,907,152,264 bytes of bf16
 
 pytestmark = pytest.mark.rehearsal
 
@@ -37,7 +37,7 @@ def test_every_stage_ran_at_production_shapes_within_memory(report):
     reference = json.loads((REPO / "configs" / "lfm25-audio-1.5b.reconstructed.json").read_text())
     assert config["lfm"] == reference["lfm"] and config["encoder"] == reference["encoder"]
     # bf16: two bytes a parameter, ~2.94 GB (tied tensors stored once or twice as the base file has them)
-    assert 2 * FULL_PARAMETERS * 0.99 < report["bytes"]["final_weights"] < 2 * FULL_PARAMETERS * 1.05
+    assert 2 * FULL_PARAMETERS * 0.98 < report["bytes"]["final_weights"] < 2 * FULL_PARAMETERS * 1.05
 
 
 def test_a_full_checkpoint_was_written_and_the_killed_run_resumed_from_it(report):
@@ -45,7 +45,7 @@ def test_a_full_checkpoint_was_written_and_the_killed_run_resumed_from_it(report
     assert train["killed"]["returncode"] == -9 and train["killed_at_step"] == 1
     assert train["resumed_from_step"] == 1 and train["steps"] == 3
     # bf16 weights + AdamW's two bf16 moments: ~3 x 2.94 GB
-    assert 3 * 2 * FULL_PARAMETERS * 0.99 < report["bytes"]["checkpoint"] < 3 * 2 * FULL_PARAMETERS * 1.05
+    assert 3 * 2 * FULL_PARAMETERS * 0.98 < report["bytes"]["checkpoint"] < 3 * 2 * FULL_PARAMETERS * 1.05
 
 
 def test_rates_and_the_plan_are_measured(report):
