@@ -48,6 +48,7 @@ from pipeline.io import write_json, write_text
 PROFILE = "rehearsal"
 REPORT_JSON = Path("reports/rehearsal.json")
 REPORT_MD = Path("reports/rehearsal.md")
+PARTIAL_JSON = Path("reports/rehearsal.partial.json")  # the stages measured so far, rewritten after each
 LOG_DIR = Path("reports/rehearsal")
 # Emptied before the run so every rate is measured (the rehearsal workspace's own caches, never the user's).
 FRESH_PATHS = (Path("data/tts/cache"), Path("data/codes_cache"), Path("models/checkpoints"), Path("reports/train"))
@@ -321,6 +322,7 @@ def run(repo: Path, min_available_gib: float = 0, overrides: list[str] = (), reu
 
     def record(name: str, measured: Measured, outputs: list[str]) -> None:
         stages[name] = {**asdict(measured), "bytes_written": sum(tree_bytes(ws / p) for p in outputs)}
+        write_json(ws / PARTIAL_JSON, {"overrides": applied, "stages": stages, "train": train_run})  # a slow machine
         print(f"rehearsal: {name}: {measured.wall_s:.0f} s, peak RSS {measured.peak_rss_gib:.2f} GiB, "
               f"{stages[name]['bytes_written'] / 1e9:.3f} GB, exit {measured.returncode}", flush=True)
         if measured.returncode != 0:
