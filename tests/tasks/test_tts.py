@@ -92,6 +92,7 @@ def test_stage_writes_manifests_and_metrics_then_reruns_for_free(tmp_path, engin
     assert read_json(tmp_path / "metrics" / "tts.json") == {"clips": 7}  # DVC's headline
     assert saved["syntheses"] == 7 and saved["hit_rate"] == 0.0 and saved["audio_seconds"] > 3
     assert saved["engine"] == "espeak-ng" and saved["wall_seconds"] >= 0
+    assert saved["audio_seconds_per_second"] == pytest.approx(saved["audio_seconds_synthesized"] / saved["wall_seconds"], rel=0.01)
 
     first_manifest = (tmp_path / "tts" / "train.jsonl").read_bytes()
     _, again = run(tmp_path, engine)
