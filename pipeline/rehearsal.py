@@ -99,6 +99,15 @@ def tree_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def complete_checkpoints(directory: Path) -> list[Path]:
+    """Committed checkpoint folders, oldest first: a ``step-NNNNNNN`` folder exists only once its manifest is written
+    (``pipeline.training.checkpoints``; checked by name here so the driver never imports torch: ``os.wait4``'s peak
+    RSS of a child includes the parent's memory at the fork)."""
+    if not Path(directory).is_dir():
+        return []
+    return sorted(p for p in Path(directory).glob("step-[0-9]*") if (p / "trainer_state.json").is_file())
+
+
 def stage_outputs(dvc_yaml: dict, stage: str) -> list[str]:
     """Every path a stage writes (outs, metrics, plots) as dvc.yaml declares them."""
     spec = dvc_yaml["stages"][stage]
@@ -302,7 +311,6 @@ def kokoro_rate(ws: Path, voice: str, n_clips: int = 3) -> dict:
 
 
 def run(repo: Path, min_available_gib: float = 0, overrides: list[str] = (), reuse: bool = False) -> dict:
-    from pipeline.training.checkpoints import list_checkpoints, temp_folder
     from pipeline.workspace import sync
 
     repo = repo.resolve()
@@ -334,13 +342,13 @@ def run(repo: Path, min_available_gib: float = 0, overrides: list[str] = (), reu
             wait_for_memory(min_available_gib)
             # 1. The train process killed as soon as its first checkpoint is complete; the write timed.
             marks: dict[str, float] = {}
-            first = temp_folder(ws / CHECKPOINT_DIR, 1)
+            first = ws / CHECKPOINT_DIR / ".tmp-step-0000001"  # checkpoints.temp_folder, without importing torch
 
             def kill_after_first_checkpoint(proc: subprocess.Popen) -> None:
                 now = time.monotonic()
                 if "tmp_seen" not in marks and first.exists():
                     marks["tmp_seen"] = now
-                if list_checkpoints(ws / CHECKPOINT_DIR):
+                if complete_checkpoints(ws / CHECKPOINT_DIR):
                     marks.setdefault("committed", now)
                     proc.send_signal(signal.SIGKILL)
 
@@ -349,10 +357,10 @@ def run(repo: Path, min_available_gib: float = 0, overrides: list[str] = (), reu
             if killed.returncode != -signal.SIGKILL or "committed" not in marks:
                 raise SystemExit(f"rehearsal: train was not killed after its first checkpoint (exit {killed.returncode});"
                                  f" log: {ws / LOG_DIR / 'train-killed.log'}")
-            checkpoint = list_checkpoints(ws / CHECKPOINT_DIR)[-1]
-            train_run = {"killed": asdict(killed), "killed_at_step": checkpoint.step,
+            checkpoint = complete_checkpoints(ws / CHECKPOINT_DIR)[-1]
+            train_run = {"killed": asdict(killed), "killed_at_step": int(checkpoint.name.removeprefix("step-")),
                          "checkpoint_write_s": round(marks["committed"] - marks.get("tmp_seen", marks["committed"]), 2)}
-            print(f"rehearsal: train killed after checkpoint step {checkpoint.step} "
+            print(f"rehearsal: train killed after checkpoint {checkpoint.name} "
                   f"(written in {train_run['checkpoint_write_s']:.0f} s), resuming", flush=True)
         measured = measure([*dvc, name], ws, env, ws / LOG_DIR / f"{name}.log")
         record(name, measured, stage_outputs(dvc_yaml, name))
@@ -364,13 +372,13 @@ def run(repo: Path, min_available_gib: float = 0, overrides: list[str] = (), reu
     else:
         tts_rate = {"engine": "kokoro", **kokoro_rate(ws, params["tts"]["assistant_voice"]),
                     "via": f"the driver (the tts stage ran {params['tts']['engine']})"}
-    checkpoints = list_checkpoints(ws / CHECKPOINT_DIR)
+    checkpoints = complete_checkpoints(ws / CHECKPOINT_DIR)
     rows = {"train_rows": _rows(ws / "data/dataset/train.jsonl"), "eval_rows": _rows(ws / "data/dataset/eval.jsonl"),
             "heldout_rows": _rows(ws / "data/dataset/heldout.jsonl"),
             "novel_facts_rows": _rows(ws / "data/dataset/novel_facts.jsonl")}
     rows["all_rows"] = sum(rows.values())
     rows["train_eval_rows"] = rows["train_rows"] + rows["eval_rows"]
-    sizes = {"base_models": tree_bytes(ws / "models/base"), "checkpoint": tree_bytes(checkpoints[-1].path),
+    sizes = {"base_models": tree_bytes(ws / "models/base"), "checkpoint": tree_bytes(checkpoints[-1]),
              "final_model": tree_bytes(ws / FINAL_DIR), "final_weights": tree_bytes(ws / FINAL_DIR / "model.safetensors"),
              "tts_cache": tree_bytes(ws / "data/tts/cache"), "codes_cache": tree_bytes(ws / "data/codes_cache"),
              "preprocessed": tree_bytes(ws / "data/preprocessed")}

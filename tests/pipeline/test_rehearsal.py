@@ -2,24 +2,43 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipeline.rehearsal import gpu_train_rate, make_plan, measure, render_markdown, stage_order, stage_outputs
+from pipeline.rehearsal import (complete_checkpoints, gpu_train_rate, make_plan, measure, render_markdown, stage_order,
+                                stage_outputs)
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_measure_reports_a_child_s_peak_rss_and_exit_status(tmp_path):
-    hold = "import time; block = bytearray(300 * 1024 * 1024); block[::4096] = b'x' * len(block[::4096]); sys.exit(3)"
-    measured = measure([sys.executable, "-c", f"import sys; {hold}"], tmp_path, {}, tmp_path / "log")
-    assert measured.returncode == 3
-    assert measured.peak_rss_gib > 0.28  # the 300 MB it touched
-    small = measure([sys.executable, "-c", "pass"], tmp_path, {}, tmp_path / "log")
-    assert small.returncode == 0 and small.peak_rss_gib < measured.peak_rss_gib
+    """Measured from a small parent, as the driver is (a child's peak RSS includes its parent's at the fork)."""
+    script = f"""
+import json, sys
+from pathlib import Path
+from pipeline.rehearsal import measure
+assert "torch" not in sys.modules, "the driver must stay small"
+hold = "block = bytearray(300 * 1024 * 1024); block[::4096] = b'x' * len(block[::4096]); raise SystemExit(3)"
+big = measure([sys.executable, "-c", hold], Path({str(tmp_path)!r}), {{}}, Path({str(tmp_path)!r}) / "log")
+small = measure([sys.executable, "-c", "pass"], Path({str(tmp_path)!r}), {{}}, Path({str(tmp_path)!r}) / "log")
+print(json.dumps([big.returncode, big.peak_rss_gib, small.returncode, small.peak_rss_gib]))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    big_exit, big_rss, small_exit, small_rss = json.loads(done.stdout)
+    assert big_exit == 3 and small_exit == 0
+    assert big_rss > 0.28 and small_rss < 0.2  # the 300 MB it touched; a bare interpreter
+
+
+def test_complete_checkpoints_are_the_renamed_folders_with_a_manifest(tmp_path):
+    for name, manifest in (("step-0000001", True), ("step-0000002", False), (".tmp-step-0000003", True)):
+        (tmp_path / name).mkdir()
+        if manifest:
+            (tmp_path / name / "trainer_state.json").write_text("{}")
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-0000001"]
 
 
 def test_stage_outputs_and_order_come_from_dvc_yaml():
