@@ -26,6 +26,8 @@ $(STAMP): requirements.txt constraints.txt
 run: setup
 ifeq ($(PROFILE),v4.1)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH HF_HUB_OFFLINE=0 $(PY) -m flows.retrain --workdir .
+else ifeq ($(PROFILE),rehearsal)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m pipeline.rehearsal  # full-size, measured stage by stage (~20+ min, ~14 GB RAM)
 else
 	@WS=$$($(PY) -m pipeline.workspace --profile $(PROFILE)) && \
 	  PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(PY) -m flows.retrain --workdir $$WS

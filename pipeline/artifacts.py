@@ -86,6 +86,10 @@ DEMO_TIMELINE_PNG = Path("reports/plots/demo_timeline.png")
 LAST_RUN_JSON = Path("reports/last_run.json")  # flows.retrain
 SWEEP_DIR = Path("reports/sweep")  # flows.sweep
 NIGHTLY_DIR = Path("reports/nightly")  # flows.nightly
+REHEARSAL_JSON = Path("reports/rehearsal.json")  # python -m pipeline.rehearsal (make run PROFILE=rehearsal)
+REHEARSAL_MD = Path("reports/rehearsal.md")
+REHEARSAL_PARTIAL_JSON = Path("reports/rehearsal.partial.json")
+REHEARSAL_LOG_DIR = Path("reports/rehearsal")
 DECISION_JSON = NIGHTLY_DIR / "decision.json"  # the night's gate decision
 LEADERBOARD = SWEEP_DIR / "leaderboard"  # .csv, .md and .png
 SWEEP_COST_JSON = SWEEP_DIR / "cost.json"  # decoder items spent vs every variant fully evaluated
@@ -101,6 +105,6 @@ def named_paths() -> set[Path]:
 
 def pipeline_paths() -> set[Path]:
     """The named paths a dvc.yaml stage declares (what the catalog test compares with dvc.yaml)."""
-    outside = {DEMO_DIR, DEMO_TIMELINE_PNG, LAST_RUN_JSON, SWEEP_DIR, LEADERBOARD, SWEEP_COST_JSON, NIGHTLY_DIR, DECISION_JSON,
+    outside = {REHEARSAL_JSON, REHEARSAL_MD, REHEARSAL_PARTIAL_JSON, REHEARSAL_LOG_DIR, DEMO_DIR, DEMO_TIMELINE_PNG, LAST_RUN_JSON, SWEEP_DIR, LEADERBOARD, SWEEP_COST_JSON, NIGHTLY_DIR, DECISION_JSON,
                DATASET_DIR, TTS_DIR, PREPROCESSED_DIR, METRICS_DIR, TRAIN_LIVE_DIR}
     return named_paths() - outside

@@ -36,6 +36,9 @@ class BaseModelsParams(StageParams):
     kokoro_voices: tuple[str, ...]
     reference_config: Path
     fabricate_seed: int = field(0, lo=0, hi=2**32 - 1)
+    # tiny: smoke/learn folders (3.4 M-param LFM, small Mimi, ALBERT shrunk); full: production shapes, random
+    # weights (the rehearsal profile: 1.47 B-param LFM, stock Mimi, Kokoro-82M)
+    fabricate_size: Literal["tiny", "full"] = "tiny"
 
     def check(self) -> None:
         if ASSISTANT_VOICE not in self.kokoro_voices:
@@ -106,12 +109,13 @@ def download_from_hub(params: BaseModelsParams) -> None:
 
 
 def fabricate(params: BaseModelsParams) -> None:
-    """Smoke profile: tiny random-init folders, offline and deterministic."""
+    """Offline profiles: random-init folders (tiny, or production shapes), deterministic."""
     from pipeline.fabricate import fabricate_lfm_folder
     from pipeline.fabricate_kokoro import fabricate_kokoro_folder
 
     reference = json.loads(params.reference_config.read_text())
     with atomic_dir(BASE_LFM_DIR) as tmp:
-        fabricate_lfm_folder(tmp, reference, seed=params.fabricate_seed)
+        fabricate_lfm_folder(tmp, reference, seed=params.fabricate_seed, size=params.fabricate_size)
     with atomic_dir(BASE_KOKORO_DIR) as tmp:
-        fabricate_kokoro_folder(tmp, seed=params.fabricate_seed, voices=list(params.kokoro_voices))
+        fabricate_kokoro_folder(tmp, seed=params.fabricate_seed, voices=list(params.kokoro_voices),
+                                size=params.fabricate_size)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -210,15 +211,26 @@ class CachedCodesMapper(LFM2AudioChatMapper):
         super().__init__(processor, interleaved_text_tokens=schedule.n_text, interleaved_audio_tokens=schedule.n_audio)
         self.cache = cache
         self.schedule = schedule
+        self.encoded_audio_seconds = 0.0  # cache misses only: what went through Mimi
+        self.encode_seconds = 0.0
 
     def _encode_audio_out(self, *, wav: torch.Tensor, sampling_rate: int) -> torch.Tensor:
         key = self.cache.key(wav, sampling_rate)
         codes = self.cache.get(key)
         if codes is None:
+            started = time.perf_counter()
             codes = super()._encode_audio_out(wav=wav, sampling_rate=sampling_rate)
             self.cache.seconds_encoded += int(wav.shape[-1]) / sampling_rate
+            self.encode_seconds += time.perf_counter() - started
+            self.encoded_audio_seconds += int(wav.shape[-1]) / sampling_rate
             self.cache.put(key, codes)
         return codes
+
+    def throughput(self, device: str) -> dict:
+        """Mimi's encoding rate over this mapper's cache misses (audio seconds per second; None if none)."""
+        rate = self.encoded_audio_seconds / self.encode_seconds if self.encode_seconds > 0 else None
+        return {"device": device, "audio_seconds": round(self.encoded_audio_seconds, 3),
+                "seconds": round(self.encode_seconds, 3), "audio_seconds_per_second": rate}
 
     def _append_interleaved_out(self, *, text_parts: list[torch.Tensor], audio_out_parts: list[torch.Tensor],
                                 modality_seq: list[int], **rest) -> None:

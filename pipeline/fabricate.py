@@ -1,15 +1,23 @@
-"""Tiny random-init model folders with the Hub repos' exact layout, for offline runs.
+"""Random-init model folders with the Hub repos' exact layout, for offline runs.
 
 No weights can be downloaded here or in CI, so the smoke profile fabricates a
 folder that the *real* loading code (``from_pretrained(Path)``) accepts: same
 file names, same special-token ids, same config keys — only far smaller, and
 seeded so the same seed gives byte-identical files.
+
+``size="full"`` (the rehearsal profile) keeps the production shapes instead: the
+reference config unchanged (1.47 B parameters), the stock Mimi (no
+``mimi_config.json``) and a tokenizer of the config's vocabulary size whose BPE
+merges are learned from the pipeline's own templates, so rows have a realistic
+token count at ``context_length`` 512 (the byte-level tiny tokenizer makes ~4x
+more tokens). Random weights: measure time, memory and bytes with it, never quality.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -48,6 +56,10 @@ TINY_LFM_OVERRIDES = {
 }
 
 
+FabricateSize = Literal["tiny", "full"]
+FABRICATE_SIZES: tuple[str, ...] = ("tiny", "full")
+
+
 @dataclass(frozen=True)
 class FabricatedFolder:
     path: Path
@@ -62,17 +74,69 @@ def _tiny_lfm_config(reference_config: dict) -> dict:
     return config
 
 
-def _build_tokenizer(out_dir: Path) -> None:
-    """Byte-level BPE with no merges: ids 0-255 special (real ids), 256-511 bytes."""
+def _template_corpus() -> list[str]:
+    """Every string constant of the dataset templates, tool catalog and prompts: what rows are made of."""
+    from pipeline import catalog, prompts, templates
+
+    texts: list[str] = []
+
+    def walk(value) -> None:
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, (tuple, list, set, frozenset)):
+            for item in value:
+                walk(item)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                walk(key)
+                walk(item)
+        elif hasattr(value, "__dataclass_fields__"):
+            for name in value.__dataclass_fields__:
+                walk(getattr(value, name))
+
+    for module in (templates, catalog, prompts):
+        for name, value in sorted(vars(module).items()):
+            if name.isupper():
+                walk(value)
+    return texts
+
+
+def _full_vocab_merges(vocab_size: int, names: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """BPE vocabulary of exactly ``vocab_size`` ids: the special ids, the 256 bytes, merges learned from the
+    templates, then unreachable filler entries up to the config's vocabulary size."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    learner = Tokenizer(models.BPE())
+    learner.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=names, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    learner.train_from_iterator(_template_corpus(), trainer=trainer)
+    model = json.loads(learner.to_str())["model"]
+    vocab: dict[str, int] = dict(model["vocab"])
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    next_id = max(vocab.values()) + 1
+    for filler in range(next_id, vocab_size):
+        vocab[f"<|unused_{filler}|>"] = filler
+    return vocab, merges
+
+
+def _build_tokenizer(out_dir: Path, vocab_size: int | None = None) -> None:
+    """Ids 0-255 special (real ids). Tiny: byte-level BPE with no merges, 256-511 bytes.
+    Full (``vocab_size`` given): merges learned from the templates, ``vocab_size`` ids in all."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    byte_alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=lambda ch: ord(ch))
     names = [SPECIAL_TOKENS.get(i, f"<|reserved_{i}|>") for i in range(N_SPECIAL)]
-    vocab = {name: i for i, name in enumerate(names)}
-    vocab.update({ch: N_SPECIAL + i for i, ch in enumerate(byte_alphabet)})
-    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    if vocab_size is None:
+        byte_alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), key=lambda ch: ord(ch))
+        vocab = {name: i for i, name in enumerate(names)}
+        vocab.update({ch: N_SPECIAL + i for i, ch in enumerate(byte_alphabet)})
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    else:
+        vocab, merges = _full_vocab_merges(vocab_size, names)
+        tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens(names)
     fast = PreTrainedTokenizerFast(
@@ -121,38 +185,48 @@ def _calibration_clips(seed: int, n_clips: int = 512, n_samples: int = 7680) -> 
 
 
 @torch.no_grad()
-def _fabricate_mimi(out_dir: Path, seed: int) -> int:
-    """Small random Mimi whose codebooks are fitted by Mimi's own k-means initialisation.
+def _fabricate_mimi(out_dir: Path, seed: int, size: FabricateSize = "tiny") -> int:
+    """Random Mimi (small, or the stock architecture for ``full``) whose codebooks are fitted by Mimi's own
+    k-means initialisation.
 
     Random codebooks start at zero (every code would be 0); fitting them on
     calibration audio makes codes depend on the input, as with real weights.
+    A full Mimi gets no ``mimi_config.json``: it loads as a Hub folder does.
     """
     from liquid_audio.moshi.models.loaders import get_mimi
 
+    overrides = SMALL_MIMI if size == "tiny" else None
     torch.manual_seed(seed)
-    with mimi_settings(SMALL_MIMI):
+    with mimi_settings(overrides):
         mimi = get_mimi(None, device="cpu")
-    latents = mimi._encode_to_unquantized_latent(_calibration_clips(seed))
+    # The stock Mimi encodes ~20x slower than the small one: a quarter of the clips (512 frames; k-means then
+    # samples its 2048 initial centroids with replacement) still makes codes depend on the input.
+    latents = mimi._encode_to_unquantized_latent(_calibration_clips(seed, n_clips=512 if size == "tiny" else 128))
     mimi.quantizer.train()
-    for _ in range(SMALL_MIMI["quantizer"]["n_q"]):  # each pass initialises one more residual level
+    for _ in range(mimi.quantizer.num_codebooks):  # each pass initialises one more (active) residual level
         mimi.quantizer(latents, mimi.frame_rate)
     mimi.quantizer.eval()
-    write_json(out_dir / MIMI_CONFIG_NAME, SMALL_MIMI)
+    if overrides is not None:
+        write_json(out_dir / MIMI_CONFIG_NAME, overrides)
     _save_state_dict(mimi, out_dir / MIMI_WEIGHTS_NAME)
     return sum(p.numel() for p in mimi.parameters())
 
 
-def fabricate_lfm_folder(out_dir: Path, reference_config: dict, seed: int = 0) -> FabricatedFolder:
-    """Write a random-init LFM2.5-Audio folder loadable by liquid-audio's ``from_pretrained(Path)``."""
+def fabricate_lfm_folder(out_dir: Path, reference_config: dict, seed: int = 0,
+                         size: FabricateSize = "tiny") -> FabricatedFolder:
+    """Write a random-init LFM2.5-Audio folder loadable by liquid-audio's ``from_pretrained(Path)``
+    (``tiny``: 3.4 M parameters; ``full``: the reference config's production shapes)."""
     from liquid_audio.model.conformer.encoder import ConformerEncoderConfig
     from liquid_audio.model.lfm2_audio import DepthformerConfig, LFM2AudioConfig, LFM2AudioModel
     from transformers import Lfm2Config
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = _tiny_lfm_config(reference_config)
+    if size not in FABRICATE_SIZES:
+        raise ValueError(f"fabricate size must be one of {FABRICATE_SIZES}, got {size!r}")
+    config = _tiny_lfm_config(reference_config) if size == "tiny" else json.loads(json.dumps(reference_config))
     write_json(out_dir / "config.json", config)
-    _build_tokenizer(out_dir)
+    _build_tokenizer(out_dir, None if size == "tiny" else int(config["lfm"]["vocab_size"]))
 
     torch.manual_seed(seed)
     raw = json.loads(json.dumps(config))
@@ -165,5 +239,6 @@ def fabricate_lfm_folder(out_dir: Path, reference_config: dict, seed: int = 0) -
     model = LFM2AudioModel(conf).to(torch.bfloat16)
     _save_state_dict(model, out_dir / "model.safetensors")
     n_params = sum(p.numel() for p in model.parameters())
-    n_params += _fabricate_mimi(out_dir, seed)
+    del model  # a full-size build holds ~3 GB: free it before Mimi's
+    n_params += _fabricate_mimi(out_dir, seed, size)
     return FabricatedFolder(out_dir, n_params, tuple(sorted(p.name for p in out_dir.iterdir())))

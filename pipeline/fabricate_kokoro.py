@@ -95,6 +95,13 @@ def tiny_kokoro_config() -> dict:
     return config
 
 
+def full_kokoro_config() -> dict:
+    """The Hub config as is: the real 82 M architecture (ALBERT 12 x 768 included)."""
+    config = copy.deepcopy(HUB_CONFIG)
+    config["vocab"] = dict(KOKORO_VOCAB)
+    return config
+
+
 def _empty_checkpoint() -> io.BytesIO:
     """A .pth holding no state dicts: KModel builds its modules and loads nothing."""
     buffer = io.BytesIO()
@@ -145,13 +152,16 @@ def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def fabricate_kokoro_folder(out_dir: Path, seed: int, voices: list[str]) -> FabricatedFolder:
-    """Write a random-init Kokoro folder (config, weights, voices) into ``out_dir``."""
+def fabricate_kokoro_folder(out_dir: Path, seed: int, voices: list[str], size: str = "tiny") -> FabricatedFolder:
+    """Write a random-init Kokoro folder (config, weights, voices) into ``out_dir``
+    (``tiny``: ALBERT shrunk, ~80 M parameters; ``full``: the Hub architecture, ~82 M)."""
     if not voices:
         raise ValueError("fabricate_kokoro_folder: at least one voice is needed")
+    if size not in ("tiny", "full"):
+        raise ValueError(f"fabricate_kokoro_folder: size must be tiny or full, got {size!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config = tiny_kokoro_config()
+    config = tiny_kokoro_config() if size == "tiny" else full_kokoro_config()
     model = _random_kmodel(config, seed)
     write_json(out_dir / KOKORO_CONFIG_NAME, config)
     write_bytes(out_dir / KOKORO_WEIGHTS_NAME, _checkpoint_bytes(model))

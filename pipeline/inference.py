@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 
 from pipeline.generation import GenerationParams
-from pipeline.models import LoadedLFM, load_lfm
+from pipeline.models import LoadedLFM, load_lfm, resolve_device
 from pipeline.params import field
 
 Dtype = Literal["bfloat16", "float32", "float16"]
@@ -54,13 +54,6 @@ def check_batch_size(params) -> None:
     if params.batch_size > 1 and not params.greedy:
         raise params.bad("batch_size", f"is {params.batch_size}, but the batched decoder is greedy only "
                                        "(set text_temperature and audio_temperature to null, or batch_size to 1)")
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda when available, else cpu."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_model(model_dir: Path, device: str = "auto", dtype: Dtype = "bfloat16") -> LoadedLFM:

@@ -115,6 +115,7 @@ class TTSDetails(Details[TTSHeadline]):
     hit_rate: Rate = None  # None when there is nothing to voice
     audio_seconds: float = 0.0
     audio_seconds_synthesized: float = 0.0
+    audio_seconds_per_second: float | None = None  # TTS throughput (in tts.timings.json)
     wall_seconds: float = 0.0
     rows: dict[str, int] = {}
     shards_written: list[str] = []
@@ -147,6 +148,7 @@ class PreprocessDetails(Details[PreprocessHeadline]):
     codes_cache: dict[str, Any]  # hits, misses, hit_rate, damaged (entries named, moved aside, encoded again)
     interleave: dict[str, int | None]
     mimi_audio_seconds_encoded: float = 0.0  # work unit: audio Mimi encoded (codes-cache misses only)
+    mimi_throughput: dict[str, Any] | None = None  # device, audio seconds, seconds, rate (in preprocess.timings.json)
 
     def headline(self) -> PreprocessHeadline:
         return PreprocessHeadline(blipped=sum(kind["turns"] for kind in self.blipped_turns.values()),

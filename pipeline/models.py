@@ -23,7 +23,14 @@ from pipeline.interleave import Schedule, trained_schedule
 from pipeline.mimi_config import mimi_settings, read_overrides
 
 __all__ = ["LoadedLFM", "ModelFolderError", "check_lfm_folder", "decode_codes", "encode_codes", "load_lfm",
-           "load_mimi", "load_processor", "uncovered_weight_keys"]
+           "load_mimi", "load_processor", "resolve_device", "uncovered_weight_keys"]
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> cuda when available, else cpu (every stage's ``device`` param)."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 @dataclass
@@ -103,7 +110,7 @@ def encode_codes(mimi, wave: np.ndarray, sample_rate: int = MIMI_SAMPLE_RATE) ->
     from pipeline.audio import resample, to_float32
 
     wave = resample(to_float32(np.asarray(wave)), sample_rate, MIMI_SAMPLE_RATE)
-    tensor = torch.from_numpy(np.ascontiguousarray(wave)).reshape(1, 1, -1)
+    tensor = torch.from_numpy(np.ascontiguousarray(wave)).reshape(1, 1, -1).to(next(mimi.parameters()).device)
     codes = mimi.encode(tensor)[:, :N_CODEBOOKS]
     return codes.to(torch.int64).cpu().numpy()
 
@@ -111,5 +118,5 @@ def encode_codes(mimi, wave: np.ndarray, sample_rate: int = MIMI_SAMPLE_RATE) ->
 @torch.no_grad()
 def decode_codes(mimi, codes: np.ndarray) -> np.ndarray:
     """Mimi's reconstruction of (1, 8, frames) codes: float32 mono at 24 kHz."""
-    wave = mimi.decode(torch.as_tensor(np.asarray(codes), dtype=torch.long))
+    wave = mimi.decode(torch.as_tensor(np.asarray(codes), dtype=torch.long, device=next(mimi.parameters()).device))
     return wave.reshape(-1).float().cpu().numpy()

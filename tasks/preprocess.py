@@ -67,6 +67,7 @@ class PreprocessParams(StageParams):
     tool_match_oversample: int = param(1, lo=1)  # v4.2 idea: tool_match rows repeated k times in train
     blip_on: tuple[Literal["tool_match", "turn1_ack"], ...] = DEFAULT_BLIP_ON  # [] = v4
     first_text_chunk: int | None = param(None, lo=1, hi=64)  # v4.2 idea: text tokens before the first audio frame
+    device: str = "auto"  # where Mimi encodes: auto = cuda when available, else cpu
 
     def check(self) -> None:
         if len(set(self.blip_on)) != len(self.blip_on):
@@ -235,9 +236,9 @@ def write_dataset(records, target: Path, schedule: Schedule) -> None:
 def run(params: PreprocessParams) -> dict:
     from pipeline.io import sha256_file
     from pipeline.hub_layout import MIMI_WEIGHTS_NAME
-    from pipeline.models import load_processor
+    from pipeline.models import load_processor, resolve_device
 
-    processor = load_processor(params.model_dir)
+    processor = load_processor(params.model_dir, device=resolve_device(params.device))
     cache = CodesCache(params.codes_cache_dir, sha256_file(params.model_dir / MIMI_WEIGHTS_NAME))
     schedule = interleave_schedule(params)
     mapper = CachedCodesMapper(processor, cache, schedule)
@@ -264,6 +265,7 @@ def run(params: PreprocessParams) -> dict:
     overlong = [entry for report in reports.values() for entry in report.overlong]
     write_jsonl(OVERLONG_JSONL, overlong)
     metrics = metrics_document(reports, cache, params.blip_on, schedule)
+    metrics["mimi_throughput"] = mapper.throughput(resolve_device(params.device))
     write_stage_metrics(PreprocessDetails.of(metrics), METRICS_PATH)
     return metrics
 
@@ -329,7 +331,9 @@ def main() -> int:
         print(
             f"preprocess: {train['written']} train / {evals['written']} eval samples, "
             f"{metrics['overlong_rows']} over-long (see {OVERLONG_JSONL}), blipped turns ({blipped}), "
-            f"blip prefix match {metrics['blip_prefix_match_rate']}, codes cache hit rate {metrics['codes_cache']['hit_rate']}"
+            f"blip prefix match {metrics['blip_prefix_match_rate']}, codes cache hit rate {metrics['codes_cache']['hit_rate']}, "
+            f"Mimi {metrics['mimi_throughput']['audio_seconds']:.1f} audio s encoded on {metrics['mimi_throughput']['device']} "
+            f"({metrics['mimi_throughput']['audio_seconds_per_second'] or 0:.2f} audio s/s)"
         )
         return 0
 

@@ -8,7 +8,9 @@ With ``train.num_processes`` > 1 the module re-executes itself under
 (the smoke profile: a few CPU steps on the tiny model).
 
 Nothing on disk changes until the params, the data and the base model have been
-checked and the model has loaded. Rerunning after a crash (kill -9 included)
+checked, the model has loaded and the volume has room for ``keep_checkpoints`` + 1
+checkpoints and the final folder (``pipeline.training.disk_budget``: refused in
+one line, needed vs free bytes, nothing deleted). Rerunning after a crash (kill -9 included)
 resumes from the newest complete checkpoint in ``models/checkpoints/`` made by
 the same run whose files hash to its manifest (a damaged one is named and skipped) — same trajectory params, process count, training data and base
 model (a fingerprint in every checkpoint). Checkpoints of another run stay until
@@ -55,6 +57,7 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
     from accelerate.utils import broadcast_object_list
 
     from pipeline.training.checkpoints import read_checkpoint, resume_checkpoint
+    from pipeline.training.disk_budget import check_disk_budget
     from pipeline.interleave import RECORD_NAME, check_fits
     from pipeline.training.data import open_split, split_schedule
     from pipeline.training.metrics import LiveSink
@@ -73,6 +76,10 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
     schedule = split_schedule(paths.train_data, paths.eval_data)  # what the samples were laid out with
     model = load_base_model(params.model_dir)
     check_fits(schedule, f"{paths.train_data}/{RECORD_NAME}", params.model_dir)  # preprocess.model_dir vs train's
+    # The volume must hold keep_checkpoints + 1 checkpoints and the final folder: refused now, not at step 900.
+    budget = check_disk_budget(model, params.keep_checkpoints, paths.checkpoint_dir, paths.final_dir, params.model_dir)
+    accelerator.print(f"train: disk budget {budget.needed_bytes / 1e9:.2f} GB (checkpoint "
+                      f"{budget.checkpoint_bytes / 1e9:.2f} GB, final folder {budget.final_bytes / 1e9:.2f} GB)")
 
     # 2. Which run this is; the main process hashes (GBs for the real model), the others receive it.
     holder = [None]

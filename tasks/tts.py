@@ -58,7 +58,7 @@ class TTSParams(StageParams):
     espeak_voices: dict[str, str]  # pipeline voice name -> espeak-ng voice
     cache_dir: Path
     g2p: G2PChoice = "offline"  # Kokoro G2P: offline | spacy (pipeline/tts/g2p.py)
-    device: str = "cpu"
+    device: str = "auto"  # where Kokoro runs: auto = cuda when available, else cpu
     shard_size: int = stage_params.field(DEFAULT_SHARD_SIZE, lo=1)
 
     @classmethod
@@ -82,7 +82,10 @@ class TTSParams(StageParams):
 
 def build_engine(params: TTSParams) -> TTSEngine:
     if params.engine == "kokoro":
-        return KokoroEngine(params.kokoro_dir, voices=list(params.voices), g2p=params.g2p, device=params.device)
+        from pipeline.models import resolve_device
+
+        return KokoroEngine(params.kokoro_dir, voices=list(params.voices), g2p=params.g2p,
+                            device=resolve_device(params.device))
     return EspeakEngine(params.espeak_voices)
 
 
@@ -124,6 +127,7 @@ class TTSMetrics:
     audio_seconds: float = 0.0  # all distinct clips the manifests point to
     audio_seconds_synthesized: float = 0.0
     wall_seconds: float = 0.0
+    audio_seconds_per_second: float | None = None  # synthesised audio / wall time (None when all was cached)
     shards_written: list[str] = field(default_factory=list)
     cache_repair: dict[str, list] = field(default_factory=dict)  # pipeline.tts_cache.RepairReport
 
@@ -213,6 +217,8 @@ def run_tts(
     metrics.audio_seconds_synthesized = round(report.seconds_synthesized, 3)
     metrics.shards_written = report.shards_written
     metrics.wall_seconds = round(time.monotonic() - started, 3)
+    if report.synthesized and metrics.wall_seconds > 0:
+        metrics.audio_seconds_per_second = round(metrics.audio_seconds_synthesized / metrics.wall_seconds, 3)
     write_stage_metrics(TTSDetails.of(asdict(metrics)), metrics_path)
     return metrics
 

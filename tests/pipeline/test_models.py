@@ -80,3 +80,12 @@ def test_a_string_path_is_never_passed_to_liquid_audio(tiny_lfm_dir):
     """liquid-audio sends a str to the Hub; our loader takes str or Path and passes a Path."""
     loaded = load_lfm(str(tiny_lfm_dir))
     assert loaded.path == tiny_lfm_dir
+
+
+def test_auto_device_is_cuda_when_present_else_cpu():
+    import torch
+
+    from pipeline.models import resolve_device
+
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("cpu") == "cpu" and resolve_device("cuda:1") == "cuda:1"

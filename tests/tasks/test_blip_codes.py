@@ -67,7 +67,10 @@ def test_stage_writes_codes_preview_and_signature(tiny_lfm_dir, tmp_path, monkey
     codes = np.load(blip_codes.BLIP_CODES_NPY)
     assert codes.shape == (1, 8, 2) and codes.dtype == np.int64
     signature = json.loads(blip_codes.BLIP_SIGNATURE_JSON.read_text())
+    throughput = document.pop("throughput")  # returned, never written: the signature is the same on every machine
     assert signature == document
+    assert throughput["device"] == "cpu" and throughput["audio_seconds"] == 3 * 0.16
+    assert throughput["audio_seconds_per_second"] > 0
     assert signature["axes"] == ["batch", "codebook", "frame"]
     assert signature["detection"] == {"codebooks": [0], "frames": [0, 1]}
     assert signature["cb0_across_frames"] == codes[0, 0, :].tolist()

@@ -94,6 +94,11 @@ def test_codes_cache_reencodes_only_changed_audio(tiny_lfm, tmp_path, signature)
     mapper(row_messages(other, audio_for(other)))
     mapper(row_messages(match, audio_for(match), preview * 0.5))  # "a blip change"
     assert (cache.hits, cache.misses) == (1, 3)
+    # Mimi's throughput counts the misses only: what went through the codec
+    rate = mapper.throughput("cpu")
+    assert rate["device"] == "cpu" and rate["seconds"] > 0 and rate["audio_seconds_per_second"] > 0
+    mapper(row_messages(other, audio_for(other)))  # a hit adds nothing
+    assert mapper.throughput("cpu") == rate
 
 
 def test_a_damaged_codes_cache_entry_is_named_moved_aside_and_encoded_again(tiny_lfm, tmp_path, signature):

@@ -412,3 +412,48 @@ def test_two_processes_die_with_the_launcher_and_resume(tiny_lfm_dir, preprocess
     assert metrics["world_size"] == 2 and metrics["global_batch_size"] == 4
     assert metrics["resumed_from_step"] == killed_at.step and metrics["steps"] == 6
     assert read_tsv_steps(ws / "reports" / "train" / "plots" / "metrics" / "train" / "loss.tsv") == [1, 2, 3, 4, 5, 6]
+
+
+# --- the disk budget: a volume too small for keep_checkpoints + 1 checkpoints is refused up front -------
+
+
+@pytest.fixture
+def small_volume(tmp_path):
+    """A real 48 MiB filesystem (tmpfs; needs root), unmounted afterwards; None where it cannot be mounted."""
+    mount = tmp_path / "volume"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        yield None
+        return
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+
+
+def test_a_volume_too_small_for_the_checkpoints_is_refused_before_anything_is_written(
+        small_volume, tiny_lfm_dir, preprocessed, tmp_path, monkeypatch, capsys):
+    from pipeline.training.disk_budget import CHECKPOINT_OVERHEAD_BYTES
+
+    ws = small_volume if small_volume is not None else tmp_path / "ws"
+    shutil.copytree(preprocessed, ws / "data" / "preprocessed")
+    shutil.copytree(tiny_lfm_dir, base(ws))
+    previous_run_outputs(ws)
+    keep = 2  # 3 checkpoints of ~(7 + 14 + 16) MB and the final folder: more than 48 MiB
+    if small_volume is None:  # no mount here: ask for more checkpoints than the disk's free space holds
+        keep = shutil.disk_usage(ws).free // CHECKPOINT_OVERHEAD_BYTES + 1
+        if keep > 1000:
+            pytest.skip("cannot mount a small tmpfs here and the disk is too large for keep_checkpoints <= 1000")
+    (ws / "params.yaml").write_text(yaml.safe_dump({"train": {**smoke(), "context_length": 512, "keep_checkpoints": keep}}))
+    before = snapshot(ws)
+    monkeypatch.chdir(ws)
+    assert main() == 1
+    err = capsys.readouterr().err
+    match = re.fullmatch(r"train: not enough disk for models/checkpoints: needs [\d.]+ GB \((\d+) bytes: 1 new checkpoint\(s\) "
+                         r"of [\d.]+ GB for keep_checkpoints \d+ \+ 1 while writing, 2 already there, \+ the final folder "
+                         r"[\d.]+ GB\), \S+ has [\d.]+ GB \((\d+) bytes\) free; nothing was deleted \(free space, or lower "
+                         r"train\.keep_checkpoints\)\n", err)
+    assert match, err
+    assert int(match.group(1)) > int(match.group(2))
+    assert snapshot(ws) == before, "the refused run changed the workspace (the earlier run's checkpoints included)"

@@ -93,6 +93,8 @@ def test_stage_writes_manifests_and_metrics_then_reruns_for_free(tmp_path, engin
     assert saved["syntheses"] == 7 and saved["hit_rate"] == 0.0 and saved["audio_seconds"] > 3
     assert saved["engine"] == "espeak-ng" and "wall_seconds" not in saved  # cached output: no wall clock
     assert read_json(tmp_path / "metrics" / "tts.timings.json")["wall_seconds"] >= 0
+    timings = read_json(tmp_path / "metrics" / "tts.timings.json")
+    assert timings["audio_seconds_per_second"] == pytest.approx(saved["audio_seconds_synthesized"] / timings["wall_seconds"], rel=0.01)
 
     first_manifest = (tmp_path / "tts" / "train.jsonl").read_bytes()
     _, again = run(tmp_path, engine)
