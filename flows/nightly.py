@@ -296,8 +296,10 @@ def nightly(workdir: str = ".", gpu_pool: str | None = None, hub_repo_id: str | 
     seconds: dict[str, float] = {}
 
     started = time.perf_counter()
-    retrain(workdir=str(root), targets=retrain_targets, gpu_pool=gpu_pool)
+    state = retrain(workdir=str(root), targets=retrain_targets, gpu_pool=gpu_pool, return_state=True)
     seconds["retrain"] = time.perf_counter() - started
+    if not state.is_completed():  # a failed stage, or params refused before any stage ran: nothing to gate
+        raise NightlyError(f"retrain {state.name.lower()}: {state.message}")
 
     started = time.perf_counter()
     decision = decide(root, params, champion, last)

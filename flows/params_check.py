@@ -10,6 +10,7 @@ will parse it. Stages with other commands (the toy pipeline's scripts) are not c
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import re
@@ -23,14 +24,17 @@ TASK_COMMAND = re.compile(r"^python3? -m (tasks\.\w+)\b")
 
 
 def _params_classes() -> dict[str, type]:
-    """SECTION -> class, over every StageParams subclass imported so far."""
+    """SECTION -> class, over every StageParams subclass imported so far. Where several classes read one group
+    (a stage may parse a view of another's group, e.g. eval_screen's of eval_classes), the group's own
+    declaration is the one with the most keys: a view refuses the keys it does not read."""
     found: dict[str, type] = {}
     todo = list(StageParams.__subclasses__())
     while todo:
         cls = todo.pop()
         todo += cls.__subclasses__()
-        if getattr(cls, "SECTION", ""):
-            found.setdefault(cls.SECTION, cls)
+        section = getattr(cls, "SECTION", "")
+        if section and (section not in found or len(dataclasses.fields(cls)) > len(dataclasses.fields(found[section]))):
+            found[section] = cls
     return found
 
 
@@ -51,13 +55,15 @@ def check_stage_params(workdir: str | os.PathLike, stages: list[str]) -> list[st
     pipeline = yaml.safe_load((root / "dvc.yaml").read_text()) or {}
     params_file = root / "params.yaml"
     problems = []
+    for spec in (pipeline.get("stages") or {}).values():  # every stage's module: each group's own class is known
+        command = TASK_COMMAND.match(str((spec or {}).get("cmd", "")))
+        if command:
+            importlib.import_module(command.group(1))
+    classes = _params_classes()
     for name in stages:
         stage = (pipeline.get("stages") or {}).get(name) or {}
-        command = TASK_COMMAND.match(str(stage.get("cmd", "")))
-        if not command:
+        if not TASK_COMMAND.match(str(stage.get("cmd", ""))):
             continue
-        importlib.import_module(command.group(1))
-        classes = _params_classes()
         for group in _groups(stage.get("params")):
             if group not in classes:
                 continue

@@ -41,3 +41,25 @@ def tiny_lfm(tiny_lfm_dir):
 @pytest.fixture(scope="session")
 def tiny_mimi(tiny_lfm):
     return tiny_lfm.processor.mimi
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(name, size)``: a real small filesystem (tmpfs, e.g. size "1m") under tmp_path, or None where it
+    cannot be mounted (not root); every one is unmounted after the test. Disk-full tests run on these."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str) -> Path | None:
+        path = tmp_path / name
+        path.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                          capture_output=True).returncode != 0:
+            return None
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "--lazy", str(path)], check=False)

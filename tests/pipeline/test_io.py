@@ -52,17 +52,12 @@ def test_a_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
 # --- disk and file-system faults, on real small file systems ---------------------------------------
 
 @pytest.fixture
-def small_fs(tmp_path):
-    """A real 1 MiB tmpfs (needs root: `mount -t tmpfs`); unmounted after the test."""
-    import subprocess
-
-    mount = tmp_path / "small"
-    mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
-    if made.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({made.stderr.decode().strip()}): run as root")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+def small_fs(tmpfs):
+    """A real 1 MiB tmpfs (needs root: `mount -t tmpfs`)."""
+    mount = tmpfs("small", "1m")
+    if mount is None:
+        pytest.skip("cannot mount a tmpfs here: run as root")
+    return mount
 
 
 def test_a_full_disk_is_one_line_naming_the_path_and_the_old_file_stays(small_fs):

@@ -418,18 +418,9 @@ def test_two_processes_die_with_the_launcher_and_resume(tiny_lfm_dir, preprocess
 
 
 @pytest.fixture
-def small_volume(tmp_path):
-    """A real 48 MiB filesystem (tmpfs; needs root), unmounted afterwards; None where it cannot be mounted."""
-    mount = tmp_path / "volume"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        yield None
-        return
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "--lazy", str(mount)], check=False)
+def small_volume(tmpfs):
+    """A real 48 MiB filesystem (tmpfs; needs root); None where it cannot be mounted."""
+    return tmpfs("volume", "48m")
 
 
 def test_a_volume_too_small_for_the_checkpoints_is_refused_before_anything_is_written(
