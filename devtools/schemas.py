@@ -11,14 +11,13 @@ a schema: the stages still report those. ``--check`` exits 1 when a file is stal
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.params import StageParams, params_model
+from pipeline.params import group_classes, params_model
 from pipeline.records import RowModel
 
 SCHEMA_DIR = Path("schemas")
@@ -35,13 +34,7 @@ def params_groups() -> dict[str, type]:
     """Each params.yaml group's class, by SECTION."""
     for module in PARAMS_MODULES:
         importlib.import_module(module)
-    groups: dict[str, type] = {}
-    pending = list(StageParams.__subclasses__())
-    while pending:
-        cls = pending.pop()
-        pending += cls.__subclasses__()
-        if dataclasses.is_dataclass(cls) and cls.SECTION and cls.__module__ in PARAMS_MODULES:
-            groups[cls.SECTION] = cls
+    groups = group_classes(PARAMS_MODULES)
     return dict(sorted(groups.items()))
 
 

@@ -10,7 +10,6 @@ will parse it. Stages with other commands (the toy pipeline's scripts) are not c
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 import re
@@ -18,24 +17,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.params import StageError, StageParams, load_stage_params
+from pipeline.params import StageError, group_classes, load_stage_params
 
 TASK_COMMAND = re.compile(r"^python3? -m (tasks\.\w+)\b")
-
-
-def _params_classes() -> dict[str, type]:
-    """SECTION -> class, over every StageParams subclass imported so far. Where several classes read one group
-    (a stage may parse a view of another's group, e.g. eval_screen's of eval_classes), the group's own
-    declaration is the one with the most keys: a view refuses the keys it does not read."""
-    found: dict[str, type] = {}
-    todo = list(StageParams.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        todo += cls.__subclasses__()
-        section = getattr(cls, "SECTION", "")
-        if section and (section not in found or len(dataclasses.fields(cls)) > len(dataclasses.fields(found[section]))):
-            found[section] = cls
-    return found
 
 
 def _groups(entries) -> list[str]:
@@ -59,7 +43,7 @@ def check_stage_params(workdir: str | os.PathLike, stages: list[str]) -> list[st
         command = TASK_COMMAND.match(str((spec or {}).get("cmd", "")))
         if command:
             importlib.import_module(command.group(1))
-    classes = _params_classes()
+    classes = group_classes()
     for name in stages:
         stage = (pipeline.get("stages") or {}).get(name) or {}
         if not TASK_COMMAND.match(str(stage.get("cmd", ""))):

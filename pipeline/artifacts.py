@@ -70,6 +70,15 @@ METRICS_DIR = Path("reports/metrics")
 METRICS_STAGES = ("dataset", "tts", "preprocess", "train", "eval_classes", "eval_narration", "eval_blip")
 
 
+TIMINGS_STAGES = ("tts", "preprocess", "train", "eval_classes", "eval_narration")  # stages with wall-clock readings
+
+
+def timings_json(stage: str) -> Path:
+    """``reports/metrics/<stage>.timings.json``: the stage's wall-clock readings (an uncached DVC metric), kept out
+    of the cached details so that a forced rerun with nothing changed reproduces every cached output."""
+    return METRICS_DIR / f"{stage}.timings.json"
+
+
 def metrics_json(stage: str) -> Path:
     """``reports/metrics/<stage>.json``: the stage's headline numbers (DVC's metrics, tracked by git)."""
     return METRICS_DIR / f"{stage}.json"
@@ -100,6 +109,7 @@ def named_paths() -> set[Path]:
     named = {value for key, value in globals().items() if key.isupper() and isinstance(value, Path)}
     named |= {dataset_jsonl(split) for split in SPLITS} | {tts_manifest(split) for split in SPLITS}
     named |= {PREPROCESSED_DIR / split for split in ("train", "eval")}
+    named |= {timings_json(stage) for stage in TIMINGS_STAGES}
     return named | {metrics_json(stage) for stage in METRICS_STAGES} | {details_json(stage) for stage in METRICS_STAGES}
 
 

@@ -17,7 +17,7 @@ import functools
 import sys
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, get_args, get_origin
 
@@ -248,3 +248,20 @@ def stage_main(stage: str, work: Callable[[], int | None], expected: tuple[type[
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"{stage}: {message}", file=sys.stderr)
         return 1
+
+
+def group_classes(modules: Iterable[str] | None = None) -> dict[str, type]:
+    """SECTION -> the params group's class, over the StageParams dataclasses imported so far (of ``modules`` only,
+    if given). Where several classes read one group (a stage may parse a view of another stage's group, as
+    eval_screen does of eval_classes), the group's own declaration is the one with the most keys."""
+    found: dict[str, type] = {}
+    pending = list(StageParams.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        section = getattr(cls, "SECTION", "")
+        if not section or not dataclasses.is_dataclass(cls) or (modules is not None and cls.__module__ not in modules):
+            continue
+        if section not in found or len(dataclasses.fields(cls)) > len(dataclasses.fields(found[section])):
+            found[section] = cls
+    return found

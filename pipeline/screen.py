@@ -63,7 +63,8 @@ class ScreenedRunParams(InferenceRunParams):
 def screened_run(eval_classes: dict[str, Any]) -> ScreenedRunParams:
     """The run keys of the ``eval_classes`` group (its own keys, e.g. the judge's, are not the screen's)."""
     keys = {f.name for f in fields(ScreenedRunParams)} - {"batch_size"}  # the screen batches by its own key
-    return parse_params(ScreenedRunParams, {k: v for k, v in eval_classes.items() if k in keys}, "eval_classes")
+    return parse_params(ScreenedRunParams, {k: eval_classes[k] for k in sorted(keys) if k in eval_classes},
+                        "eval_classes")  # only these keys are read: dvc.yaml lists exactly them
 
 
 class OpeningWatch:

@@ -64,10 +64,13 @@ class Loaded:
         return self.data is not None
 
 
-def load_details(model: type[Details], metrics_dir: Path) -> Loaded:
-    """A stage's details document as its model, with the stage's timings file (seconds, tokens/s, peak memory:
-    pipeline.io.TIMING_KEYS) merged in when there is one; or why it is unavailable (missing, not matching)."""
+def load_details(model: type[Details], metrics_dir: Path, with_timings: bool = False) -> Loaded:
+    """A stage's details document as its model, or why it is unavailable (missing, not matching). With
+    ``with_timings``, the stage's timings file (seconds, tokens/s, peak memory: pipeline.io.TIMING_KEYS) merged in
+    when there is one (a declared dep of ``report`` only for train)."""
     path = Path(metrics_dir) / f"{model.STAGE}.details.json"
+    if not with_timings:
+        return Loaded(*load_document(model, path))
     try:
         data = json.loads(path.read_text())
         timings = json.loads(timings_path(Path(metrics_dir) / f"{model.STAGE}.json").read_text())
@@ -563,7 +566,7 @@ def read_inputs(metrics_dir: Path = METRICS_DIR, records: Path = EVAL_CLASSES_JS
         classes=load_details(EvalClassesDetails, metrics_dir),
         narration=load_details(EvalNarrationDetails, metrics_dir),
         blip=load_details(EvalBlipDetails, metrics_dir),
-        train=load_details(TrainDetails, metrics_dir),
+        train=load_details(TrainDetails, metrics_dir, with_timings=True),
         records=load_records(records),
         baselines=base,
         params=params,

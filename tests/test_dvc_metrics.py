@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from pipeline.io import details_path
+from pipeline.artifacts import TIMINGS_STAGES, timings_json
 from pipeline.metrics_models import DETAILS
 from tests.pipeline.test_metrics_models import EXAMPLES
 
@@ -31,10 +32,18 @@ def headline(stage: str) -> dict:
     return DETAILS[stage].model_validate(EXAMPLES[stage]).headline().model_dump()
 
 
-def declared_metrics() -> dict[str, list[str]]:
+def declared_metrics(timings: bool = False) -> dict[str, list[str]]:
+    """Each stage's headline metrics files (or, with ``timings``, its wall-clock timings files)."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    return {name: [next(iter(e)) if isinstance(e, dict) else e for e in spec.get("metrics", [])]
-            for name, spec in stages.items() if spec.get("metrics")}
+    files = {name: [next(iter(e)) if isinstance(e, dict) else e for e in spec.get("metrics", [])]
+             for name, spec in stages.items() if spec.get("metrics")}
+    return {name: kept for name, paths in files.items()
+            if (kept := [p for p in paths if p.endswith(".timings.json") == timings])}
+
+
+def test_timings_files_are_the_stages_with_wall_clock_readings():
+    assert {stage: paths for stage, paths in declared_metrics(timings=True).items()} == {
+        stage: [str(timings_json(stage))] for stage in TIMINGS_STAGES}
 
 
 def cached_outs(stage: str) -> list[str]:
@@ -60,6 +69,8 @@ def workspace(tmp_path):
             target = tmp_path / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(headline(stage)))
+    for stage, paths in declared_metrics(timings=True).items():  # what pipeline.io moves out of the details
+        (tmp_path / paths[0]).write_text(json.dumps({"wall_seconds": 123.4}))
     return tmp_path
 
 
@@ -79,10 +90,12 @@ def test_no_two_metrics_files_share_a_key(workspace):
 
 
 def test_dvc_metrics_show_fits_a_screen(workspace):
-    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show"], cwd=workspace, check=True,
+    """The headline files (the timings files, wall clock, are shown with `dvc metrics show reports/metrics/*.timings.json`)."""
+    headlines = [path for paths in declared_metrics().values() for path in paths]
+    shown = subprocess.run([sys.executable, "-m", "dvc", "metrics", "show", *headlines], cwd=workspace, check=True,
                            capture_output=True, text=True).stdout
     lines = shown.splitlines()
-    assert len(lines) == 1 + sum(map(len, declared_metrics().values()))  # a header and one row per file
+    assert len(lines) == 1 + len(headlines)  # a header and one row per file
     assert max(map(len, lines)) <= MAX_WIDTH, shown
 
 

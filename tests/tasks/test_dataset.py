@@ -553,7 +553,7 @@ def test_giant_rows_are_quarantined_by_the_stage_and_named_by_the_validator(tmp_
     giant_reply = non_tool_line('"hi"', "giant").replace('"Glad to chat about that."', json.dumps("word " * 40_000))
     many_facts = speak_line(json.dumps({f"fact_{i}": i for i in range(10_000)})).replace('"hostile"', '"facts"', 1)
     path = ingest_file(tmp_path, [giant_reply, many_facts])
-    metrics = run_in(tmp_path, config(source="ingest", ingest_path=str(path), max_bad_fraction=0.1))
+    metrics = run_in(tmp_path, config(source="ingest", ingest_path=str(path), max_bad_fraction=0.1, eval_size=2))
     quarantine = [json.loads(line) for line in (tmp_path / "data/dataset/quarantine.jsonl").read_text().splitlines()]
     assert [(q["line"], q["reason"].split(",")[0]) for q in quarantine] == [
         (4, "row has 200127 bytes"), (5, "row has 188097 bytes")]
