@@ -32,6 +32,15 @@ from pipeline.artifacts import LAST_RUN_JSON, MODEL_CARD_MD, details_json
 from pipeline.metrics_models import EvalBlipDetails, EvalClassesDetails, details_of
 
 GPU_DEPLOYMENT = "gpu-stage/gpu-stage"
+
+
+class StagesFailed(DvcFailed):
+    """The run's expected failures in one line (what a caller of ``retrain()`` gets raised; with
+    ``return_state=True`` the Failed state carries it); the rows are in reports/last_run.json."""
+
+    def __init__(self, message: str):
+        RuntimeError.__init__(self, message)
+        self.what, self.returncode, self.summary, self.cause = "retrain", 1, message, message
 COLUMNS = ["stage", "status", "seconds", "pool", "queue", "error"]
 HOST_GPUS = 2  # the card's 2x RTX 4090: GPU stages are scheduled on gpu0 and gpu1
 
@@ -222,7 +231,8 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
         write_json(Path(workdir) / LAST_RUN_JSON, rows)
         for line in problems:
             logger.error("%s", line)
-        return Failed(message="; ".join(problems) + " (no stage was run)", data=rows)
+        message = "; ".join(problems) + " (no stage was run)"
+        return Failed(message=message, data=StagesFailed(message))
     pool = find_gpu_pool(gpu_pool)
     progress = create_progress_artifact(0.0, key="retrain-progress", description="stages done")
     schedule = Schedule(stages, cpu_limit=cpu_limit)
@@ -285,7 +295,7 @@ def retrain(workdir: str = ".", targets: list[str] | None = None, force: list[st
     if failures:
         from prefect.states import Failed
 
-        return Failed(message="; ".join(failures), data=rows)
+        return Failed(message="; ".join(failures), data=StagesFailed("; ".join(failures)))
     return rows
 
 
