@@ -139,7 +139,6 @@ class CodesCache:
         self.echo = echo
         self.hits = 0
         self.misses = 0
-        self.seconds_encoded = 0.0  # work unit: audio-seconds Mimi encoded (misses only; a hit costs 0)
         self.damaged: list[dict[str, str]] = []  # {"entry", "reason", "moved_to"}
 
     def key(self, wav: torch.Tensor, sampling_rate: int) -> str:
@@ -220,7 +219,6 @@ class CachedCodesMapper(LFM2AudioChatMapper):
         if codes is None:
             started = time.perf_counter()
             codes = super()._encode_audio_out(wav=wav, sampling_rate=sampling_rate)
-            self.cache.seconds_encoded += int(wav.shape[-1]) / sampling_rate
             self.encode_seconds += time.perf_counter() - started
             self.encoded_audio_seconds += int(wav.shape[-1]) / sampling_rate
             self.cache.put(key, codes)

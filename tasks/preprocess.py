@@ -264,7 +264,7 @@ def run(params: PreprocessParams) -> dict:
 
     overlong = [entry for report in reports.values() for entry in report.overlong]
     write_jsonl(OVERLONG_JSONL, overlong)
-    metrics = metrics_document(reports, cache, params.blip_on, schedule)
+    metrics = metrics_document(reports, cache, params.blip_on, schedule, mapper.encoded_audio_seconds)
     metrics["mimi_throughput"] = mapper.throughput(resolve_device(params.device))
     write_stage_metrics(PreprocessDetails.of(metrics), METRICS_PATH)
     return metrics
@@ -281,7 +281,8 @@ def interleave_schedule(params: PreprocessParams) -> Schedule:
 
 
 def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on: tuple[str, ...],
-                     schedule: Schedule) -> dict:
+                     schedule: Schedule, encoded_audio_seconds: float = 0.0) -> dict:
+    """``encoded_audio_seconds``: what went through Mimi (codes-cache misses; ``CachedCodesMapper`` counts it)."""
     kinds = {kind: TurnCheck.summed([r.blipped[kind] for r in reports.values()]) for kind in BLIP_TURNS}
     every = TurnCheck.summed(list(kinds.values()))
     unblipped = sum(r.unblipped_turns for r in reports.values())
@@ -316,7 +317,7 @@ def metrics_document(reports: dict[str, SplitReport], cache: CodesCache, blip_on
         "unblipped_detection_rate": _rate(sum(r.unblipped_detections for r in reports.values()), unblipped),
         "codes_cache": {"hits": cache.hits, "misses": cache.misses, "hit_rate": _rate(cache.hits, cache.hits + cache.misses),
                         "damaged": cache.damaged},
-        "mimi_audio_seconds_encoded": round(cache.seconds_encoded, 3),  # work unit: cache misses only
+        "mimi_audio_seconds_encoded": round(encoded_audio_seconds, 3),  # work unit: cache misses only
     }
 
 
