@@ -120,13 +120,20 @@ def details_path(metrics_path: str | os.PathLike) -> Path:
     return metrics_path.with_name(f"{metrics_path.stem}.details.json")
 
 
-# Wall-clock and memory readings: they differ on every run, so they never go in an output DVC hashes.
-TIMING_KEYS = frozenset({"seconds", "wall_seconds", "train_seconds", "tokens_per_s", "peak_memory_gib",
-                         "peak_memory_kind", "mean_seconds_per_row", "mimi_throughput", "audio_seconds_per_second"})
+# What one invocation measured and did - wall clock, memory, the checkpoint it resumed from, its cache hits and the
+# work it spent on misses: two runs that make the same outputs differ in them (a rerun finds the cache a first run
+# filled), so they go to <stage>.timings.json and never into an output DVC hashes.
+INVOCATION_KEYS = frozenset({
+    "seconds", "wall_seconds", "train_seconds", "tokens_per_s", "peak_memory_gib", "peak_memory_kind",
+    "mean_seconds_per_row", "mimi_throughput", "audio_seconds_per_second", "resumed_from_step",
+    # cache use: tts (pipeline.tts_cache), preprocess (the Mimi codes cache)
+    "syntheses", "cache_hits", "hit_rate", "audio_seconds_synthesized", "shards_written", "cache_repair",
+    "codes_cache", "mimi_audio_seconds_encoded",
+})
 
 
 def timings_path(metrics_path: str | os.PathLike) -> Path:
-    """``reports/metrics/<stage>.timings.json``: the stage's wall-clock readings (a DVC metric, not cached)."""
+    """``reports/metrics/<stage>.timings.json``: what the invocation measured and did (a DVC metric, not cached)."""
     metrics_path = Path(metrics_path)
     return metrics_path.with_name(f"{metrics_path.stem}.timings.json")
 
@@ -136,13 +143,13 @@ def write_metrics(metrics_path: str | os.PathLike, headline: dict[str, float | i
     and at ``metrics_path`` the few flat headline numbers DVC shows (`dvc metrics show`, `dvc exp show`),
     so that those tables stay a screen wide.
 
-    The top-level ``TIMING_KEYS`` of ``details`` go to ``timings_path`` instead: details documents are
+    The top-level ``INVOCATION_KEYS`` of ``details`` go to ``timings_path`` instead: details documents are
     cached outputs that later stages read, so with the timings out a forced rerun with nothing changed
     writes them byte for byte (and `dvc.lock` can show that a run is reproducible)."""
     nested = [key for key, value in headline.items() if isinstance(value, (dict, list, str))]
     if nested:
         raise ValueError(f"{metrics_path}: headline metrics must be numbers, not {nested}")
-    timings = {key: details[key] for key in sorted(TIMING_KEYS & set(details))}
+    timings = {key: details[key] for key in sorted(INVOCATION_KEYS & set(details))}
     write_json(details_path(metrics_path), {key: value for key, value in details.items() if key not in timings})
     if timings:
         write_json(timings_path(metrics_path), timings)

@@ -110,14 +110,15 @@ class TTSDetails(Details[TTSHeadline]):
     engine: str
     model_hash: str
     requests: int = 0
+    audio_seconds: float = 0.0
+    rows: dict[str, int] = {}
+    # The invocation's cache use, work and wall clock (in tts.timings.json, pipeline.io.INVOCATION_KEYS):
     syntheses: int = 0
     cache_hits: int = 0
     hit_rate: Rate = None  # None when there is nothing to voice
-    audio_seconds: float = 0.0
     audio_seconds_synthesized: float = 0.0
-    audio_seconds_per_second: float | None = None  # TTS throughput (in tts.timings.json)
+    audio_seconds_per_second: float | None = None  # TTS throughput
     wall_seconds: float = 0.0
-    rows: dict[str, int] = {}
     shards_written: list[str] = []
     cache_repair: dict[str, list[Any]] = {}  # pipeline.tts_cache.RepairReport
 
@@ -145,7 +146,8 @@ class PreprocessDetails(Details[PreprocessHeadline]):
     blip_prefix_codebook_match_rates: list[Rate]
     blip_prefix_mismatched_ids: list[str]
     overlong_rows: int
-    codes_cache: dict[str, Any]  # hits, misses, hit_rate, damaged (entries named, moved aside, encoded again)
+    # The invocation's cache use and work (in preprocess.timings.json, pipeline.io.INVOCATION_KEYS):
+    codes_cache: dict[str, Any] = {}  # hits, misses, hit_rate, damaged (entries named, moved aside, encoded again)
     interleave: dict[str, int | None]
     mimi_audio_seconds_encoded: float = 0.0  # work unit: audio Mimi encoded (codes-cache misses only)
     mimi_throughput: dict[str, Any] | None = None  # device, audio seconds, seconds, rate (in preprocess.timings.json)
@@ -166,20 +168,22 @@ class TrainHeadline(Headline):
 
 
 class TrainDetails(Details[TrainHeadline]):
-    """One invocation of the trainer (a resumed run counts its own steps); ``pipeline.training.trainer.TrainResult``
-    is this document plus the logged history."""
+    """The training that made ``models/final``: totals since step 0, carried over resumes, so a resumed run writes
+    the same document as one uninterrupted run (and a forced rerun, byte for byte). What one invocation did (the
+    step it resumed from, its tokens/s, seconds, memory) is in ``train.timings.json``.
+    ``pipeline.training.trainer.TrainResult`` is this document plus the logged history."""
 
     STAGE = "train"
     steps: int
     max_steps: int
-    resumed_from_step: int | None
     final_train_loss: float | None  # mean over the last log interval
     final_val_loss: float | None
-    # Wall-clock readings (pipeline.io.TIMING_KEYS) live in <stage>.timings.json, not in the cached details file:
-    # None when a details file is read alone.
+    # Readings of one invocation (pipeline.io.INVOCATION_KEYS) live in <stage>.timings.json, not in the cached details
+    # file: None when a details file is read alone.
+    resumed_from_step: int | None = None
     tokens_per_s: float | None = None  # non-padding tokens, all processes, over this invocation's train steps
-    real_tokens: int
-    padded_tokens: int = 0  # positions trained, padding included (the work unit the batches cost)
+    real_tokens: int  # non-padding tokens trained since step 0, all processes
+    padded_tokens: int = 0  # positions trained since step 0, padding included (the work unit the batches cost)
     padding_fraction: float | None
     train_seconds: float | None = None
     peak_memory_gib: float | None = None

@@ -20,7 +20,9 @@ with random-init full-size folders (``base_models.fabricate_size: full``,
    trained tokens/s, decoded items/s) and ``reports/rehearsal.md`` (the same as
    tables) with a **plan**: how long each stage of ``PROFILE=v4.1`` (the repo's
    ``params.yaml``) would take on this machine, the GPU training time from
-   ``bench/results/train_gpu_*.json`` where present, and the disk a night needs.
+   ``bench/results/train_gpu_*.json`` where present, and the disk a night needs;
+   the same tables go on the rehearsal workspace's model card (its last section,
+   committed to DVC as the report stage's output).
 
 The rehearsal is outside DVC's graph on purpose: its numbers describe this
 machine, not the model, so no stage depends on them (the model card stays a
@@ -44,8 +46,9 @@ from typing import Any
 import yaml
 
 from pipeline.artifacts import (BASE_KOKORO_DIR, BASE_LFM_DIR, CHECKPOINTS_DIR, CODES_CACHE_DIR, FINAL_MODEL_DIR,
-                                PREPROCESSED_DIR, REHEARSAL_JSON, REHEARSAL_LOG_DIR, REHEARSAL_MD, REHEARSAL_PARTIAL_JSON,
-                                TRAIN_LIVE_DIR, TTS_CACHE_DIR, dataset_jsonl)
+                                MODEL_CARD_MD, PREPROCESSED_DIR, REHEARSAL_JSON, REHEARSAL_LOG_DIR, REHEARSAL_MD,
+                                REHEARSAL_PARTIAL_JSON, TRAIN_LIVE_DIR, TTS_CACHE_DIR, dataset_jsonl, details_json,
+                                timings_json)
 from pipeline.io import write_json, write_text
 
 PROFILE = "rehearsal"
@@ -58,6 +61,7 @@ FRESH_PATHS = (TTS_CACHE_DIR, CODES_CACHE_DIR, CHECKPOINTS_DIR, TRAIN_LIVE_DIR)
 CHECKPOINT_DIR = CHECKPOINTS_DIR
 FINAL_DIR = FINAL_MODEL_DIR
 GPU_BENCH_GLOB = "train_gpu_*.json"
+CARD_SECTION = "## Full-size rehearsal"  # the model card's section the driver writes (render_markdown's title)
 GIB = 1024**3
 
 
@@ -247,8 +251,12 @@ def _env(repo: Path) -> dict[str, str]:
 
 
 def _details(ws: Path, stage: str) -> dict:
-    path = ws / "reports" / "metrics" / f"{stage}.details.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+    """The stage's details document with its timings file (wall clock, memory, rates) merged in."""
+    merged = {}
+    for path in (ws / details_json(stage), ws / timings_json(stage)):
+        if path.exists():
+            merged.update(json.loads(path.read_text()))
+    return merged
 
 
 def _rows(path: Path) -> int:
@@ -386,7 +394,6 @@ def run(repo: Path, min_available_gib: float = 0, overrides: list[str] = (), reu
              "tts_cache": tree_bytes(ws / TTS_CACHE_DIR), "codes_cache": tree_bytes(ws / CODES_CACHE_DIR),
              "preprocessed": tree_bytes(ws / PREPROCESSED_DIR)}
     mimi = pre["mimi_throughput"]
-    steps_run = train["steps"] - (train["resumed_from_step"] or 0)
     classes = _decode_rate(ws, "eval_classes", int(params["eval_classes"]["max_new_tokens"]))
     narration = _decode_rate(ws, "eval_narration", int(params["eval_narration"]["max_new_tokens"]))
     stock, batched = (classes, narration) if params["eval_classes"]["batch_size"] == 1 else (narration, classes)
@@ -397,7 +404,7 @@ def run(repo: Path, min_available_gib: float = 0, overrides: list[str] = (), reu
         "tts_audio_s_per_s": tts_rate["audio_seconds_per_second"],
         "tts_audio_seconds_per_row": tts["audio_seconds"] / max(1, rows["all_rows"]),
         "train_tokens_per_s": train["tokens_per_s"],
-        "train_tokens_per_row": train["real_tokens"] / max(1, steps_run * train["global_batch_size"]),
+        "train_tokens_per_row": train["real_tokens"] / max(1, train["steps"] * train["global_batch_size"]),
         "checkpoint_write_s": train_run["checkpoint_write_s"],
         "checkpoint_write_gb_per_s": sizes["checkpoint"] / 1e9 / max(0.01, train_run["checkpoint_write_s"]),
         "decode_items_per_s_stock": stock["items_per_s"],
@@ -425,9 +432,23 @@ def run(repo: Path, min_available_gib: float = 0, overrides: list[str] = (), reu
         "plan": make_plan(measured, production, gpu_train_rate(repo / "bench" / "results")),
     }
     write_json(ws / REPORT_JSON, report)
-    write_text(ws / REPORT_MD, render_markdown(report))
-    print(f"rehearsal: {ws / REPORT_JSON}, {ws / REPORT_MD}", flush=True)
+    tables = render_markdown(report)
+    write_text(ws / REPORT_MD, tables)
+    # The table on the rehearsal's model card too, recorded as report's output (`dvc status` stays clean); a rerun
+    # of report alone drops it again (the card is a function of report's deps, the rehearsal is outside the graph).
+    card = ws / MODEL_CARD_MD
+    write_text(card, with_rehearsal_section(card.read_text(), tables))
+    subprocess.run([sys.executable, "-m", "dvc", "commit", "--force", "--quiet", "report"], cwd=ws, env=env, check=True)
+    print(f"rehearsal: {ws / REPORT_JSON}, {ws / REPORT_MD}, the table on {ws / MODEL_CARD_MD}", flush=True)
     return report
+
+
+def with_rehearsal_section(card: str, tables: str) -> str:
+    """``card`` with ``tables`` (render_markdown) as its last section, one heading level down; an earlier
+    rehearsal's section is replaced, not repeated."""
+    kept = card.split(f"\n{CARD_SECTION}", 1)[0].rstrip("\n")
+    demoted = "\n".join("#" + line if line.startswith("#") else line for line in tables.splitlines())
+    return f"{kept}\n\n{CARD_SECTION}{demoted.removeprefix('## Full-size rehearsal')}\n"
 
 
 def _version(package: str) -> str | None:

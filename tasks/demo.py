@@ -444,7 +444,7 @@ def timeline_figure(turns: list[DemoTurn], note: str = "", tool_latency_s: float
                       label="result ready without the blip"),
                Line2D([], [], color=EARLY_COLOR, linewidth=3, label="what the blip saves")]
     fig.legend(handles=handles, fontsize=8, loc="outside lower center", ncol=5, frameon=False)
-    wrapped = "\n".join(textwrap.fill(part, 175) for part in note.split("\n")) if note else ""
+    wrapped = "\n".join(textwrap.fill(part, 190) for part in note.split("\n")) if note else ""
     fig.suptitle("Coordinator demo: what the blip buys" + (f"\n{wrapped}" if wrapped else ""), fontsize=10)
     return fig
 

@@ -66,7 +66,7 @@ class Loaded:
 
 def load_details(model: type[Details], metrics_dir: Path, with_timings: bool = False) -> Loaded:
     """A stage's details document as its model, or why it is unavailable (missing, not matching). With
-    ``with_timings``, the stage's timings file (seconds, tokens/s, peak memory: pipeline.io.TIMING_KEYS) merged in
+    ``with_timings``, the stage's timings file (seconds, tokens/s, peak memory: pipeline.io.INVOCATION_KEYS) merged in
     when there is one (a declared dep of ``report`` only for train)."""
     path = Path(metrics_dir) / f"{model.STAGE}.details.json"
     if not with_timings:
@@ -441,9 +441,10 @@ def section_footer(inputs: ReportInputs) -> list[str]:
     return [
         "## Coordinator demo",
         "",
-        "`python -m tasks.demo` streams 3 tool_match and 3 non_tool held-out turns through this model and the "
-        "coordinator, writes one WAV per turn under `reports/demo/` and the timeline `plots/demo_timeline.png` "
-        "(early dispatch on the blip vs ack-end fallback).",
+        "`make demo` (`python -m tasks.demo --workdir <workspace>`) streams tool_match, tool_miss and non_tool turns "
+        "(the rows the `demo` params group names) through this model and the coordinator, writes one WAV per turn "
+        "and `summary.json` (early, fallback and false dispatches, the mean saving) under `reports/demo/`, and the "
+        "timeline `plots/demo_timeline.png` (when the tool's result is ready with the blip vs without it).",
         "",
         "## License",
         "",

@@ -114,8 +114,7 @@ def run(params: TrainParams, paths: TrainPaths = TrainPaths()) -> TrainResult:
         if main_process:
             export_model_folder(accelerator.unwrap_model(trainer.model), params.model_dir, paths.final_dir, schedule)
             write_stage_metrics(TrainDetails.of(metrics), paths.metrics_json)
-            sink.close({k: metrics[k] for k in ("final_train_loss", "final_val_loss", "tokens_per_s", "padding_fraction",
-                                                 "peak_memory_gib")
+            sink.close({k: metrics[k] for k in ("final_train_loss", "final_val_loss", "padding_fraction")
                         if metrics.get(k) is not None})
         accelerator.wait_for_everyone()
         accelerator.end_training()

@@ -10,10 +10,12 @@ only texts never made before. Outputs:
 - ``data/tts/{split}.jsonl``: ``{id, user_key, assistant_key, turn1_user_key,
   turn1_assistant_key}`` per row (turn-1 keys null on other rows); read the
   audio with ``pipeline.tts_cache.load_audio(cache_dir, key)``;
-- ``reports/metrics/tts.details.json``: syntheses made, cache hits, hit rate,
-  seconds of audio, wall time, and what the cache repair found (temp files
-  removed, shards migrated to checksummed names, damaged shards moved aside and
-  re-synthesised); ``reports/metrics/tts.json`` (DVC's metrics): the distinct clips.
+- ``reports/metrics/tts.details.json``: rows and seconds of audio per split;
+  ``reports/metrics/tts.timings.json`` (uncached: what this run did): syntheses
+  made, cache hits, hit rate, wall time, and what the cache repair found (temp
+  files removed, shards migrated to checksummed names, damaged shards moved
+  aside and re-synthesised); ``reports/metrics/tts.json`` (DVC's metrics): the
+  distinct clips.
 
 A split line the stage cannot voice fails it, naming ``FILE:LINE`` (the rows are
 read by ``pipeline.records``, with the rules ``validate`` applies).

@@ -58,3 +58,8 @@ def test_rates_and_the_plan_are_measured(report):
     assert all(h > 0 for name, h in plan["cpu_hours"].items() if name != "base_models")
     assert plan["disk_bytes"]["checkpoints"] == (plan["production"]["keep_checkpoints"] + 1) * report["bytes"]["checkpoint"]
     assert (WORKSPACE / "reports" / "rehearsal.md").read_text().count("|") > 50
+    card = (WORKSPACE / "reports" / "model_card.md").read_text()
+    assert card.count("## Full-size rehearsal") == 1 and "### Plan: PROFILE=v4.1 on this machine" in card
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "report"], cwd=WORKSPACE, capture_output=True,
+                            text=True)
+    assert "changed outs" not in status.stdout, status.stdout  # the card with its table is report's recorded output

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 
 GIB = 1024**3
+PERF_GROUP = "perf"  # the series of throughput and memory: readings of one invocation, plotted, not summarised
 
 MetricsSink = Callable[[int, dict[str, float]], None]
 
@@ -54,14 +55,14 @@ class IntervalStats:
             "train/loss": self.loss_sum / self.steps,
             "train/lr": lr,
             "train/grad_norm": self.grad_norm,
-            "perf/tokens_per_s": self.tokens / self.seconds if self.seconds > 0 else math.nan,  # non-padding
-            "perf/padding_fraction": 1 - self.tokens / self.positions if self.positions else math.nan,
+            f"{PERF_GROUP}/tokens_per_s": self.tokens / self.seconds if self.seconds > 0 else math.nan,  # non-padding
+            f"{PERF_GROUP}/padding_fraction": 1 - self.tokens / self.positions if self.positions else math.nan,
         }
 
 
 def peak_metric_name(kind: str) -> str:
     """The series name says which peak it is: CUDA allocated or CPU resident."""
-    return f"perf/peak_{'cuda_allocated' if kind == 'cuda_max_allocated' else 'rss'}_gib"
+    return f"{PERF_GROUP}/peak_{'cuda_allocated' if kind == 'cuda_max_allocated' else 'rss'}_gib"
 
 
 # --- DVCLive -----------------------------------------------------------------
@@ -105,7 +106,17 @@ class LiveSink:
         self.live.sync()
 
     def close(self, summary: dict[str, Any]) -> None:
+        """Log the final values and end; DVCLive's summary (``metrics.json``, an output of the stage) keeps the last
+        value of every series but ``perf/*``: tokens/s and memory are readings of this invocation (they are in the
+        plots and ``train.timings.json``), and without them a forced rerun writes the summary byte for byte."""
+        from pipeline.io import read_json, write_json
+
         for name, value in summary.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.live.log_metric(f"final/{name.removeprefix('final_')}", value, plot=False)
         self.live.end()
+        summary_file = Path(self.live.dir) / "metrics.json"
+        if summary_file.exists():
+            doc = read_json(summary_file)
+            doc.pop(PERF_GROUP, None)
+            write_json(summary_file, doc)

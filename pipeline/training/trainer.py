@@ -139,6 +139,10 @@ class Trainer:
         self.step = 0
         self.epoch = 0
         self.batches_into_epoch = 0
+        # Tokens trained into the weights since step 0, all processes (real, and positions with padding): carried
+        # over a resume, so the details of a resumed run equal those of one uninterrupted run.
+        self.real_tokens_trained = 0
+        self.padded_tokens_trained = 0
         self.resumed_from_step: int | None = None
         self.restored_train_loss: float | None = None  # the last train/loss before the checkpoint resumed from
 
@@ -181,7 +185,7 @@ class Trainer:
         started_at, start_step = time.monotonic(), self.step
         self.echo(f"train: start at step {self.step}/{p.max_steps} ({acc.num_processes} process(es), device {acc.device})")
         self.model.train()
-        run_tokens, run_positions, run_seconds = 0, 0, 0.0
+        run_tokens, run_seconds = 0, 0.0  # this invocation's: its tokens/s
         final_val: float | None = None
         batches: Iterator[Any] | None = None
         while self.step < p.max_steps:
@@ -206,8 +210,9 @@ class Trainer:
             counts = acc.reduce(torch.tensor([tokens, batch_positions], device=acc.device), "sum").tolist()
             all_tokens, all_positions = int(counts[0]), int(counts[1])
             run_tokens += all_tokens
-            run_positions += all_positions
             run_seconds += seconds
+            self.real_tokens_trained += all_tokens
+            self.padded_tokens_trained += all_positions
             self.interval.add(loss, all_tokens, seconds, self.last_grad_norm, all_positions)
             if self.step % p.log_interval == 0:
                 self._report_interval()
@@ -232,9 +237,10 @@ class Trainer:
             final_train_loss=self._last_train_loss(),
             final_val_loss=final_val,
             tokens_per_s=run_tokens / run_seconds if run_seconds > 0 else None,
-            real_tokens=run_tokens,
-            padded_tokens=run_positions,
-            padding_fraction=1 - run_tokens / run_positions if run_positions else None,
+            real_tokens=self.real_tokens_trained,
+            padded_tokens=self.padded_tokens_trained,
+            padding_fraction=(1 - self.real_tokens_trained / self.padded_tokens_trained
+                              if self.padded_tokens_trained else None),
             train_seconds=run_seconds,
             peak_memory_gib=peak,
             peak_memory_kind=kind,
@@ -314,7 +320,9 @@ class Trainer:
                 checkpoints.commit_checkpoint(
                     tmp, step=self.step, epoch=self.epoch, batches_into_epoch=self.batches_into_epoch,
                     fingerprint=self.fingerprint, world_size=acc.num_processes,
-                    extra={"config": self.params.recipe(), "last_train_loss": self._last_train_loss()})
+                    extra={"config": self.params.recipe(), "last_train_loss": self._last_train_loss(),
+                           "real_tokens_trained": self.real_tokens_trained,
+                           "padded_tokens_trained": self.padded_tokens_trained})
             # Only now, with a checkpoint of this run safe on disk, may other runs' checkpoints go.
             removed = checkpoints.prune(self.checkpoint_dir, self.fingerprint, self.params.keep_checkpoints)
             if removed:
@@ -339,4 +347,6 @@ class Trainer:
         self.step, self.epoch, self.batches_into_epoch = checkpoint.step, checkpoint.epoch, checkpoint.batches_into_epoch
         self.resumed_from_step = checkpoint.step
         self.restored_train_loss = checkpoint.extra.get("last_train_loss")
+        self.real_tokens_trained = int(checkpoint.extra.get("real_tokens_trained", 0))
+        self.padded_tokens_trained = int(checkpoint.extra.get("padded_tokens_trained", 0))
         self.echo(f"train: resumed from checkpoint {checkpoint.path} (step {checkpoint.step}, epoch {checkpoint.epoch})")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.rehearsal import (complete_checkpoints, gpu_train_rate, make_plan, measure, render_markdown, stage_order,
-                                stage_outputs)
+                                stage_outputs, with_rehearsal_section)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -102,7 +102,7 @@ def test_gpu_training_uses_the_bench_results_and_names_the_card(tmp_path):
     assert gpu_train_rate(REPO / "bench" / "results")["device"]  # the repo's own GPU bench results name their card
 
 
-def test_markdown_shows_every_stage_and_the_plan():
+def markdown_report() -> dict:
     plan = make_plan(MEASURED, PRODUCTION, None)
     stages = {name: {"wall_s": 1.0, "peak_rss_gib": 0.5, "bytes_written": 10, "returncode": 0}
               for name in ("base_models", "train", "report")}
@@ -112,6 +112,20 @@ def test_markdown_shows_every_stage_and_the_plan():
               "rates": {**MEASURED["rates"], "decode_items_per_s_stock": 0.1, "decode_items_per_s_batched": 0.3},
               "train": {"killed": {"wall_s": 100, "peak_rss_gib": 13.0}, "killed_at_step": 1, "resumed_from_step": 1},
               "plan": plan}
-    text = render_markdown(report)
+    return report
+
+
+def test_markdown_shows_every_stage_and_the_plan():
+    text = render_markdown(markdown_report())
     assert "| train (killed after step 1) | 100 |" in text and "| train (resumed from step 1) |" in text
     assert "| base_models | n/a (download) |" in text and "| checkpoints | 27,000 |" in text
+
+
+def test_the_tables_go_on_the_model_card_as_its_last_section_once():
+    tables = render_markdown(markdown_report())
+    card = "# Model card\n\n## Training\n\n- steps: 3\n"
+    with_table = with_rehearsal_section(card, tables)
+    assert with_table.startswith(card) and with_table.count("## Full-size rehearsal") == 1
+    assert "\n### Plan: PROFILE=v4.1 on this machine" in with_table  # the tables' headings one level down
+    assert "| train (killed after step 1) | 100 |" in with_table
+    assert with_rehearsal_section(with_table, tables) == with_table  # a second rehearsal replaces the section

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from pipeline.interleave import RECORD_NAME, Schedule, read_record, write_record
+from pipeline.io import INVOCATION_KEYS
 from pipeline.params import ParamsError, parse_params
 from pipeline.training.checkpoints import (
     CHECKPOINT_PREFIX,
@@ -402,6 +403,10 @@ def test_resume_from_a_checkpoint_is_exact(straight, base_model, tiny_data, tmp_
     a, b = weights(reference.model), weights(second.model)
     assert all(torch.equal(a[k], b[k]) for k in a), "resumed run diverged from the straight run"
     assert resumed.final_val_loss == result.final_val_loss
+    # The details document (stage output, hashed by DVC) describes the weights, not the invocation: equal.
+    assert resumed.real_tokens == result.real_tokens > 0 and resumed.padded_tokens == result.padded_tokens
+    details = lambda run: {k: v for k, v in run.metrics().items() if k not in INVOCATION_KEYS}  # noqa: E731
+    assert details(resumed) == details(result)
     with pytest.raises(RuntimeError, match="another run"):
         make_trainer(base_model, tiny_data, params, tmp_path, fingerprint="other").restore(info)
 

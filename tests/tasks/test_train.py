@@ -410,7 +410,8 @@ def test_two_processes_die_with_the_launcher_and_resume(tiny_lfm_dir, preprocess
     assert f"(step {killed_at.step}," in out and "resumed from checkpoint" in out
     metrics = json.loads((ws / "reports" / "metrics" / "train.details.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_batch_size"] == 4
-    assert metrics["resumed_from_step"] == killed_at.step and metrics["steps"] == 6
+    timings = json.loads((ws / "reports" / "metrics" / "train.timings.json").read_text())
+    assert timings["resumed_from_step"] == killed_at.step and metrics["steps"] == 6
     assert read_tsv_steps(ws / "reports" / "train" / "plots" / "metrics" / "train" / "loss.tsv") == [1, 2, 3, 4, 5, 6]
 
 
