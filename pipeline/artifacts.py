@@ -70,7 +70,7 @@ METRICS_DIR = Path("reports/metrics")
 METRICS_STAGES = ("dataset", "tts", "preprocess", "train", "eval_classes", "eval_narration", "eval_blip")
 
 
-TIMINGS_STAGES = ("tts", "preprocess", "train", "eval_classes", "eval_narration", "eval_screen")  # stages with wall-clock readings
+TIMINGS_STAGES = ("dataset", "tts", "preprocess", "train", "eval_classes", "eval_narration", "eval_screen")  # stages with wall-clock readings
 
 
 def timings_json(stage: str) -> Path:

@@ -121,7 +121,7 @@ def details_path(metrics_path: str | os.PathLike) -> Path:
 
 
 # What one invocation measured and did - wall clock, memory, the checkpoint it resumed from, its cache hits and the
-# work it spent on misses: two runs that make the same outputs differ in them (a rerun finds the cache a first run
+# work it spent on misses, what it found new since the run before: two runs that make the same outputs differ in them (a rerun finds the cache a first run
 # filled), so they go to <stage>.timings.json and never into an output DVC hashes.
 INVOCATION_KEYS = frozenset({
     "seconds", "wall_seconds", "train_seconds", "tokens_per_s", "peak_memory_gib", "peak_memory_kind",
@@ -129,6 +129,8 @@ INVOCATION_KEYS = frozenset({
     # cache use: tts (pipeline.tts_cache), preprocess (the Mimi codes cache)
     "syntheses", "cache_hits", "hit_rate", "audio_seconds_synthesized", "shards_written", "cache_repair",
     "codes_cache", "mimi_audio_seconds_encoded",
+    # the dataset compared with the splits of the run before (pipeline.splits.changes_since)
+    "new_rows", "moved_rows", "moved_examples",
 })
 
 

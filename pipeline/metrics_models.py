@@ -76,6 +76,7 @@ class DatasetDetails(Details[DatasetHeadline]):
     leak_excluded: dict[str, int] | None = None  # ingested rows left out because they touch a protected row
     heldout_hash: str | None = None  # content hash of the held-out rows: models compare only on equal hashes
     novel_facts_hash: str | None = None
+    # Compared with the run before (in dataset.timings.json, pipeline.io.INVOCATION_KEYS):
     new_rows: dict[str, int | None] | None = None  # split -> rows new since the last run (None: first run)
     moved_rows: int | None = None  # rows whose split changed since the last run (stable splits: always 0)
     moved_examples: list[str] = []

@@ -194,7 +194,8 @@ def test_stage_writes_splits_quarantine_and_metrics(tmp_path):
         result = read_rows(out / f"{name}.jsonl")
         assert not result.bad and len(result.rows) == metrics["counts"][name]["total"]
     written = json.loads((tmp_path / "reports/metrics/dataset.details.json").read_text())
-    assert written == metrics
+    compared = json.loads((tmp_path / "reports/metrics/dataset.timings.json").read_text())  # with the run before
+    assert {**written, **compared} == metrics and set(compared) == {"new_rows", "moved_rows", "moved_examples"}
     assert json.loads((tmp_path / "reports/metrics/dataset.json").read_text()) == {"rows": 44, "new_rows": None}  # DVC's headline (first run: none new)
     assert written["counts"]["train"]["total"] == 24 and written["counts"]["heldout"] == {
         **{name: 2 for name in CLASSES}, "total": 8}
