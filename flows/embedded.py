@@ -1,4 +1,4 @@
-"""Settings for running a flow from the command line (`python -m flows.retrain`, `python -m flows.sweep`).
+"""Settings for running a flow from the command line (`python -m flows.retrain`, `flows.sweep`, `flows.nightly`).
 
 Without PREFECT_API_URL, Prefect starts a temporary server for the process
 ("ephemeral mode"); its database then lives in `<workdir>/.prefect/` so the run
