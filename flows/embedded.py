@@ -1,4 +1,4 @@
-"""Settings for running a flow from the command line (`python -m flows.retrain`, `python -m flows.sweep`).
+"""Settings for running a flow from the command line (`python -m flows.retrain`, `flows.sweep`, `flows.nightly`).
 
 Without PREFECT_API_URL, Prefect starts a temporary server for the process
 ("ephemeral mode"); its database then lives in `<workdir>/.prefect/` so the run
@@ -12,8 +12,10 @@ Prefect 3.9 a sync flow waits up to 1 s for the heartbeat thread at its end.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.params import StageError
@@ -43,6 +45,30 @@ def check_prefect_api(url: str, timeout_s: float | None = None) -> None:
                                  "start it, or unset PREFECT_API_URL to run with a temporary server") from None
     if response.status_code != 200:
         raise PrefectUnreachable(f"PREFECT_API_URL={url}: /health answered HTTP {response.status_code}")
+
+
+def check_configured_prefect_api() -> None:
+    """``check_prefect_api`` of PREFECT_API_URL where one is set (commands that only talk to a standing server)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        check_prefect_api(PREFECT_API_URL.value())
+
+
+def prefect_cli(prog: str) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Decorate a command-line ``main``: PrefectUnreachable (from ``embedded_prefect`` or
+    ``check_configured_prefect_api``) is one line ``<prog>: PREFECT_API_URL=...`` on stderr and exit code 1,
+    never a traceback. The one place every flow CLI (retrain, sweep, nightly, pool) says it."""
+    def decorate(main: Callable[..., int]) -> Callable[..., int]:
+        @functools.wraps(main)
+        def run(*args, **kwargs) -> int:
+            try:
+                return main(*args, **kwargs)
+            except PrefectUnreachable as err:
+                print(f"{prog}: {err}", file=sys.stderr)
+                return 1
+        return run
+    return decorate
 
 
 @contextlib.contextmanager

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 
+from flows.embedded import embedded_prefect, prefect_cli
 from pipeline.gate import (DECISION_PATH, PROMOTED, UNCHANGED, Champion, Decision, GateError, PromoteParams,
                            champion_from_record, judge, read_eval_set, read_night_metrics, unchanged)
 from pipeline.io import write_json
@@ -341,8 +342,8 @@ def nightly(workdir: str = ".", gpu_pool: str | None = None, hub_repo_id: str | 
     return Completed(name=decision.decision, data=result, message=decision.reason)
 
 
+@prefect_cli("nightly")
 def main(argv: list[str] | None = None) -> int:
-    from flows.embedded import embedded_prefect
     from pipeline.base_models import preflight_workspace
 
     parser = argparse.ArgumentParser(prog="python -m flows.nightly", description=__doc__.split("\n")[0])

@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from flows.embedded import check_configured_prefect_api, prefect_cli
 from flows.gpu_stage import GPU_LIMIT
 
 POOL = "gpu-2x4090"
@@ -180,6 +181,7 @@ def worker_command(pool: str, queue: str | None, gpus: str | None, poll_seconds:
     return command, env
 
 
+@prefect_cli("pool")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.pool", description=__doc__.split("\n")[0])
     parser.add_argument("--pool", default=os.environ.get("TOOLAWARE_GPU_POOL", POOL))
@@ -199,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd_alerts.add_argument("--block", help="block name (default: $TOOLAWARE_ALERT_BLOCK or toolaware-nightly-alert)")
     cmd_alerts.add_argument("--allow-private-urls", action="store_true", help="the receiver is on a private network")
     args = parser.parse_args(argv)
+    check_configured_prefect_api()  # every command talks to that server: one that never answers is one line
     if args.command == "setup":
         setup(args.pool, args.gpus)
     elif args.command == "deploy":

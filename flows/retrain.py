@@ -25,6 +25,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.dvc_graph import (FAILED, NOT_RUN, RAN, RESTORED, SKIPPED, DvcFailed, StageResult, StageSpec, downstream,
                              line_logger, load_stages, one_line, run_stage, stage_changed)
+from flows.embedded import embedded_prefect, prefect_cli
 from flows.gpu_stage import gpu_slots
 from flows.params_check import check_stage_params
 from flows.publish import flatten, markdown_table, publish_table, publish_unavailable
@@ -340,9 +341,8 @@ def class_rows(classes: EvalClassesDetails) -> list[dict]:
     return rows
 
 
+@prefect_cli("retrain")
 def main(argv: list[str] | None = None) -> int:
-    from flows.embedded import embedded_prefect
-
     parser = argparse.ArgumentParser(prog="python -m flows.retrain", description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", default=".", help="DVC workspace (default: .)")
     parser.add_argument("--targets", nargs="*", help="only these stages and their upstream")
@@ -365,17 +365,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"retrain: {line}", file=sys.stderr)
         print("retrain: no stage was run (fix params.yaml, then rerun)", file=sys.stderr)
         return 1
-    try:
-        with embedded_prefect(args.workdir):
-            try:
-                retrain(workdir=args.workdir, targets=args.targets, force=args.force,
-                        gpu_pool=args.gpu_pool, inproc_check=not args.cli_check)
-            except Exception as err:  # noqa: BLE001 - Prefect has logged it; the report names the stage
-                print(f"retrain failed: {err}", file=sys.stderr)
-                return 1
-    except StageError as err:  # a Prefect server that does not answer
-        print(f"retrain: {err}", file=sys.stderr)
-        return 1
+    with embedded_prefect(args.workdir):  # a Prefect server that does not answer: one line (prefect_cli)
+        try:
+            retrain(workdir=args.workdir, targets=args.targets, force=args.force,
+                    gpu_pool=args.gpu_pool, inproc_check=not args.cli_check)
+        except Exception as err:  # noqa: BLE001 - Prefect has logged it; the report names the stage
+            print(f"retrain failed: {err}", file=sys.stderr)
+            return 1
     return 0
 
 

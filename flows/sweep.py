@@ -43,6 +43,7 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.dvc_graph import (RAN, _repo, line_logger, load_stages, one_line, read_json_at, remove_experiment,
                              run_experiment, stage_outcomes)
+from flows.embedded import embedded_prefect, prefect_cli
 from flows.gpu_stage import LocalSlots, gpu_slots, local_gpu_count
 from flows.prescreen import (PrescreenResult, apply_overrides, changes_blip, flag_twins, load_reference_audio,
                              prescreen_variant, variant_signature)
@@ -589,9 +590,8 @@ def write_cost(workdir: str, cost: dict) -> None:
     write_json(Path(workdir) / COST, cost)
 
 
+@prefect_cli("sweep")
 def main(argv: list[str] | None = None) -> int:
-    from flows.embedded import embedded_prefect
-
     parser = argparse.ArgumentParser(prog="python -m flows.sweep", description=__doc__.split("\n")[0])
     parser.add_argument("--sweep", default="flows/sweeps/v4.2-blip.yaml", help="sweep file")
     parser.add_argument("--workdir", default=".", help="DVC workspace (default: .)")

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import shutil
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,23 @@ def prefect_api(tmp_path_factory) -> str:
     with temporary_settings({PREFECT_HOME: str(tmp_path_factory.mktemp("prefect-home"))}):
         with prefect_test_harness(server_startup_timeout=90):
             yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def silent_prefect_api(monkeypatch) -> Iterator[str]:
+    """PREFECT_API_URL naming a real socket on 127.0.0.1 that accepts connections and never answers (a hung
+    server); the health check's timeout (flows.embedded.API_HEALTH_TIMEOUT_S, 15 s) cut to 1 s, and Prefect's
+    own request timeout to 2 s, so a command that skips the check fails in seconds instead of hanging."""
+    from prefect.settings import PREFECT_API_REQUEST_TIMEOUT, PREFECT_API_URL, temporary_settings
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # the kernel completes each handshake; nothing ever reads or answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/api"
+        monkeypatch.setenv("PREFECT_API_URL", url)
+        monkeypatch.setattr("flows.embedded.API_HEALTH_TIMEOUT_S", 1.0)
+        with temporary_settings({PREFECT_API_URL: url, PREFECT_API_REQUEST_TIMEOUT: 2.0}):
+            yield url
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,23 @@
 """Every DVC command the flows start waits for the repo lock: contention is never a failure, a real failure still is."""
 from __future__ import annotations
 
+import hashlib
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import yaml
 
 from flows.dvc_graph import DvcFailed, run_experiment, run_stage
+from tests.support.toy import set_param
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _hold_repo_lock(root, seconds: float) -> threading.Thread:
@@ -64,3 +73,57 @@ def test_experiments_started_together_all_finish_and_a_real_failure_still_fails(
         thread.join(timeout=600)
     assert all(isinstance(results[f"v{i}"], str) for i in range(3)), results
     assert isinstance(results["broken"], DvcFailed) and "failing on purpose" in str(results["broken"])
+
+
+# The retrain flow's part that matters here (flows/retrain.py: a lifeline, then `run_stage`), without its
+# Prefect server (15 s to start): it prints DVC's lines, so the test sees the stage start.
+FLOW_STANDIN = textwrap.dedent("""
+    import sys
+    from flows.dvc_graph import run_stage
+    from flows.lifeline import start_lifeline
+    start_lifeline(poll_s=0.1)
+    run_stage(sys.argv[1], "prep", on_line=lambda line: print(line, flush=True))
+""")
+
+# A PID 1 that never reaps, as in a container without an init: the killed flow's orphans (its `dvc repro`)
+# are reparented here (PR_SET_CHILD_SUBREAPER) and stay zombies until this process ends. A reaping init
+# leaves the same zombie for a moment (1-2 s on this machine); this makes that moment last the whole test.
+NON_REAPING_INIT = textwrap.dedent("""
+    import ctypes, subprocess, sys, time
+    ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    flow = subprocess.Popen([sys.executable, "-c", *sys.argv[1:]])
+    print(flow.pid, flush=True)
+    time.sleep(300)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG / PR_SET_CHILD_SUBREAPER")
+def test_a_rerun_right_after_kill_9_of_the_flow_runs_the_stage_and_its_outputs_are_right(toy):
+    """`kill -9` of the flow mid-stage leaves DVC's per-path rwlock naming the killed `dvc repro`, which the
+    lifeline killed but nobody has reaped yet. DVC never waits for that lock (--wait-for-lock is the repo lock's);
+    plain DVC refuses ('is busy'); the flows' DVC (flows.dvc_graph.DVC_MAIN) takes it over and runs the stage."""
+    set_param(toy, "prep", "sleep", 2)  # the stage is still running when the flow is killed
+    init = subprocess.Popen([sys.executable, "-c", NON_REAPING_INIT, FLOW_STANDIN, str(toy)], cwd=toy,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        flow_pid = int(init.stdout.readline())
+        for line in init.stdout:
+            if line.startswith("> python stage.py prep"):
+                break
+        time.sleep(0.3)  # the lifeline has seen `dvc repro` and the stage
+        os.kill(flow_pid, signal.SIGKILL)
+
+        plain = subprocess.run([sys.executable, "-m", "dvc", "--wait-for-lock", "repro", "--single-item", "prep"],
+                               cwd=toy, capture_output=True, text=True, timeout=60)
+        assert plain.returncode != 0 and "out/prep.json' is busy" in plain.stdout + plain.stderr
+
+        lines: list[str] = []
+        assert run_stage(toy, "prep", on_line=lines.append) == "ran", lines
+    finally:
+        init.kill()  # its zombies go to the real init, which reaps them
+        init.wait()
+    output = toy / "out/prep.json"
+    assert yaml.safe_load(output.read_text())["params"] == {"v": 1, "fail": False, "sleep": 2}
+    recorded = yaml.safe_load((toy / "dvc.lock").read_text())["stages"]["prep"]["outs"]
+    assert recorded == [{"path": "out/prep.json", "hash": "md5", "md5": hashlib.md5(output.read_bytes()).hexdigest(),
+                         "size": output.stat().st_size}]

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -52,34 +51,49 @@ def test_kill_9_of_the_flow_process_kills_the_server_and_the_stages_it_started()
     assert survivors == [], "children outlived the flow process"
 
 
-def test_a_prefect_server_that_accepts_but_never_answers_times_out_in_one_line():
+def test_a_prefect_server_that_accepts_but_never_answers_times_out_in_one_line(silent_prefect_api):
     from flows.embedded import PrefectUnreachable, check_prefect_api
 
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        url = f"http://127.0.0.1:{silent.getsockname()[1]}/api"
-        started = time.monotonic()
-        with pytest.raises(PrefectUnreachable) as caught:
-            check_prefect_api(url, timeout_s=1.0)
-        assert time.monotonic() - started < 10
-    assert str(caught.value) == (f"PREFECT_API_URL={url}: the server accepted the connection but did not answer "
-                                 "within 1 s; restart it, or unset PREFECT_API_URL to run with a temporary server")
+    started = time.monotonic()
+    with pytest.raises(PrefectUnreachable) as caught:
+        check_prefect_api(silent_prefect_api, timeout_s=1.0)
+    assert time.monotonic() - started < 10
+    assert str(caught.value) == (f"PREFECT_API_URL={silent_prefect_api}: the server accepted the connection but did "
+                                 "not answer within 1 s; restart it, or unset PREFECT_API_URL to run with a temporary "
+                                 "server")
 
 
-def test_the_retrain_cli_says_so_in_one_line(tmp_path, monkeypatch, capsys):
-    from flows.retrain import main
+def _refuse_to_start_a_worker(*command):
+    raise AssertionError(f"started {command[0]} against a server that never answers")
 
-    (tmp_path / "params.yaml").write_text("{}\n")
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
-        silent.listen()
-        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{silent.getsockname()[1]}/api")
-        monkeypatch.setattr("flows.embedded.API_HEALTH_TIMEOUT_S", 1.0)
-        monkeypatch.setattr("flows.retrain.load_stages", lambda *_: [])
-        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with temporary_settings({PREFECT_API_URL: os.environ["PREFECT_API_URL"]}):
-            assert main(["--workdir", str(tmp_path)]) == 1
+# Every command-line entry point that enters `embedded_prefect` or talks to PREFECT_API_URL: (prog, argv)
+FLOW_CLIS = [
+    ("retrain", ["--workdir", "{toy}"]),
+    ("sweep", ["--workdir", "{toy}"]),
+    ("nightly", ["--workdir", "{toy}"]),
+    ("pool", ["setup"]),
+    ("pool", ["deploy"]),
+    ("pool", ["alerts", "--webhook-url-env", "NIGHTLY_WEBHOOK_URL"]),
+    ("pool", ["worker", "--queue", "gpu0"]),
+]
+
+
+@pytest.mark.parametrize(("prog", "argv"), FLOW_CLIS, ids=[p if a[0].startswith("--") else f"{p} {a[0]}" for p, a in FLOW_CLIS])
+def test_every_flow_cli_says_so_in_one_line(prog, argv, silent_prefect_api, toy, monkeypatch, capsys):
+    """`python -m flows.<prog>` with PREFECT_API_URL on a server that never answers: one line, exit 1, in
+    seconds; never a traceback, never a hang (and `pool worker` never starts its worker)."""
+    import importlib
+
+    with open(toy / "params.yaml", "a") as params:
+        params.write("promote: {}\n")  # nightly's pre-flight reads its group before Prefect starts
+    monkeypatch.setenv("NIGHTLY_WEBHOOK_URL", "http://127.0.0.1:9/hook")
+    monkeypatch.setattr(os, "execvpe", _refuse_to_start_a_worker)
+    main = importlib.import_module(f"flows.{prog}").main
+    started = time.monotonic()
+    code = main([arg.format(toy=toy) for arg in argv])
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and err[0].startswith("retrain: PREFECT_API_URL=") and "did not answer" in err[0]
+    assert (code, err) == (1, [f"{prog}: PREFECT_API_URL={silent_prefect_api}: the server accepted the connection "
+                               "but did not answer within 1 s; restart it, or unset PREFECT_API_URL to run with a "
+                               "temporary server"])
+    assert time.monotonic() - started < 10
