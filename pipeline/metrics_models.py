@@ -119,6 +119,9 @@ class TTSDetails(Details[TTSHeadline]):
     wall_seconds: float = 0.0
     rows: dict[str, int] = {}
     shards_written: list[str] = []
+    max_clip_seconds: float | None = None  # tts.max_clip_seconds this run applied
+    n_skipped: int = 0  # rows with a clip past it: no audio, manifest line ``skipped``
+    skipped: list[dict[str, Any]] = []  # {split, id, field, seconds, predicted, reason}
     cache_repair: dict[str, list[Any]] = {}  # pipeline.tts_cache.RepairReport
 
     def headline(self) -> TTSHeadline:
