@@ -156,6 +156,8 @@ def test_params_errors_name_the_key():
         parse_params(EvalClassesParams, {**PARAMS, "max_rows": 0})
     with pytest.raises(ParamsError, match="eval_classes.dtype"):
         parse_params(EvalClassesParams, {**PARAMS, "dtype": "int8"})
+    with pytest.raises(ParamsError, match="eval_classes.max_prompt_tokens"):
+        parse_params(EvalClassesParams, {**PARAMS, "max_prompt_tokens": 0})
     with pytest.raises(ParamsError, match="eval_classes.narration_min_coverage"):
         parse_params(EvalClassesParams, {**PARAMS, "narration_min_coverage": 0})
     assert parse_params(EvalClassesParams, PARAMS).generation == GenerationParams(max_new_tokens=16)

@@ -187,6 +187,7 @@ def test_bad_dataset_lines_fail_naming_file_and_line(tmp_path):
         ({"speed": float("inf")}, "'tts.speed' must be a number"),
         ({"g2p": "gruut"}, "'tts.g2p' must be one of 'offline', 'spacy'"),
         ({"shard_size": 0}, "'tts.shard_size' must be in [1, inf]"),
+        ({"max_clip_seconds": 0}, "'tts.max_clip_seconds' must be in (0, inf]"),
         ({"espeak_voices": {"am_adam": "en-us"}}, "no espeak voice for af_heart, bm_george"),
         ({"voices": ["x"]}, "'tts.voices' is not a known key"),
     ],
