@@ -257,6 +257,16 @@ def open_facts_turn(chat, row: DatasetRow, collector: ReplyCollector) -> None:
     _open_turn(chat)
 
 
+def prompt_tokens(lfm: LoadedLFM, row: DatasetRow, user_audio: UserAudio) -> int:
+    """Positions the row's prompts prefill, known before any decoding: the request chat with its assistant
+    turn open and, for tool_result_speak, the facts turn that opens turn 2 (turn 1's own reply, at most
+    ``max_new_tokens``, is not counted here)."""
+    chat = open_request_turn(lfm, row, user_audio)
+    if row.row_class == "tool_result_speak" and row.facts is not None:
+        open_facts_turn(chat, row, ReplyCollector(lfm.processor.text))  # turn 1 empty
+    return prompt_positions(chat)
+
+
 def generate_replies(
     lfm: LoadedLFM,
     requests: list[tuple[DatasetRow, UserAudio]],

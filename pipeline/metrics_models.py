@@ -113,6 +113,9 @@ class TTSDetails(Details[TTSHeadline]):
     requests: int = 0
     audio_seconds: float = 0.0
     rows: dict[str, int] = {}
+    max_clip_seconds: float | None = None  # tts.max_clip_seconds this run applied
+    n_skipped: int = 0  # rows with a clip past it: no audio, manifest line ``skipped``
+    skipped: list[dict[str, Any]] = []  # {split, id, field, seconds, predicted, reason}
     # The invocation's cache use, work and wall clock (in tts.timings.json, pipeline.io.INVOCATION_KEYS):
     syntheses: int = 0
     cache_hits: int = 0

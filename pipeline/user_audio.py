@@ -1,9 +1,10 @@
 """The user's spoken request of each dataset row: a TTS manifest (``data/tts/{split}.jsonl``) + the TTS cache.
 
-A row whose audio is missing is not generated: the evaluation stages list it
-with its reason and count it, and fail before generating anything when missing
-audio and bad dataset lines exceed ``max_skipped_fraction`` of the rows
-(``check_skipped``).
+A row whose audio is missing (or that the tts stage skipped) is not generated:
+the evaluation stages list it with its reason and count it, and fail before
+generating anything when missing audio, prompts past their bound
+(``pipeline.inference.bound_prompts``) and bad dataset lines exceed
+``max_skipped_fraction`` of the rows (``check_skipped``).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class MissingAudio(LookupError):
 
 
 class TooManySkipped(StageError):
-    """More rows lack user audio (or are bad lines) than ``max_skipped_fraction`` allows."""
+    """More rows lack user audio, or are past a prompt bound, or are bad lines, than ``max_skipped_fraction`` allows."""
 
 
 class ManifestAudio:
@@ -46,6 +47,8 @@ class ManifestAudio:
         entry = self.keys.get(row.id)
         if entry is None:
             raise MissingAudio(f"{self.manifest_path}: no entry for row '{row.id}'")
+        if entry.get("skipped"):  # the tts stage left the row unvoiced (a clip past tts.max_clip_seconds)
+            raise MissingAudio(f"{self.manifest_path}: row '{row.id}' skipped by tts ({entry['skipped']})")
         key = entry.get("turn1_user_key") if row.row_class == "tool_result_speak" else None
         key = key or entry.get("user_key")
         if not key:
@@ -84,6 +87,6 @@ def check_skipped(audio: dict[str, UserAudio | str], n_bad: int, n_rows: int, ma
     if total and (len(missing) + n_bad) / total > max_fraction:
         shown = "; ".join(missing[:3]) + (f"; (+{len(missing) - 3} more)" if len(missing) > 3 else "")
         raise TooManySkipped(
-            f"{len(missing)} rows without user audio and {n_bad} bad lines out of {total} "
+            f"{len(missing)} rows without user audio (or past a prompt bound) and {n_bad} bad lines out of {total} "
             f"exceed max_skipped_fraction={max_fraction}" + (f" ({shown})" if shown else "")
         )

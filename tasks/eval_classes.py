@@ -16,9 +16,10 @@ is correct when that is what its class expects. Outputs:
 - ``reports/eval/eval_classes.jsonl``: every row's text, audio codes, stream
   layout and verdict (``eval_blip`` and ``report`` read it).
 
-A row whose user audio is missing is not generated: it is listed with its
-reason and counted (``n_skipped``); past ``max_skipped_fraction`` the stage
-fails before generating anything.
+A row whose user audio is missing (or that tts skipped), or whose prompt is past
+``max_prompt_tokens`` or the model's context (``pipeline.inference.bound_prompts``),
+is not generated: it is listed with its reason and counted (``n_skipped``); past
+``max_skipped_fraction`` the stage fails before generating anything.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from typing import Any, Callable, Iterable
 
 from pipeline.artifacts import CONFUSION_PNG, EVAL_CLASSES_JSONL, metrics_json
 from pipeline.generation import generate_reply, generate_replies
-from pipeline.inference import InferenceRunParams, load_model
+from pipeline.inference import InferenceRunParams, bound_prompts, load_model
 from pipeline.jsonl import write_jsonl
 from pipeline.judge import BEHAVIOURS, EXPECTED, Verdict, judge
 from pipeline.metrics_models import EvalClassesDetails, write_stage_metrics
@@ -229,6 +230,8 @@ def run(params: EvalClassesParams, metrics_path: Path = METRICS_PATH, plot_path:
     check_skipped(audio, len(bad), len(rows), params.max_skipped_fraction)
     if lfm is None:
         lfm = load_model(params.model_dir, params.device, params.dtype)
+    audio = bound_prompts(lfm, rows, audio, params)  # a prompt past its bound: skipped as a row without audio
+    check_skipped(audio, len(bad), len(rows), params.max_skipped_fraction)
     generation = params.generation
     started = time.perf_counter()
     results = evaluate(rows, audio, replies_for(lfm, rows, audio, generation, params.batch_size),

@@ -11,6 +11,8 @@ narration is scored by ``pipeline.narration.score_narration``:
 The two are independent. Outputs ``reports/metrics/eval_narration.details.json``
 ({faithful_rate, memorized_rate, n_evaluated, ...}), its headline ``reports/metrics/eval_narration.json``
 (DVC's metrics) and ``reports/eval/eval_narration.jsonl`` (every row's narration and score). A rate over zero rows is null with a reason.
+A row without user audio, or past a prompt bound (``pipeline.inference.bound_prompts``), is
+skipped, listed and counted (``skipped``, ``n_skipped``, ``max_skipped_fraction``).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Any, Callable
 
 from pipeline.artifacts import EVAL_NARRATION_JSONL, metrics_json
 from pipeline.generation import generate_reply, generate_replies
-from pipeline.inference import InferenceRunParams, load_model
+from pipeline.inference import InferenceRunParams, bound_prompts, load_model
 from pipeline.jsonl import write_jsonl
 from pipeline.metrics_models import EvalNarrationDetails, write_stage_metrics
 from pipeline.narration import NarrationScore, TrainingValues, score_narration
@@ -130,6 +132,8 @@ def run(params: EvalNarrationParams, metrics_path: Path = METRICS_PATH, records_
     check_skipped(audio, len(bad), len(rows), params.max_skipped_fraction)
     if lfm is None:
         lfm = load_model(params.model_dir, params.device, params.dtype)
+    audio = bound_prompts(lfm, rows, audio, params)  # a prompt past its bound: skipped as a row without audio
+    check_skipped(audio, len(bad), len(rows), params.max_skipped_fraction)
     generation = params.generation
     started = time.perf_counter()
     replies: dict[str, Reply | str] = {}

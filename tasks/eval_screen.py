@@ -11,7 +11,8 @@ the full evaluation's. Outputs:
 - ``reports/metrics/eval_screen.details.json``: ``eval_blip``'s details over the
   openings (its headline keys: ``cb0_match_rate``, ``detector_true_positive_rate``,
   ``false_positive_rate``, ``decision_latency_ms``), ``decoder_work``,
-  ``frames_needed`` and every row's decision. It is a cached out, not a DVC
+  ``frames_needed``, every row's decision and the rows skipped (no user audio, or
+  past ``eval_classes``'s prompt bounds: ``skipped``, ``n_skipped``). It is a cached out, not a DVC
   metric: ``dvc metrics show`` stays a screen wide and has ``eval_blip``'s
   columns already; the sweep reads this document.
 - ``reports/metrics/eval_screen.timings.json``: the decoding's wall time (a DVC
@@ -27,7 +28,7 @@ from typing import Any
 from coordinator.signature import BlipSignature, SignatureError
 from pipeline.artifacts import BLIP_CODES_NPY, BLIP_SIGNATURE_JSON, EVAL_SCREEN_DETAILS_JSON, timings_json
 from pipeline.blip_emission import EvalBlipParams
-from pipeline.inference import load_model
+from pipeline.inference import bound_prompts, load_model
 from pipeline.io import write_json
 from pipeline.params import load_section, load_stage_params, stage_main
 from pipeline.records import read_rows, select_rows
@@ -55,6 +56,8 @@ def run(screen: EvalScreenParams, run_params: ScreenedRunParams, blip: EvalBlipP
     check_skipped(audio, len(read.bad), len(rows), run_params.max_skipped_fraction)
     if lfm is None:
         lfm = load_model(run_params.model_dir, run_params.device, run_params.dtype)
+    audio = bound_prompts(lfm, rows, audio, run_params)  # eval_classes's bounds: the same rows skipped
+    check_skipped(audio, len(read.bad), len(rows), run_params.max_skipped_fraction)
     requests = [(row, audio[row.id]) for row in rows if not isinstance(audio[row.id], str)]
     started = time.perf_counter()
     result = screen_replies(lfm, signature, requests, run_params.generation, screen.batch_size,
@@ -67,6 +70,7 @@ def run(screen: EvalScreenParams, run_params: ScreenedRunParams, blip: EvalBlipP
         "batch_size": screen.batch_size,
         "n_rows": read.lines_read,
         "n_skipped": sum(isinstance(audio[row.id], str) for row in rows),
+        "skipped": [{"id": row.id, "reason": audio[row.id]} for row in rows if isinstance(audio[row.id], str)],
         "rows": [row.to_json() for row in result.report.rows],
     })
     write_json(details_path, metrics)

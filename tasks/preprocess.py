@@ -7,7 +7,8 @@ prompt, user audio, assistant text+audio); the assistant turns named by
 tool_result_speak rows; ``[]``: v4, no blip). liquid-audio's own mapper makes
 the samples, so the shards are in its dataset format. Unlike the stock
 ``preprocess_dataset``, over-long rows are counted, listed and reported, not
-silently skipped, and every blipped turn is checked to open with the blip
+silently skipped (``reports/preprocess/overlong.jsonl``, with the rows the tts stage
+skipped for a clip past ``tts.max_clip_seconds``), and every blipped turn is checked to open with the blip
 signature's codes, per kind, in ``reports/metrics/preprocess.details.json``
 (headline numbers, DVC's metrics: ``reports/metrics/preprocess.json``).
 
@@ -181,11 +182,17 @@ def samples_for_split(
         report.rows += 1
         if row.id not in manifest:
             raise PreprocessError(f"row {row.id}: not in the TTS manifest (rerun the tts stage)")
+        if manifest[row.id].get("skipped"):  # a clip past tts.max_clip_seconds: never voiced, never encoded
+            report.overlong.append({"split": desc, "id": row.id, "class": row.row_class, "tokens": None,
+                                    "reason": f"tts: {manifest[row.id]['skipped']}"})
+            continue
         audio = row_audio(row, manifest[row.id], params.tts_cache_dir)
         sample = mapper(row_messages(row, audio, preview, params.blip_on))
         length = int(sample.modality_flag.shape[-1])
         if length > params.max_context_length:
-            report.overlong.append({"split": desc, "id": row.id, "class": row.row_class, "tokens": length})
+            report.overlong.append({"split": desc, "id": row.id, "class": row.row_class, "tokens": length,
+                                    "reason": f"{length} tokens, more than preprocess.max_context_length = "
+                                              f"{params.max_context_length}"})
             continue
         is_match = row.row_class == "tool_match"
         report.tool_match_rows += is_match

@@ -25,7 +25,11 @@ EXAMPLES = {
     },
     "tts": {"engine": "espeak-ng", "model_hash": "x", "requests": 24000, "syntheses": 10, "cache_hits": 23990,
             "hit_rate": 0.9996, "audio_seconds": 86400.0, "audio_seconds_synthesized": 36.0, "wall_seconds": 12.5,
-            "rows": {"train": 3000}, "shards_written": [], "cache_repair": {"damaged": [], "migrated": []}},
+            "rows": {"train": 3000}, "shards_written": [], "max_clip_seconds": 41.0, "n_skipped": 1,
+            "skipped": [{"split": "train", "id": "r9", "field": "assistant", "seconds": 160.0, "predicted": True,
+                         "reason": "assistant text is at least 160.0 s of audio (its letters and digits), more than "
+                                   "tts.max_clip_seconds = 41"}],
+            "cache_repair": {"damaged": [], "migrated": []}},
     "preprocess": {
         "blip_on": ["tool_match"], "splits": {"train": {"written": 3000}, "eval": {"written": 400}},
         "blipped_turns": {"tool_match": {"turns": 1200}, "turn1_ack": {"turns": 600}},

@@ -86,6 +86,37 @@ def test_missing_audio_past_the_threshold_fails_before_generating(tmp_path):
         run(params, tmp_path / "m.json", tmp_path / "p.png", tmp_path / "r.jsonl", lfm=object(), audio_source=source)
 
 
+@pytest.mark.parametrize("bounded", [True, False])
+def test_a_prompt_past_max_prompt_tokens_is_skipped_listed_and_counted(tiny_lfm, tiny_lfm_dir, tmp_path, bounded):
+    """The bound at the other rows' longest prompt: the tool_result_speak row (its facts turn on top) is skipped
+    before any decoding, with its reason; lifted (the production 4096), every row is decoded."""
+    from pipeline.generation import prompt_tokens
+
+    rows = one_row_per_class()
+    rows_path, source = write_inputs(tmp_path, rows, with_audio={r.id for r in rows})
+    tokens = {r.id: prompt_tokens(tiny_lfm, r, source.audio_for(r)) for r in rows}
+    bound = max(n for row_id, n in tokens.items() if row_id != "h-s")
+    assert tokens["h-s"] > bound
+    params = parse_params(EvalClassesParams, {**PARAMS, "model_dir": str(tiny_lfm_dir), "rows": str(rows_path),
+                                              "max_new_tokens": 4, "max_skipped_fraction": 0.25,
+                                              **({"max_prompt_tokens": bound} if bounded else {})})
+    out = tmp_path / "reports"
+    metrics = run(params, out / "m.json", out / "cm.png", out / "r.jsonl", lfm=tiny_lfm, audio_source=source,
+                  log=lambda _: None)
+    records = {r["id"]: r for r in map(json.loads, (out / "r.jsonl").read_text().splitlines())}
+    if bounded:
+        reason = f"prompt of {tokens['h-s']} tokens, more than eval_classes.max_prompt_tokens = {bound}"
+        assert metrics["n_skipped"] == 1 and metrics["skipped"] == [{"id": "h-s", "reason": reason}]
+        assert metrics["per_class_counts"]["tool_result_speak"] == {"n": 0, "correct": 0, "skipped": 1}
+        assert records["h-s"]["reply"] is None and records["h-s"]["skipped"] == reason
+        assert metrics["n_evaluated"] == 3
+    else:
+        assert metrics["n_skipped"] == 0 and metrics["n_evaluated"] == 4 and records["h-s"]["reply"] is not None
+    with pytest.raises(TooManySkipped, match="1 rows without user audio \\(or past a prompt bound\\)"):
+        run(parse_params(EvalClassesParams, {**PARAMS, "rows": str(rows_path), "max_prompt_tokens": bound}),
+            out / "m.json", out / "cm.png", out / "r.jsonl", lfm=tiny_lfm, audio_source=source, log=lambda _: None)
+
+
 def test_metrics_from_hand_made_replies(tmp_path):
     rows = one_row_per_class()
     texts = {
@@ -125,6 +156,8 @@ def test_params_errors_name_the_key():
         parse_params(EvalClassesParams, {**PARAMS, "max_rows": 0})
     with pytest.raises(ParamsError, match="eval_classes.dtype"):
         parse_params(EvalClassesParams, {**PARAMS, "dtype": "int8"})
+    with pytest.raises(ParamsError, match="eval_classes.max_prompt_tokens"):
+        parse_params(EvalClassesParams, {**PARAMS, "max_prompt_tokens": 0})
     with pytest.raises(ParamsError, match="eval_classes.narration_min_coverage"):
         parse_params(EvalClassesParams, {**PARAMS, "narration_min_coverage": 0})
     assert parse_params(EvalClassesParams, PARAMS).generation == GenerationParams(max_new_tokens=16)
@@ -133,7 +166,8 @@ def test_params_errors_name_the_key():
 @pytest.mark.parametrize("change, message", [
     ({"model_dir": "no/such/model"}, "no/such/model: model folder not found (run the base_models stage first)"),
     ({"dtype": "int8"}, "params.yaml: 'eval_classes.dtype' must be one of 'bfloat16', 'float32', 'float16', got 'int8'"),
-    ({"max_skipped_fraction": 0.5}, "4 rows without user audio and 0 bad lines out of 4 exceed max_skipped_fraction=0.5"),
+    ({"max_skipped_fraction": 0.5}, "4 rows without user audio (or past a prompt bound) and 0 bad lines out of 4 "
+                                    "exceed max_skipped_fraction=0.5"),
 ])
 def test_an_expected_failure_is_one_line_naming_the_cause(tmp_path, monkeypatch, capsys, change, message):
     from tasks.eval_classes import main

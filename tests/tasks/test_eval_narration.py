@@ -78,6 +78,34 @@ def test_stage_on_the_tiny_model(tiny_lfm, tiny_lfm_dir, tmp_path):
     assert json.loads((tmp_path / "eval_narration.json").read_text()) == {"faithful": metrics["faithful_rate"]}
 
 
+@pytest.mark.parametrize("max_new_tokens", [2048, 12])
+def test_a_prompt_that_cannot_fit_the_models_context_is_skipped_listed_and_counted(tiny_lfm, tiny_lfm_dir, tmp_path,
+                                                                                  max_new_tokens):
+    """The tiny model's context is 4096 positions: a two-turn row whose prompt + 2 x 2048 new tokens would pass it is
+    skipped before decoding, listed and counted; at 12 new tokens it is decoded."""
+    novel = [RowMaker(random.Random(5), "heldout").tool_result_speak("nf-1")]
+    write_rows(tmp_path / "novel.jsonl", novel)
+    write_rows(tmp_path / "train.jsonl", novel)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(json.dumps({"id": "nf-1", "user_key": "k", "turn1_user_key": "k"}) + "\n")
+    source = ManifestAudio(manifest, tmp_path, loader=lambda d, k: (np.full(4_800, 0.01, dtype=np.float32), 24_000))
+    params = parse_params(EvalNarrationParams, {
+        "model_dir": str(tiny_lfm_dir), "rows": str(tmp_path / "novel.jsonl"), "train_rows": str(tmp_path / "train.jsonl"),
+        "tts_manifest": str(manifest), "tts_cache_dir": str(tmp_path), "max_new_tokens": max_new_tokens,
+        "device": "cpu", "max_skipped_fraction": 1.0})
+    metrics = run(params, tmp_path / "eval_narration.json", tmp_path / "eval_narration.jsonl", lfm=tiny_lfm,
+                  audio_source=source, log=lambda _: None)
+    record = json.loads((tmp_path / "eval_narration.jsonl").read_text())
+    if max_new_tokens == 2048:
+        assert metrics["n_skipped"] == 1 and metrics["n_evaluated"] == 0
+        [skipped] = metrics["skipped"]
+        assert skipped["id"] == "nf-1" and skipped["reason"].endswith(
+            "tokens + 2 x eval_narration.max_new_tokens = 2048 is more than the model's context of 4096 positions")
+        assert record["skipped"] == skipped["reason"] and record["text"] is None
+    else:
+        assert metrics["n_skipped"] == 0 and metrics["n_evaluated"] == 1 and record["text"] is not None
+
+
 def test_a_missing_training_file_is_one_line(tmp_path, monkeypatch, capsys):
     import yaml
 

@@ -141,6 +141,32 @@ def test_overlong_rows_are_listed_not_silently_dropped(mapper, signature, tmp_pa
     assert written == [] and report.rows == 2
     assert [entry["id"] for entry in report.overlong] == ["n1", "m1"]
     assert all(entry["tokens"] > 40 for entry in report.overlong)
+    assert all(entry["reason"] == f"{entry['tokens']} tokens, more than preprocess.max_context_length = 40"
+               for entry in report.overlong)
+
+
+@pytest.mark.parametrize("skipped_by_tts", [True, False])
+def test_a_row_tts_skipped_is_listed_as_overlong_and_its_audio_never_read(mapper, signature, tmp_path, monkeypatch,
+                                                                         skipped_by_tts):
+    """A manifest line ``skipped`` (a clip past tts.max_clip_seconds) is listed with its reason, not encoded;
+    the same row with its keys is processed."""
+    import tasks.preprocess as stage
+
+    trip, check = signature
+    rows = [DatasetRow.from_json(ROWS["non_tool"])]
+    reason = "assistant text is 52.0 s of audio, more than tts.max_clip_seconds = 41"
+    manifest = {"n1": {"user_key": None, "assistant_key": None, "skipped": reason} if skipped_by_tts else {}}
+    params = stage.PreprocessParams(tmp_path, tmp_path, tmp_path, max_context_length=4096, tool_match_oversample=1)
+    read: list[str] = []
+    monkeypatch.setattr(stage, "row_audio", lambda row, entry, cache_dir: read.append(row.id) or audio_for(row))
+    report = SplitReport()
+    written = list(samples_for_split(rows, manifest, mapper, params, to_float32(trip.preview), check, report, 1, "eval"))
+    if skipped_by_tts:
+        assert written == [] and read == [] and report.rows == 1
+        assert report.overlong == [{"split": "eval", "id": "n1", "class": "non_tool", "tokens": None,
+                                    "reason": f"tts: {reason}"}]
+    else:
+        assert len(written) == 1 and read == ["n1"] and report.overlong == []
 
 
 def test_written_shards_equal_the_stock_preprocess_dataset(tiny_lfm, mapper, tmp_path):

@@ -78,7 +78,8 @@ def test_stage_writes_manifests_and_metrics_then_reruns_for_free(tmp_path, engin
     assert [m["id"] for m in manifests["train"]] == ["train-1", "train-2"]
     assert manifests["novel_facts"] == []
     match, speak = manifests["train"]
-    assert set(match) == {"id", "user_key", "assistant_key", "turn1_user_key", "turn1_assistant_key"}
+    assert set(match) == {"id", "user_key", "assistant_key", "turn1_user_key", "turn1_assistant_key", "skipped"}
+    assert match["skipped"] is None
     assert match["turn1_user_key"] is None and match["turn1_assistant_key"] is None
     assert speak["turn1_user_key"] == speak["user_key"] == match["user_key"]  # same text, same speaker
     assert speak["turn1_assistant_key"] == match["assistant_key"]
@@ -189,6 +190,7 @@ def test_bad_dataset_lines_fail_naming_file_and_line(tmp_path):
         ({"speed": float("inf")}, "'tts.speed' must be a number"),
         ({"g2p": "gruut"}, "'tts.g2p' must be one of 'offline', 'spacy'"),
         ({"shard_size": 0}, "'tts.shard_size' must be in [1, inf]"),
+        ({"max_clip_seconds": 0}, "'tts.max_clip_seconds' must be in (0, inf]"),
         ({"espeak_voices": {"am_adam": "en-us"}}, "no espeak voice for af_heart, bm_george"),
         ({"voices": ["x"]}, "'tts.voices' is not a known key"),
     ],
@@ -217,3 +219,69 @@ def test_main_reads_its_params_group(tmp_path, monkeypatch, capsys):
     assert tts.main() == 1
     err = capsys.readouterr().err
     assert err.startswith("tts: data/dataset/eval.jsonl:1: invalid JSON") and len(err.splitlines()) == 1
+
+
+LONG_REPLY = "The forecast for the whole week ahead is mild and dry, with light winds from the west."  # ~6 s
+GIANT_REPLY = "All work and no play makes a dull day for everyone involved. " * 8  # >= 15 s by its letters alone
+BOUND_ROWS = {
+    **ROWS,
+    "eval": [ROWS["eval"][0], {**ROWS["eval"][0], "id": "eval-2", "user": "How is the week?", "assistant": LONG_REPLY}],
+    "heldout": [{**ROWS["heldout"][0], "assistant": GIANT_REPLY}],
+}
+
+
+def test_a_clip_past_max_clip_seconds_skips_its_row_listed_and_counted_and_never_poisons_the_cache(
+        tmp_path, monkeypatch, capsys):
+    """max_clip_seconds 4: held-1's giant reply is refused before synthesis (its letters alone need 15 s), eval-2's
+    reply once voiced (~6 s). Both rows: manifest line without keys, listed and counted; the stage exits 0. With the
+    bound lifted both are voiced (the voiced clip from the cache); with it back the outputs are the first run's."""
+    import yaml
+
+    from tasks import tts
+
+    (tmp_path / "data").mkdir()
+    write_dataset(tmp_path / "data", BOUND_ROWS)
+    monkeypatch.chdir(tmp_path)
+
+    def stage(max_clip_seconds: float) -> tuple[dict, dict[str, dict]]:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tts": {**PARAMS, "max_clip_seconds": max_clip_seconds}}))
+        assert tts.main() == 0
+        return read_json("reports/metrics/tts.details.json"), {s: read_manifest(f"data/tts/{s}.jsonl") for s in SPLITS}
+
+    details, manifests = stage(4.0)
+    err = capsys.readouterr().err
+    assert details["n_skipped"] == 2 and details["max_clip_seconds"] == 4.0
+    voiced, giant = details["skipped"]
+    assert (voiced["split"], voiced["id"], voiced["field"], voiced["predicted"]) == ("eval", "eval-2", "assistant", False)
+    assert voiced["seconds"] > 4 and voiced["reason"].endswith("more than tts.max_clip_seconds = 4")
+    assert (giant["split"], giant["id"], giant["predicted"]) == ("heldout", "held-1", True) and giant["seconds"] >= 15
+    for split, row_id, entry in (("eval", "eval-2", voiced), ("heldout", "held-1", giant)):
+        line = manifests[split][row_id]
+        assert line["skipped"] == entry["reason"] and line["user_key"] is None and line["assistant_key"] is None
+        assert f"tts: {split} row {row_id} skipped: {entry['reason']}" in err
+    assert manifests["eval"]["eval-1"]["skipped"] is None and manifests["eval"]["eval-1"]["user_key"]
+    cache = TTSCache("data/tts/cache")
+    texts = {clip.request.text for clip in cache.get_many(list(cache.index)).values()}
+    assert GIANT_REPLY not in texts and "play some jazz" not in texts  # held-1: nothing synthesised at all
+    assert LONG_REPLY in texts  # voiced, then refused: its true audio, under its own key
+    assert details["syntheses"] == 7 and details["requests"] == 5  # the manifests point to 5 of them
+    first = {s: Path(f"data/tts/{s}.jsonl").read_bytes() for s in SPLITS}
+
+    lifted, manifests = stage(1000.0)  # the bound removed: every row is voiced
+    assert lifted["n_skipped"] == 0 and lifted["skipped"] == []
+    assert manifests["heldout"]["held-1"]["assistant_key"] and manifests["eval"]["eval-2"]["skipped"] is None
+    assert round(TTSCache("data/tts/cache").seconds(manifests["eval"]["eval-2"]["assistant_key"]), 3) == voiced["seconds"]
+    assert lifted["syntheses"] == 2 and lifted["cache_hits"] == 7  # held-1's user and reply; eval-2's from the cache
+
+    again, _ = stage(4.0)
+    assert again["skipped"] == details["skipped"] and again["syntheses"] == 0
+    assert {s: Path(f"data/tts/{s}.jsonl").read_bytes() for s in SPLITS} == first  # byte for byte
+
+
+def test_min_clip_seconds_is_a_lower_bound_on_the_voiced_audio(engine):
+    from tasks.tts import min_clip_seconds
+
+    for text in ("Hi!", "It's 14 degrees with light rain.", LONG_REPLY, "1234567890 1234567890"):
+        audio = engine.synthesize(text, "am_adam", 1.0)
+        assert min_clip_seconds(text, 1.0) < audio.size / engine.sample_rate, text
+    assert min_clip_seconds(LONG_REPLY, 2.0) == min_clip_seconds(LONG_REPLY, 1.0) / 2
