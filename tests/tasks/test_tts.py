@@ -246,7 +246,8 @@ def test_a_clip_past_max_clip_seconds_skips_its_row_listed_and_counted_and_never
     def stage(max_clip_seconds: float) -> tuple[dict, dict[str, dict]]:
         (tmp_path / "params.yaml").write_text(yaml.safe_dump({"tts": {**PARAMS, "max_clip_seconds": max_clip_seconds}}))
         assert tts.main() == 0
-        return read_json("reports/metrics/tts.details.json"), {s: read_manifest(f"data/tts/{s}.jsonl") for s in SPLITS}
+        details = {**read_json("reports/metrics/tts.details.json"), **read_json("reports/metrics/tts.timings.json")}
+        return details, {s: read_manifest(f"data/tts/{s}.jsonl") for s in SPLITS}
 
     details, manifests = stage(4.0)
     err = capsys.readouterr().err
