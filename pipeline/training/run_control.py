@@ -83,7 +83,11 @@ class RunLock:
         self.handle = handle
 
     def release(self) -> None:
+        """Empty the holder line, then drop the lock: the folder is a DVC output, and a finished run's pid in it
+        would make two identical runs' checkpoints differ (a killed run's line stays, naming who held it)."""
         if self.handle is not None:
+            self.handle.seek(0)
+            self.handle.truncate()
             self.handle.close()  # closing drops the flock
             self.handle = None
 

@@ -605,3 +605,19 @@ def test_a_truncated_weights_file_fails_naming_it(tiny_lfm_dir, tmp_path):
         handle.truncate(handle.seek(0, 2) - 1000)
     with pytest.raises(ModelFolderError, match=rf"^{folder / 'model.safetensors'}: unreadable safetensors file"):
         load_base_model(folder)
+
+
+# --- the run lock: one training per checkpoint folder ---------------------------------------------
+
+
+def test_the_run_lock_names_its_holder_refuses_a_second_run_and_leaves_an_empty_file(tmp_path):
+    from pipeline.training.run_control import RunLock, TrainLockedError
+
+    with RunLock(tmp_path):
+        assert (tmp_path / ".lock").read_text() == f"pid {os.getpid()} on {os.uname().nodename}\n"
+        with pytest.raises(TrainLockedError, match=rf"\.lock: another training run holds the lock \(pid {os.getpid()} "):
+            RunLock(tmp_path).acquire()
+    # The folder is a DVC output: a finished run leaves no pid there, so two identical runs hash alike.
+    assert (tmp_path / ".lock").read_text() == ""
+    with RunLock(tmp_path):  # free again
+        pass
