@@ -163,9 +163,12 @@ class _StageIndex:
             from dvc.repo import Repo
 
             self.repo = Repo(root, _wait_for_lock=True)  # = `dvc --wait-for-lock`: see WAIT_FOR_LOCK
-            self.stages = {_address(stage, root): stage for stage in self.repo.index.stages}
-            files = sorted({f for stage in self.stages.values() for f in _stage_files(stage)})
-            self.key = (root, files, self._stat(files))
+            # A parallel `dvc repro` rewrites dvc.lock in place, under the repo lock: read it under the lock too, or
+            # a half-written file fails DVC's schema ("required key not provided @ data['schema']").
+            with self.repo.lock:
+                self.stages = {_address(stage, root): stage for stage in self.repo.index.stages}
+                files = sorted({f for stage in self.stages.values() for f in _stage_files(stage)})
+                self.key = (root, files, self._stat(files))
         return self.repo, self.stages
 
     @staticmethod

@@ -56,6 +56,27 @@ def test_a_stage_waits_for_the_lock_and_then_runs(toy):
     assert time.perf_counter() - start >= 3.5  # it waited, then ran
 
 
+def test_the_stage_index_reads_dvc_lock_only_while_no_dvc_command_writes_it(toy):
+    """A parallel stage's `dvc repro` rewrites dvc.lock in place under the repo lock; the flow's in-process index
+    waits for it instead of parsing the emptied file (before: "required key not provided @ data['schema']",
+    a multihost run under load)."""
+    from flows.dvc_graph import _StageIndex
+
+    assert run_stage(toy, "prep", on_line=lambda line: None) == "ran"
+    lock_file = toy / "dvc.lock"
+    whole = lock_file.read_text()
+    holder = _hold_repo_lock(toy, 3)  # a dvc command in the middle of writing dvc.lock:
+    lock_file.write_text("")  # opened for writing (emptied) ...
+    threading.Timer(1.5, lambda: lock_file.write_text(whole)).start()  # ... written before it lets go
+    index = _StageIndex()
+    try:
+        _, stages = index.get(toy)
+    finally:
+        index.close()
+    holder.join()
+    assert "prep" in stages and stages["prep"].outs
+
+
 def test_experiments_started_together_all_finish_and_a_real_failure_still_fails(toy):
     results: dict[str, object] = {}
 
