@@ -55,19 +55,23 @@ def test_zero_rows_is_null_with_a_reason():
     assert m["unavailable"]["faithful_rate"] == "no novel-facts row"
 
 
-def test_stage_on_the_tiny_model(tiny_lfm, tiny_lfm_dir, tmp_path):
-    maker = RowMaker(random.Random(5), "heldout")
-    novel = [maker.tool_result_speak("nf-1")]
-    train = [RowMaker(random.Random(5), "train").tool_result_speak(f"tr-{i}") for i in range(5)]
+def stage_inputs(tmp_path, model_dir, novel, train, **params) -> tuple[EvalNarrationParams, ManifestAudio]:
+    """The stage's params over these rows, and user audio (a quiet 0.2 s clip) for row nf-1."""
     write_rows(tmp_path / "novel.jsonl", novel)
     write_rows(tmp_path / "train.jsonl", train)
     manifest = tmp_path / "manifest.jsonl"
     manifest.write_text(json.dumps({"id": "nf-1", "user_key": "k", "turn1_user_key": "k"}) + "\n")
     source = ManifestAudio(manifest, tmp_path, loader=lambda d, k: (np.full(4_800, 0.01, dtype=np.float32), 24_000))
-    params = parse_params(EvalNarrationParams, {
-        "model_dir": str(tiny_lfm_dir), "rows": str(tmp_path / "novel.jsonl"), "train_rows": str(tmp_path / "train.jsonl"),
-        "tts_manifest": str(manifest), "tts_cache_dir": str(tmp_path), "max_new_tokens": 12, "device": "cpu",
-        "max_skipped_fraction": 0.0})
+    return parse_params(EvalNarrationParams, {
+        "model_dir": str(model_dir), "rows": str(tmp_path / "novel.jsonl"), "train_rows": str(tmp_path / "train.jsonl"),
+        "tts_manifest": str(manifest), "tts_cache_dir": str(tmp_path), "device": "cpu", **params}), source
+
+
+def test_stage_on_the_tiny_model(tiny_lfm, tiny_lfm_dir, tmp_path):
+    maker = RowMaker(random.Random(5), "heldout")
+    novel = [maker.tool_result_speak("nf-1")]
+    train = [RowMaker(random.Random(5), "train").tool_result_speak(f"tr-{i}") for i in range(5)]
+    params, source = stage_inputs(tmp_path, tiny_lfm_dir, novel, train, max_new_tokens=12, max_skipped_fraction=0.0)
     metrics = run(params, tmp_path / "eval_narration.json", tmp_path / "eval_narration.jsonl", lfm=tiny_lfm,
                   audio_source=source, log=lambda _: None)
     assert metrics["n_evaluated"] == 1 and metrics["training_values"] > 0
@@ -84,15 +88,8 @@ def test_a_prompt_that_cannot_fit_the_models_context_is_skipped_listed_and_count
     """The tiny model's context is 4096 positions: a two-turn row whose prompt + 2 x 2048 new tokens would pass it is
     skipped before decoding, listed and counted; at 12 new tokens it is decoded."""
     novel = [RowMaker(random.Random(5), "heldout").tool_result_speak("nf-1")]
-    write_rows(tmp_path / "novel.jsonl", novel)
-    write_rows(tmp_path / "train.jsonl", novel)
-    manifest = tmp_path / "manifest.jsonl"
-    manifest.write_text(json.dumps({"id": "nf-1", "user_key": "k", "turn1_user_key": "k"}) + "\n")
-    source = ManifestAudio(manifest, tmp_path, loader=lambda d, k: (np.full(4_800, 0.01, dtype=np.float32), 24_000))
-    params = parse_params(EvalNarrationParams, {
-        "model_dir": str(tiny_lfm_dir), "rows": str(tmp_path / "novel.jsonl"), "train_rows": str(tmp_path / "train.jsonl"),
-        "tts_manifest": str(manifest), "tts_cache_dir": str(tmp_path), "max_new_tokens": max_new_tokens,
-        "device": "cpu", "max_skipped_fraction": 1.0})
+    params, source = stage_inputs(tmp_path, tiny_lfm_dir, novel, novel, max_new_tokens=max_new_tokens,
+                                  max_skipped_fraction=1.0)
     metrics = run(params, tmp_path / "eval_narration.json", tmp_path / "eval_narration.jsonl", lfm=tiny_lfm,
                   audio_source=source, log=lambda _: None)
     record = json.loads((tmp_path / "eval_narration.jsonl").read_text())
