@@ -200,6 +200,8 @@ def make_plan(measured: dict, production: dict, gpu: dict | None) -> dict:
     hours["eval_classes"] = classes_tokens / decode_rate / 3600
     hours["eval_narration"] = narration_tokens / decode_rate / 3600
     hours["eval_blip"] = wall.get("eval_blip", 0) * counts["heldout_rows"] / max(1, rows["heldout_rows"]) / 3600
+    # The screening tier (a sweep's, not a nightly's): the held-out rows' openings, a fixed few frames a row.
+    hours["eval_screen"] = wall.get("eval_screen", 0) * counts["heldout_rows"] / max(1, rows["heldout_rows"]) / 3600
 
     gpu_plan = None
     if gpu is not None:

@@ -56,7 +56,8 @@ MEASURED = {
     "rows": {"train_rows": 16, "eval_rows": 4, "heldout_rows": 4, "novel_facts_rows": 4, "all_rows": 28,
              "train_eval_rows": 20},
     "stages": {"blip": {"wall_s": 3.6}, "blip_codes": {"wall_s": 7.2}, "report": {"wall_s": 3.6},
-               "dataset": {"wall_s": 28.0}, "preprocess": {"wall_s": 60.0}, "eval_blip": {"wall_s": 4.0}},
+               "dataset": {"wall_s": 28.0}, "preprocess": {"wall_s": 60.0}, "eval_blip": {"wall_s": 4.0},
+               "eval_screen": {"wall_s": 78.0}},
     "bytes": {"base_models": 3_000, "checkpoint": 9_000, "final_model": 3_100, "tts_cache": 280,
               "codes_cache": 20, "preprocessed": 200},
 }
@@ -79,6 +80,7 @@ def test_plan_scales_each_stage_by_what_its_cost_depends_on():
     assert hours["train"] == pytest.approx((896_000 / 10 + 12 * 36) / 3600)
     assert hours["eval_classes"] == pytest.approx(120 * 512 / 2.0 / 3600)
     assert hours["eval_narration"] == pytest.approx(60 * 512 / 2.0 / 3600)
+    assert hours["eval_screen"] == pytest.approx(78.0 * 120 / 4 / 3600)  # a few frames a row: scales with the rows
     assert plan["gpu_train"] is None
 
 
