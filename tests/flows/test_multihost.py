@@ -204,7 +204,7 @@ def test_sweep_experiments_run_on_two_workers_at_once(remote_toy, remote_workers
     toy, remote = remote_toy
     (toy / "configs").mkdir()
     shutil.copy(repo_root / "configs/baselines.yaml", toy / "configs/baselines.yaml")
-    set_param(toy, "train", "sleep", 2)  # long enough for the two runs to overlap
+    set_param(toy, "train", "sleep", 12)  # long enough for the two runs to overlap when a worker is slow to poll (load)
     params_before = (toy / "params.yaml").read_text()
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(yaml.safe_dump({"gpus_per_experiment": 1, "variants": [
