@@ -24,7 +24,7 @@ from pipeline.artifacts import MODEL_CARD_MD
 from pipeline.io import INVOCATION_KEYS
 from pipeline.workspace import profile_params, source_files
 
-pytestmark = pytest.mark.reproducibility  # ~10 min on the shared 2-core machine: not part of `make test`
+pytestmark = pytest.mark.reproducibility  # ~7 min on the shared 2-core machine: not part of `make test`
 
 # The card's lines that quote train.timings.json (tasks/report.py, "Train <label>: <value>"; a run resumed at its
 # last step trains no token, so it has no tokens/s line).
