@@ -92,7 +92,9 @@ def test_experiments_started_together_all_finish_and_a_real_failure_still_fails(
         thread.start()
     for thread in threads:
         thread.join(timeout=600)
-    assert all(isinstance(results[f"v{i}"], str) for i in range(3)), results
+    outcome = {name: result if isinstance(result, str) else f"{type(result).__name__}: {str(result)[-600:]}"
+               for name, result in results.items()}  # in full: a failure here once in a suite run was cut short
+    assert all(isinstance(results.get(f"v{i}"), str) for i in range(3)), "\n".join(f"{k}: {v}" for k, v in outcome.items())
     assert isinstance(results["broken"], DvcFailed) and "failing on purpose" in str(results["broken"])
 
 
