@@ -301,7 +301,7 @@ def run_stage(workdir: str | os.PathLike, name: str, force: bool = False,
         nonlocal outcome
         on_line(line)
         for pattern, status in _OUTCOME_LINES:
-            match = pattern.match(line)
+            match = pattern.match(_printed(line))
             if match and match["stage"] == name:  # the last one counts: `--pull` may fail over to a run
                 outcome = status
 
@@ -433,12 +433,21 @@ def remove_experiment(workdir: str | os.PathLike, name: str) -> bool:
     return True
 
 
+_TERMINAL_CONTROL = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _printed(line: str) -> str:
+    """What a terminal would show of an output line: the text after its last carriage return, without control
+    sequences (a progress bar DVC drew and then wrote over shares the line with what follows it)."""
+    return _TERMINAL_CONTROL.sub("", line).rsplit("\r", 1)[-1]
+
+
 def stage_outcomes(lines: Iterable[str]) -> dict[str, str]:
     """What each stage ended as (RAN, SKIPPED, RESTORED), from DVC's own lines of a repro or experiment."""
     outcomes: dict[str, str] = {}
     for line in lines:
         for pattern, outcome in _OUTCOME_LINES:
-            if match := pattern.match(line):
+            if match := pattern.match(_printed(line)):
                 outcomes[match["stage"]] = outcome
     return outcomes
 

@@ -150,3 +150,13 @@ def test_a_rerun_right_after_kill_9_of_the_flow_runs_the_stage_and_its_outputs_a
     recorded = yaml.safe_load((toy / "dvc.lock").read_text())["stages"]["prep"]["outs"]
     assert recorded == [{"path": "out/prep.json", "hash": "md5", "md5": hashlib.md5(output.read_bytes()).hexdigest(),
                          "size": output.stat().st_size}]
+
+
+def test_stage_outcomes_reads_a_line_a_progress_bar_shared():
+    """A progress bar DVC drew (and wrote over with a carriage return) stays at the start of the next line DVC prints;
+    the outcome is still read from what the terminal shows."""
+    from flows.dvc_graph import RAN, RESTORED, stage_outcomes
+
+    lines = ["Checking out  40%|####      | 2/5 [00:01<00:01]\r\x1b[KRunning stage 'eval_screen':",
+             "\rStage 'prep' is cached - skipping run, checking out outputs"]
+    assert stage_outcomes(lines) == {"eval_screen": RAN, "prep": RESTORED}
