@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -452,6 +452,21 @@ def stage_outcomes(lines: Iterable[str]) -> dict[str, str]:
     return outcomes
 
 
+@contextlib.contextmanager
+def _one_experiment_at_a_time(workdir: str | os.PathLike) -> Iterator[None]:
+    """`dvc exp run --temp` stashes its experiment, then runs every experiment stashed for the temp queue: two started
+    together in one workspace ran each other's (one reported 'Ran experiment(s): boost-1, boost-7', the other found
+    all cached and was counted as 0 decoder items). So one at a time per workspace (an flock: threads and processes
+    alike); experiments in parallel run on workers, each in its own clone (flows/remote.py)."""
+    import fcntl
+
+    path = Path(workdir) / ".dvc" / "tmp" / "toolaware-exp-run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def run_experiment(workdir: str | os.PathLike, name: str, overrides: Iterable[str],
                    on_line: Callable[[str], None] = print, targets: Iterable[str] = ()) -> str:
     """`dvc exp run --temp -n <name> -S <override>... [targets]` (the workspace stays untouched); return its commit.
@@ -462,7 +477,8 @@ def run_experiment(workdir: str | os.PathLike, name: str, overrides: Iterable[st
     for override in overrides:
         args += ["-S", override]
     args += list(targets)
-    returncode, tail = dvc(args, workdir, on_line)
+    with _one_experiment_at_a_time(workdir):
+        returncode, tail = dvc(args, workdir, on_line)
     if returncode != 0:
         raise DvcFailed(f"experiment '{name}'", returncode, tail)
     rev = experiment_rev(workdir, name)
